@@ -1,0 +1,76 @@
+"""`semtok <command>`: every computation of the workflow is one of these entry points.
+
+Snakemake rules only wire files to these commands; each can be run by hand. Modules are imported
+lazily so that a job pays only for what it uses. Every command takes `--config FILE` (YAML, the
+schema of semtok/config.py) and any number of `--set key.path=value` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# command -> (module, help). The module defines `add_arguments(parser)` and `run(args, cfg)`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synthetic": ("semtok.data.synthetic", "write the synthetic ImageNet-like dataset"),
+    "index": ("semtok.data.imagenet", "list a split of an ImageNet-layout folder and assign shards"),
+    "shard": ("semtok.data.shards", "write one webdataset image shard (and its manifest)"),
+    "data-summary": ("semtok.data.summary", "merge shard manifests into the data manifest and table"),
+    "prefetch": ("semtok.registry", "download every pretrained component into the cache"),
+    "teachers": ("semtok.train.teachers", "bootstrap the tiny frozen teachers on the configured data"),
+    "encode": ("semtok.data.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"),
+    "stage1": ("semtok.train.stage1", "Stage I: generative pre-training of a tokenizer variant"),
+    "stage2": ("semtok.train.stage2", "Stage II: one-step refiner fine-tuning of a tokenizer variant"),
+    "dump-tokens": ("semtok.tokens", "encode one image shard (and flips) into token shards"),
+    "train-ar": ("semtok.train.ar", "train a masked autoregressive generator variant"),
+    "sample": ("semtok.sample", "sample images from a generator into an ADM-style npz"),
+    "eval-recon": ("semtok.eval.recon", "reconstruction metrics of a tokenizer -> CSV"),
+    "eval-gen": ("semtok.eval.gen", "generation metrics of a sample file -> CSV"),
+    "table": ("semtok.report.tables", "build one paper table from metric CSVs"),
+    "figure": ("semtok.report.figures", "draw one paper figure"),
+    "config-schema": ("semtok.config_cli", "print the JSON schema of the config"),
+    "resolve-config": ("semtok.config_cli", "print the validated config (with overrides) as YAML"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semtok", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints help or a clear "invalid choice" error
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"semtok {name}", description=COMMANDS[name][1])
+    parser.add_argument("--config", help="experiment YAML (default: config/config.yaml)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    args.command = name
+    cfg = None
+    if getattr(module, "NEEDS_CONFIG", True):
+        from semtok.config import ConfigError, load
+
+        try:
+            cfg = load(args.config or "config/config.yaml", args.overrides)
+        except (ConfigError, FileNotFoundError) as err:
+            parser.error(str(err))
+    result = module.run(args, cfg)
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""One registry for every pretrained component: SD3.5 VAE, SigLIP vision tower, SD3.5-Medium
+transformer, LPIPS (VGG), ResNet-50, Inception (FID), LPIPS metric (AlexNet).
+
+Each entry of `cfg.pretrained` says where its weights come from (semtok/config.py,
+`ComponentConfig`): a hub id or a local path ("pretrained"), a tiny model of the same class trained
+by the `teachers` rule on the configured data ("bootstrap", loaded from `teachers/<name>/` exactly as
+real weights are loaded), or random init from `arch` ("random"). `semtok prefetch` downloads every
+"pretrained" entry once into `pretrained.cache_dir` for clusters whose compute nodes are offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from semtok import paths
+from semtok.config import ComponentConfig, Config, ConfigError
+
+COMPONENTS = ("vae", "siglip", "sd3", "lpips", "resnet", "inception", "lpips_metric")
+BOOTSTRAPPABLE = ("vae", "siglip", "resnet", "inception")
+
+# Image normalisation each network expects, applied to images in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def component(cfg: Config, name: str) -> ComponentConfig:
+    if name not in COMPONENTS:
+        raise KeyError(f"unknown pretrained component {name!r}; known: {COMPONENTS}")
+    return getattr(cfg.pretrained, name)
+
+
+def bootstrapped(cfg: Config) -> list[str]:
+    """Components the `teachers` rule must train for this config."""
+    return [n for n in BOOTSTRAPPABLE if component(cfg, n).source == "bootstrap"]
+
+
+def location(cfg: Config, name: str) -> str:
+    """Hub id or local path that `from_pretrained`-style loaders read for component `name`."""
+    comp = component(cfg, name)
+    if comp.source == "bootstrap":
+        if name not in BOOTSTRAPPABLE:
+            raise ConfigError(f"pretrained.{name}.source: 'bootstrap' is not supported for {name}")
+        return str(paths.teacher_dir(cfg.out, name))
+    if comp.source == "pretrained":
+        if not comp.id:
+            raise ConfigError(f"pretrained.{name}.id: a hub id or local path is required for source 'pretrained'")
+        return comp.id
+    raise ConfigError(f"pretrained.{name}: source 'random' has no location")
+
+
+def configure_environment(cfg: Config) -> None:
+    """Point the hub and torch caches at `pretrained.cache_dir`; honour offline mode. Call once per job."""
+    if cfg.pretrained.cache_dir:
+        cache = Path(cfg.pretrained.cache_dir).expanduser()
+        os.environ.setdefault("HF_HOME", str(cache / "hf"))
+        os.environ.setdefault("TORCH_HOME", str(cache / "torch"))
+    if cfg.pretrained.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# SD3.5 VAE (diffusers AutoencoderKL)
+
+
+def tiny_vae_arch(arch: dict[str, Any], resolution: int) -> dict[str, Any]:
+    """AutoencoderKL kwargs for a tiny VAE with SD3.5's interface (f = 2^(blocks-1), 16 channels)."""
+    blocks = len(arch.get("block_out_channels", [32, 32, 64, 64]))
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * blocks,
+        "up_block_types": ["UpDecoderBlock2D"] * blocks,
+        "sample_size": resolution,
+        "use_quant_conv": False,
+        "use_post_quant_conv": False,
+        "scaling_factor": 1.0,
+        "shift_factor": 0.0,
+        **arch,
+    }
+
+
+def load_vae(cfg: Config) -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    comp = component(cfg, "vae")
+    if comp.source == "random":
+        return _frozen(AutoencoderKL(**tiny_vae_arch(comp.arch, cfg.data.resolution)))
+    kw = {"subfolder": comp.subfolder} if comp.source == "pretrained" and comp.subfolder else {}
+    if comp.revision:
+        kw["revision"] = comp.revision
+    return _frozen(AutoencoderKL.from_pretrained(location(cfg, "vae"), **kw))
+
+
+def vae_normalisation(vae: nn.Module) -> tuple[float, float]:
+    """(shift_factor, scaling_factor): latents are stored raw and normalised once, at load time,
+    as (z - shift) * scale (SPEC §1; SD3.5: 0.0609, 1.5305)."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return float(shift), float(vae.config.scaling_factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# SigLIP vision tower (transformers SiglipVisionModel)
+
+
+def tiny_siglip_config(arch: dict[str, Any]) -> Any:
+    from transformers import SiglipVisionConfig
+
+    return SiglipVisionConfig(**arch)
+
+
+def load_siglip(cfg: Config) -> nn.Module:
+    from transformers import AutoConfig, SiglipVisionModel
+
+    comp = component(cfg, "siglip")
+    if comp.source == "random":
+        return _frozen(SiglipVisionModel(tiny_siglip_config(comp.arch)))
+    where = location(cfg, "siglip")
+    kw = {"revision": comp.revision} if comp.revision else {}
+    model_type = AutoConfig.from_pretrained(where, **kw).model_type
+    if model_type == "siglip2":
+        raise ConfigError(
+            f"pretrained.siglip.id: {where} is a NaFlex SigLIP 2 checkpoint (variable resolution); use a "
+            "fixed-resolution one such as google/siglip2-so400m-patch16-256"
+        )
+    return _frozen(SiglipVisionModel.from_pretrained(where, **kw))
+
+
+def siglip_preprocess(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """images: (B, 3, H, W) in [0, 1] → SigLIP pixel values at its image size, normalised to [-1, 1]."""
+    size = model.config.image_size
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = torch.nn.functional.interpolate(
+            images, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+        )
+    return images * 2.0 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# SD3.5-Medium transformer (the decoder's initialisation; semtok/models/decoder.py)
+
+
+def sd3_location(cfg: Config) -> tuple[str, str | None]:
+    comp = component(cfg, "sd3")
+    return location(cfg, "sd3"), comp.subfolder
+
+
+# ---------------------------------------------------------------------------------------------
+# Perceptual networks
+
+
+def load_lpips(cfg: Config) -> nn.Module:
+    """LPIPS (VGG) for the Stage II perceptual loss (semtok/losses/perceptual.py)."""
+    from semtok.losses.perceptual import LPIPS
+
+    comp = component(cfg, "lpips")
+    if comp.source == "pretrained":
+        return _frozen(LPIPS.pretrained(net=comp.id or "vgg"))
+    if comp.source == "random":
+        return _frozen(LPIPS(**comp.arch))
+    raise ConfigError("pretrained.lpips.source: 'bootstrap' is not supported; use 'pretrained' or 'random'")
+
+
+def load_resnet(cfg: Config) -> nn.Module:
+    """ImageNet classifier for the ResNet logit loss (MaskBiT): torchvision ResNet-50, or a tiny
+    torchvision ResNet trained on the default data."""
+    from semtok.eval.features import build_classifier, load_classifier
+
+    comp = component(cfg, "resnet")
+    if comp.source == "pretrained":
+        import torchvision
+
+        weights = torchvision.models.ResNet50_Weights[comp.id or "IMAGENET1K_V1"]
+        return _frozen(torchvision.models.resnet50(weights=weights))
+    if comp.source == "bootstrap":
+        return _frozen(load_classifier(location(cfg, "resnet"))[0])
+    return _frozen(build_classifier(comp.arch))
+
+
+def load_fid_extractor(cfg: Config) -> tuple[Any, dict[str, str], str]:
+    """torch-fidelity feature extractor for FID/IS/PR, its feature names and a protocol string."""
+    from semtok.eval.features import build_feature_extractor
+
+    comp = component(cfg, "inception")
+    if comp.source == "pretrained":
+        weights = comp.subfolder  # optional local path of the Inception weights file
+        return build_feature_extractor("inception", weights)
+    if comp.source == "bootstrap":
+        return build_feature_extractor("classifier", location(cfg, "inception"))
+    raise ConfigError("pretrained.inception.source: use 'pretrained' (Inception) or 'bootstrap' (classifier)")
+
+
+def load_lpips_metric(cfg: Config) -> nn.Module:
+    """LPIPS used as a reconstruction *metric* (AlexNet by convention; recorded in the CSV)."""
+    import lpips
+
+    comp = component(cfg, "lpips_metric")
+    net = comp.id or "alex"
+    return _frozen(lpips.LPIPS(net=net, pretrained=True, pnet_rand=comp.source != "pretrained", verbose=False))
+
+
+def lpips_metric_protocol(cfg: Config) -> str:
+    comp = component(cfg, "lpips_metric")
+    return f"lpips-{comp.id or 'alex'}" + ("" if comp.source == "pretrained" else "-randombackbone")
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefetch (login node, once)
+
+NEEDS_CONFIG = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--done", help="marker file written when everything is cached")
+
+
+def prefetch(cfg: Config) -> list[str]:
+    """Download every 'pretrained' component into the cache; returns what was fetched."""
+    configure_environment(cfg)
+    fetched = []
+    for name in ("vae", "sd3"):
+        comp = component(cfg, name)
+        if comp.source == "pretrained" and not Path(comp.id or "").exists():
+            from huggingface_hub import snapshot_download
+
+            pattern = [f"{comp.subfolder}/*"] if comp.subfolder else None
+            snapshot_download(comp.id, revision=comp.revision, allow_patterns=pattern)
+            fetched.append(f"{name}: {comp.id}/{comp.subfolder or ''}")
+    comp = component(cfg, "siglip")
+    if comp.source == "pretrained" and not Path(comp.id or "").exists():
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(comp.id, revision=comp.revision)
+        fetched.append(f"siglip: {comp.id}")
+    for name, loader in (("lpips", load_lpips), ("resnet", load_resnet), ("lpips_metric", load_lpips_metric)):
+        if component(cfg, name).source == "pretrained":
+            loader(cfg)  # torchvision/lpips download into TORCH_HOME on first construction
+            fetched.append(name)
+    if component(cfg, "inception").source == "pretrained":
+        load_fid_extractor(cfg)
+        fetched.append("inception")
+    return fetched
+
+
+def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    fetched = prefetch(cfg)
+    if args.done:
+        Path(args.done).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.done).write_text("\n".join(fetched) + "\n")
+    return {"fetched": fetched}

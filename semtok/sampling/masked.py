@@ -1,0 +1,217 @@
+"""Iterative sampling from the masked generator, and raster decoding of its causal variant (SPEC §4).
+
+Masked sampling (MAR): all K tokens start masked; over N steps the number still masked follows
+floor(K cos(pi/2 (n+1)/N)). At each step the model predicts every token, the sampler draws bits
+for all masked positions, and commits the next ones: in a per-image random order (the paper) or by
+confidence (MaskGIT, Table 14). Committed tokens never change.
+
+Per-bit top-p: with two outcomes, nucleus filtering keeps only the more likely bit when its
+probability exceeds p (then the bit is the argmax), else samples from both. The "groups2" head
+uses the same nucleus filter over its 2^(d/2) indices. Classifier-free guidance acts on logits,
+l = l_u + s (l_c - l_u), with s rising linearly in the fraction of tokens already known (Fig. 7)
+or constant (Fig. 8); conditional and unconditional passes share one batched forward.
+
+Bits and indices are little-endian, k = sum_i bit_i 2^i (`BinarySphericalQuantizer`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from semtok.models.generator import MaskedGenerator
+from semtok.models.quantizer import BinarySphericalQuantizer
+
+Order = Literal["random", "confidence"]
+CfgSchedule = Literal["linear", "constant"]
+
+
+@dataclass
+class SampleOutput:
+    """bits: (B, K, d) bool; indices: (B, K) int64; partial: step -> (bits (B, K, d) bool,
+    known (B, K) bool) after that step (0-based), for the steps asked for."""
+
+    bits: torch.Tensor
+    indices: torch.Tensor
+    partial: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+def masked_schedule(num_tokens: int, steps: int) -> list[int]:
+    """Tokens still masked after each step n = 0..N-1: floor(K cos(pi/2 (n+1)/N)), at least 1
+    before the last step and 0 after it. Non-increasing."""
+    if steps < 1:
+        raise ValueError(f"need at least one sampling step, got {steps}")
+    masked = [
+        max(1, math.floor(num_tokens * math.cos(math.pi / 2 * (n + 1) / steps))) for n in range(steps - 1)
+    ]
+    return [*masked, 0]
+
+
+def cfg_scale_at(known: int, num_tokens: int, cfg_scale: float, schedule: CfgSchedule) -> float:
+    """Guidance scale when `known` of K tokens are committed: linear 1 + (s_max - 1) known/K, or
+    constant s_max."""
+    if schedule == "linear":
+        return 1 + (cfg_scale - 1) * known / num_tokens
+    if schedule == "constant":
+        return cfg_scale
+    raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {schedule!r}")
+
+
+def combine_guidance(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """l_u + s (l_c - l_u); exactly l_c at s = 1."""
+    return cond if scale == 1 else uncond + scale * (cond - uncond)
+
+
+def guided_logits(
+    model: MaskedGenerator,
+    bits: torch.Tensor,
+    mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Guided logits of every token. bits: (B, K, d); mask: (B, K) or None; labels: (B,).
+    For scale != 1 the conditional and the null-class passes run as one batch of 2B."""
+    if scale == 1:
+        return model(bits, mask, labels)
+    null = torch.full_like(labels, model.null_class)
+    logits = model(
+        torch.cat([bits, bits]),
+        None if mask is None else torch.cat([mask, mask]),
+        torch.cat([labels, null]),
+    )
+    return combine_guidance(*logits.chunk(2), scale)
+
+
+def top_p_sample(
+    logits: torch.Tensor, top_p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nucleus sampling over the last dimension: keep the most likely outcomes while the mass
+    before them is at most p (the argmax is always kept), renormalise, draw one.
+
+    logits: (..., V). Returns the drawn index (...) int64 and its log-probability (...) under the
+    unfiltered distribution. For V = 2 a bit whose larger probability exceeds p is the argmax.
+    """
+    log_probs = logits.float().log_softmax(-1)
+    sorted_probs, order = log_probs.exp().sort(-1, descending=True)
+    kept = sorted_probs * ((sorted_probs.cumsum(-1) - sorted_probs) <= top_p)
+    cumulative = kept.cumsum(-1)
+    u = torch.rand(cumulative.shape[:-1], generator=generator, device=logits.device) * cumulative[..., -1]
+    rank = (cumulative <= u[..., None]).sum(-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
+    index = order.gather(-1, rank)
+    return index.squeeze(-1), log_probs.gather(-1, index).squeeze(-1)
+
+
+def sample_bits(
+    logits: torch.Tensor, head: str, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw every token's bits from head logits: (..., d, 2) bitwise or (..., 2, 2^(d/2)) groups2.
+    Returns bits (..., d) bool and confidence (...) = sum of the drawn outcomes' log-probabilities."""
+    index, log_prob = top_p_sample(logits, top_p, generator)
+    if head == "bitwise":
+        bits = index.bool()
+    else:
+        bits = BinarySphericalQuantizer.indices_to_bits(index, logits.shape[-1].bit_length() - 1).flatten(-2)
+    return bits, log_prob.sum(-1)
+
+
+def _check_eval(model: MaskedGenerator) -> None:
+    if model.training:
+        raise ValueError("sampling needs model.eval() (class dropout is active in training mode)")
+
+
+@torch.no_grad()
+def sample(
+    model: MaskedGenerator,
+    labels: torch.Tensor,
+    steps: int = 64,
+    order: Order = "random",
+    top_p: float = 0.75,
+    cfg_scale: float = 6.0,
+    cfg_schedule: CfgSchedule = "linear",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_steps: Sequence[int] = (),
+) -> SampleOutput:
+    """Class-conditional tokens for labels: (B,) int64 on the model's device.
+
+    order "random": one permutation per image, committed front to back; "confidence": the masked
+    positions whose drawn bits have the highest summed log-probability (no added noise). A causal
+    model is decoded by `sample_raster` (K steps in raster order; `steps` and `order` do not apply).
+    `generator` must live on labels' device.
+    """
+    if model.config.causal:
+        return sample_raster(
+            model, labels, top_p, cfg_scale, cfg_schedule, temperature, generator, return_steps
+        )
+    if order not in ("random", "confidence"):
+        raise ValueError(f"order must be 'random' or 'confidence', got {order!r}")
+    _check_eval(model)
+    c = model.config
+    batch, device = labels.shape[0], labels.device
+    bits = torch.zeros(batch, c.num_tokens, c.bits, dtype=torch.bool, device=device)
+    known = torch.zeros(batch, c.num_tokens, dtype=torch.bool, device=device)
+    rank = torch.rand(batch, c.num_tokens, generator=generator, device=device).argsort(-1).argsort(-1)
+    partial = {}
+    num_known = 0
+    for step, still_masked in enumerate(masked_schedule(c.num_tokens, steps)):
+        target = c.num_tokens - still_masked
+        if target > num_known:
+            scale = cfg_scale_at(num_known, c.num_tokens, cfg_scale, cfg_schedule)
+            logits = guided_logits(model, bits, ~known, labels, scale) / temperature
+            drawn, confidence = sample_bits(logits, c.head, top_p, generator)
+            if order == "random":
+                commit = (rank < target) & ~known
+            else:
+                best = confidence.masked_fill(known, -torch.inf).topk(target - num_known, dim=-1).indices
+                commit = torch.zeros_like(known).scatter_(1, best, True)
+            bits = torch.where(commit[..., None], drawn, bits)
+            known = known | commit
+            num_known = target
+        if step in return_steps:
+            partial[step] = (bits.clone(), known.clone())
+    return SampleOutput(bits, BinarySphericalQuantizer.bits_to_indices(bits), partial)
+
+
+@torch.no_grad()
+def sample_raster(
+    model: MaskedGenerator,
+    labels: torch.Tensor,
+    top_p: float = 0.75,
+    cfg_scale: float = 6.0,
+    cfg_schedule: CfgSchedule = "linear",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    return_steps: Sequence[int] = (),
+) -> SampleOutput:
+    """Token-by-token decoding of the causal variant with a KV cache: K one-token forward steps,
+    the same top-p and CFG (the scale's "known" is the number of tokens decoded before the step).
+    partial[i] holds the state after token i."""
+    if not model.config.causal:
+        raise ValueError("sample_raster needs a causal generator")
+    _check_eval(model)
+    c = model.config
+    batch, device = labels.shape[0], labels.device
+    guided = cfg_scale != 1
+    if guided:
+        labels = torch.cat([labels, torch.full_like(labels, model.null_class)])
+    bits = torch.zeros(batch, c.num_tokens, c.bits, dtype=torch.bool, device=device)
+    caches = model.new_kv_cache()
+    previous = None
+    partial = {}
+    for i in range(c.num_tokens):
+        logits = model.forward_step(previous, labels, caches)[:, 0]
+        if guided:
+            logits = combine_guidance(
+                *logits.chunk(2), cfg_scale_at(i, c.num_tokens, cfg_scale, cfg_schedule)
+            )
+        token, _ = sample_bits(logits / temperature, c.head, top_p, generator)
+        bits[:, i] = token
+        previous = torch.cat([token, token]) if guided else token
+        if i in return_steps:
+            known = (torch.arange(c.num_tokens, device=device) <= i).expand(batch, -1)
+            partial[i] = (bits.clone(), known.clone())
+    return SampleOutput(bits, BinarySphericalQuantizer.bits_to_indices(bits), partial)

@@ -1,0 +1,166 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from torch.utils.data import Dataset
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from semtok.eval.features import (
+    CLASSIFIER_EXTRACTOR_NAME,
+    ClassifierConfig,
+    ClassifierFeatureExtractor,
+    build_classifier,
+    build_feature_extractor,
+    extract_features,
+    inception_weights_path,
+    load_classifier,
+    save_classifier,
+)
+from semtok.eval.metrics import frechet_distance, inception_score, precision_recall, stats_from_features
+
+TINY = ClassifierConfig(layers=(1, 1, 1, 1), num_classes=5, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("classifier")
+    save_classifier(build_classifier(TINY), TINY, directory)
+    return directory
+
+
+class UInt8Images(Dataset):
+    """(N, 3, H, W) uint8 tensors, the input torch-fidelity expects from a Dataset."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def _images(n: int, seed: int, size: int = 40) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def test_resnet50_config_builds_torchvision_resnet50():
+    config = ClassifierConfig(block="bottleneck", layers=[3, 4, 6, 3], width_per_group=64, num_classes=1000)
+    model = build_classifier(config)
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032  # torchvision resnet50
+
+
+def test_config_rejects_unknown_keys_by_name():
+    with pytest.raises(ValueError, match="depth"):
+        ClassifierConfig.from_dict({"layers": [1, 1, 1, 1], "num_classes": 3, "depth": 4})
+    with pytest.raises(ValueError, match="layers"):
+        ClassifierConfig(layers=(1, 1, 1), num_classes=3)
+
+
+def test_save_load_round_trip(classifier_dir):
+    model, config = load_classifier(classifier_dir)
+    assert config == TINY
+    original = build_classifier(TINY)
+    torch.manual_seed(0)
+    original = build_classifier(TINY)
+    for name, tensor in original.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_classifier_extractor_is_registered_and_features_have_right_shape(classifier_dir):
+    assert FEATURE_EXTRACTORS_REGISTRY[CLASSIFIER_EXTRACTOR_NAME] is ClassifierFeatureExtractor
+    setup = build_feature_extractor("classifier", classifier_dir)
+    weights_sha = hashlib.sha256((classifier_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert setup.protocol == f"classifier:{weights_sha[:8]}"
+    assert setup.feature_names == {"fid": "pool", "is": "logits"}
+    images = _images(6, seed=0)
+    feats = extract_features(setup.extractor, images, batch_size=4)
+    assert feats["pool"].shape == (6, 512) and feats["logits"].shape == (6, 5)
+    # logits are the classifier's own prediction on the resized, ImageNet-normalised input
+    model, _ = load_classifier(classifier_dir)
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True) / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.as_tensor(feats["logits"]), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_extract_features_accepts_an_iterator_of_batches(classifier_dir):
+    extractor = build_feature_extractor("classifier", classifier_dir).extractor
+    images = _images(5, seed=1)
+    whole = extract_features(extractor, images, batch_size=5)
+    batched = extract_features(extractor, iter([images[:2], images[2:]]))
+    for name in ("pool", "logits"):
+        np.testing.assert_allclose(batched[name], whole[name], rtol=1e-5, atol=1e-5)
+
+
+def test_bottleneck_classifier_pool_dimension(tmp_path):
+    config = ClassifierConfig(block="bottleneck", layers=(1, 1, 1, 1), width_per_group=16, num_classes=3, image_size=32)
+    save_classifier(build_classifier(config), config, tmp_path)
+    feats = extract_features(build_feature_extractor("classifier", tmp_path).extractor, _images(2, seed=2))
+    assert feats["pool"].shape == (2, 2048) and feats["logits"].shape == (2, 3)
+
+
+def test_torch_fidelity_calculate_metrics_with_classifier(classifier_dir):
+    generated, real = _images(40, seed=3), _images(50, seed=4)
+    metrics = torch_fidelity.calculate_metrics(
+        input1=UInt8Images(generated),
+        input2=UInt8Images(real),
+        feature_extractor=CLASSIFIER_EXTRACTOR_NAME,
+        feature_extractor_weights_path=str(classifier_dir),
+        fid=True,
+        isc=True,
+        prc=True,
+        isc_splits=4,
+        samples_shuffle=False,
+        cuda=False,
+        batch_size=16,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
+    )
+    assert np.isfinite(metrics["frechet_inception_distance"]) and metrics["frechet_inception_distance"] > 0
+    # our own math on our own extraction agrees with torch-fidelity's
+    extractor = build_feature_extractor("classifier", classifier_dir).extractor
+    gen, ref = extract_features(extractor, generated), extract_features(extractor, real)
+    is_mean, _ = inception_score(gen["logits"], splits=4)
+    assert is_mean == pytest.approx(metrics["inception_score_mean"], rel=1e-5)
+    precision, recall = precision_recall(ref["pool"], gen["pool"], k=3)
+    assert (precision, recall) == pytest.approx((metrics["precision"], metrics["recall"]))
+    assert np.isfinite(frechet_distance(stats_from_features(gen["pool"]), stats_from_features(ref["pool"])))
+
+
+@pytest.fixture
+def random_inception_weights(tmp_path, monkeypatch):
+    """A randomly initialised torch-fidelity Inception saved as a weights file (no download)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: None)
+        patch.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path / "inception.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_inception_extractor_from_local_weights(random_inception_weights):
+    setup = build_feature_extractor("inception", random_inception_weights)
+    weights_sha = hashlib.sha256(random_inception_weights.read_bytes()).hexdigest()
+    assert setup.protocol == f"inception-v3-compat:{weights_sha[:8]}"
+    assert setup.feature_names == {"fid": "2048", "is": "logits_unbiased"}
+    feats = extract_features(setup.extractor, _images(2, seed=5, size=32))
+    assert feats["2048"].shape == (2, 2048) and feats["logits_unbiased"].shape == (2, 1008)
+
+
+def test_inception_weights_resolved_from_torch_hub_cache(random_inception_weights, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cached = tmp_path / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(random_inception_weights.read_bytes())
+    assert inception_weights_path(None) == cached
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        inception_weights_path(tmp_path / "missing.pth")

@@ -1,0 +1,164 @@
+import math
+
+import pytest
+import torch
+
+from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
+from semtok.sampling.masked import (
+    cfg_scale_at,
+    guided_logits,
+    masked_schedule,
+    sample,
+    sample_raster,
+    top_p_sample,
+)
+
+K, D, CLASSES = 16, 8, 10
+
+
+def tiny(**overrides) -> MaskedGenerator:
+    torch.manual_seed(0)
+    config = GeneratorConfig(
+        depth=2, width=64, heads=4, num_tokens=K, bits=D, num_classes=CLASSES, **overrides
+    )
+    return MaskedGenerator.build(config).eval()
+
+
+@pytest.mark.parametrize(("tokens", "steps"), [(256, 64), (256, 8), (16, 64), (16, 4), (5, 1), (1, 3)])
+def test_schedule_is_monotone_and_ends_at_zero(tokens, steps):
+    schedule = masked_schedule(tokens, steps)
+    assert len(schedule) == steps
+    assert schedule[-1] == 0 and all(m >= 1 for m in schedule[:-1])
+    assert all(a >= b for a, b in zip([tokens, *schedule], schedule, strict=False))
+    if steps > 1:
+        assert schedule[0] == max(1, math.floor(tokens * math.cos(math.pi / 2 / steps)))
+
+
+def test_top_p_is_deterministic_above_p_and_random_below():
+    generator = torch.Generator().manual_seed(0)
+    confident = torch.tensor([0.2, 0.8]).log().expand(20000, 2)
+    index, _ = top_p_sample(confident, 0.75, generator)
+    assert index.eq(1).all()
+    uncertain = torch.tensor([0.4, 0.6]).log().expand(20000, 2)
+    index, log_prob = top_p_sample(uncertain, 0.75, generator)
+    assert index.float().mean().item() == pytest.approx(0.6, abs=0.02)
+    torch.testing.assert_close(log_prob, torch.tensor([0.4, 0.6]).log()[index])
+
+
+def test_top_p_nucleus_over_many_outcomes():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    index, _ = top_p_sample(probs.log().expand(20000, 4), 0.75, torch.Generator().manual_seed(0))
+    frequency = torch.bincount(index, minlength=4).float() / 20000
+    torch.testing.assert_close(frequency, torch.tensor([0.5, 0.3, 0.0, 0.0]) / 0.8, atol=0.02, rtol=0)
+
+
+def test_cfg_schedule_values():
+    assert cfg_scale_at(0, 256, 6.0, "linear") == 1.0
+    assert cfg_scale_at(128, 256, 6.0, "linear") == 3.5
+    assert cfg_scale_at(256, 256, 6.0, "linear") == 6.0
+    assert cfg_scale_at(0, 256, 6.0, "constant") == 6.0
+
+
+def test_guided_logits():
+    model = tiny()
+    bits = torch.rand(2, K, D) < 0.5
+    mask, labels = sample_mask(2, K), torch.tensor([3, 7])
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        cond = model(bits, mask, labels)
+        uncond = model(bits, mask, torch.full_like(labels, CLASSES))
+        calls.clear()
+        assert torch.equal(guided_logits(model, bits, mask, labels, 1.0), cond)
+        assert calls == [2]
+        guided = guided_logits(model, bits, mask, labels, 4.0)
+        assert calls == [2, 4]  # one batched forward for both passes
+    torch.testing.assert_close(guided, uncond + 4.0 * (cond - uncond), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("order", ["random", "confidence"])
+@pytest.mark.parametrize("head", ["bitwise", "groups2"])
+def test_each_position_is_committed_exactly_once(order, head):
+    model = tiny(head=head)
+    steps = 8
+    out = sample(
+        model,
+        torch.tensor([0, 1, 2]),
+        steps=steps,
+        order=order,
+        generator=torch.Generator().manual_seed(0),
+        return_steps=range(steps),
+    )
+    schedule = masked_schedule(K, steps)
+    commits = torch.zeros(3, K, dtype=torch.long)
+    previous_known = torch.zeros(3, K, dtype=torch.bool)
+    for step in range(steps):
+        bits, known = out.partial[step]
+        assert (known.sum(-1) == K - schedule[step]).all()
+        assert (known | ~previous_known).all()  # committed tokens stay committed
+        assert torch.equal(bits[previous_known], out.bits[previous_known])  # and keep their bits
+        assert not bits[~known].any()
+        commits += known & ~previous_known
+        previous_known = known
+    assert commits.eq(1).all()
+    assert out.indices.shape == (3, K) and out.indices.dtype == torch.int64
+    torch.testing.assert_close(out.indices, (out.bits.long() * 2 ** torch.arange(D)).sum(-1))
+
+
+def test_random_order_differs_between_images():
+    out = sample(
+        tiny(), torch.tensor([0, 0]), steps=4, generator=torch.Generator().manual_seed(0), return_steps=[0]
+    )
+    _, known = out.partial[0]
+    assert not torch.equal(known[0], known[1])
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    model = tiny()
+    labels = torch.tensor([4, 5])
+    first = sample(model, labels, steps=4, generator=torch.Generator().manual_seed(3))
+    second = sample(model, labels, steps=4, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first.bits, second.bits)
+
+
+def test_raster_sampling_matches_uncached_greedy_decoding():
+    model = tiny(causal=True)
+    labels = torch.tensor([2, 8])
+    out = sample_raster(model, labels, top_p=0.0, cfg_scale=3.0, return_steps=[0, K - 1])
+    bits = torch.zeros(2, K, D, dtype=torch.bool)
+    with torch.no_grad():
+        for i in range(K):
+            scale = cfg_scale_at(i, K, 3.0, "linear")
+            bits[:, i] = guided_logits(model, bits, None, labels, scale)[:, i].argmax(-1).bool()
+    assert torch.equal(out.bits, bits)
+    assert out.partial[0][1].sum() == 2 and out.partial[K - 1][1].all()
+    assert torch.equal(sample(model, labels, top_p=0.0, cfg_scale=3.0).bits, bits)
+
+
+def test_sampling_refuses_training_mode():
+    with pytest.raises(ValueError, match="eval"):
+        sample(tiny().train(), torch.tensor([0]), steps=2)
+
+
+def test_class_conditional_samples_follow_their_class():
+    """A model trained on class-dependent tokens samples each class's own pattern."""
+    torch.manual_seed(0)
+    patterns = torch.rand(CLASSES, K, D) < 0.5
+    model = tiny().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        labels = torch.randint(CLASSES, (32,))
+        bits = patterns[labels]
+        mask = sample_mask(32, K)
+        loss, _ = model.loss(model(bits, mask, labels), bits, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    out = sample(model, labels, steps=8, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    own = (out.bits == patterns[labels]).float().mean()
+    other = (out.bits == patterns[1 - labels]).float().mean()
+    print(f"bit agreement with own class {own:.3f}, with the other class {other:.3f}")
+    assert own > 0.9 and own > other + 0.3
+    assert not torch.equal(out.bits[0], out.bits[4])

@@ -1,0 +1,58 @@
+# ImageNet (or the synthetic stand-in) -> index -> webdataset image shards + manifests (SPEC §1).
+
+
+rule synthetic_imagenet:
+    output:
+        directory(P.synthetic_root(OUT)),
+    params:
+        cfg=chash(CFG.data.synthetic),
+    log:
+        OUT / "logs/synthetic_imagenet.log",
+    shell:
+        cli("synthetic") + " --output {output} > {log} 2>&1"
+
+
+def raw_dataset(wildcards):
+    return [P.synthetic_root(OUT)] if CFG.data.source == "synthetic" else []
+
+
+rule index_split:
+    input:
+        raw_dataset,
+    output:
+        P.index_file(OUT, "{split}"),
+    params:
+        cfg=lambda wc: chash(CFG.data.source, CFG.data.imagenet_root, SPLITS[wc.split]),
+    log:
+        OUT / "logs/index_{split}.log",
+    shell:
+        cli("index") + " --split {wildcards.split} --output {output} > {log} 2>&1"
+
+
+rule shard_images:
+    input:
+        index=P.index_file(OUT, "{split}"),
+    output:
+        tar=P.image_shard(OUT, "{split}", "{shard}"),
+        manifest=P.shard_manifest(OUT, "{split}", "{shard}"),
+    params:
+        cfg=chash(CFG.data.resolution, CFG.data.jpeg_quality),
+    log:
+        OUT / "logs/shard_{split}-{shard}.log",
+    shell:
+        cli("shard") + " --split {wildcards.split} --shard {wildcards.shard} --index {input.index}"
+        " --output {output.tar} --manifest {output.manifest} > {log} 2>&1"
+
+
+rule data_summary:
+    input:
+        manifests=[P.shard_manifest(OUT, s, i) for s in SPLITS for i in range(SPLITS[s])],
+    output:
+        manifest=P.data_manifest(OUT),
+        csv=P.table_file(OUT, "data_summary", "csv"),
+        md=P.table_file(OUT, "data_summary", "md"),
+    log:
+        OUT / "logs/data_summary.log",
+    shell:
+        cli("data-summary") + " --manifests {input.manifests} --output {output.manifest}"
+        " --csv {output.csv} --md {output.md} > {log} 2>&1"

@@ -1,0 +1,34 @@
+# Pre-encoded features, one job per image shard, aligned by key (SPEC §1): SD3.5-VAE latent means of
+# the image and its flip, and SigLIP patch features (unflipped; the grid is flipped at load time).
+
+ENCODERS = {"latents": "vae", "siglip": "siglip"}
+
+
+wildcard_constraints:
+    kind="latents|siglip",
+
+
+rule encode_shard:
+    input:
+        shard=P.image_shard(OUT, "{split}", "{shard}"),
+        teacher=lambda wc: teacher_input(ENCODERS[wc.kind]),
+    output:
+        P.feature_shard(OUT, "{kind}", "{split}", "{shard}"),
+    params:
+        cfg=lambda wc: chash(getattr(CFG.pretrained, ENCODERS[wc.kind]), CFG.data.resolution),
+    log:
+        OUT / "logs/encode_{kind}_{split}-{shard}.log",
+    shell:
+        launch("encode") + " --kind {wildcards.kind} --split {wildcards.split} --shard {wildcards.shard}"
+        " --input {input.shard} --output {output} > {log} 2>&1"
+
+
+def encoded_shards(split):
+    kinds = ["latents"] + (["siglip"] if CFG.data.precompute_siglip else [])
+    return [P.feature_shard(OUT, k, split, i) for k in kinds for i in range(SPLITS[split])]
+
+
+rule encode_all:
+    input:
+        encoded_shards("train"),
+        encoded_shards("val"),

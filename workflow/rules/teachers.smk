@@ -1,0 +1,24 @@
+# Frozen components: prefetch real weights once (login node), or bootstrap tiny teachers of the same
+# classes on the configured data (the offline default).
+
+
+rule prefetch_weights:
+    output:
+        OUT / "weights.prefetched",
+    log:
+        OUT / "logs/prefetch_weights.log",
+    shell:
+        cli("prefetch") + " --done {output} > {log} 2>&1"
+
+
+rule teacher:
+    input:
+        shards=image_shards("train"),
+    output:
+        directory(P.teacher_dir(OUT, "{teacher}")),
+    params:
+        cfg=lambda wc: chash(getattr(CFG.pretrained, wc.teacher), CFG.data.resolution, CFG.seed),
+    log:
+        OUT / "logs/teacher_{teacher}.log",
+    shell:
+        cli("teachers") + " --name {wildcards.teacher} --output {output} > {log} 2>&1"
