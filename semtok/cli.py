@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-gen": ("semtok.eval.gen", "generation metrics of a sample file -> CSV"),
     "table": ("semtok.report.tables", "build one paper table from metric CSVs"),
     "figure": ("semtok.report.figures", "draw one paper figure"),
+    "install-profile": ("semtok.cluster", "install the Snakemake site profile `slurm` for your account/partition"),
     "config-schema": ("semtok.config_cli", "print the JSON schema of the config"),
     "resolve-config": ("semtok.config_cli", "print the validated config (with overrides) as YAML"),
 }
