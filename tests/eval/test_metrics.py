@@ -112,7 +112,9 @@ def test_identical_images_have_finite_capped_psnr_and_unit_ssim():
     one_off[:, 0, 0, 0] ^= 1  # every image differs by exactly one level in one channel of one pixel
     assert psnr_uint8(a, one_off) == pytest.approx(cap)
     mixed = np.concatenate([a[:1], b[1:]])
-    expected = np.mean([cap] + [peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a[1:], b[1:])])
+    expected = np.mean(
+        [cap] + [peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a[1:], b[1:], strict=True)]
+    )
     assert psnr_uint8(a, mixed) == pytest.approx(expected)
     assert ssim_uint8(a, a) == pytest.approx(1.0)
 
