@@ -199,10 +199,10 @@ def test_sd35_medium_parameter_count() -> None:
 def test_fits_one_pair_with_flow_loss() -> None:
     model = _decoder().train()
     g = torch.Generator().manual_seed(8)
-    x_v = torch.randn(1, 16, 8, 8, generator=g).expand(8, -1, -1, -1)
-    codes = (torch.randn(1, K, D, generator=g).sign() / D**0.5).expand(8, -1, -1)
-    noise = torch.randn(8, 16, 8, 8, generator=g)
-    t = torch.linspace(0.05, 0.95, 8)
+    x_v = torch.randn(1, 16, 8, 8, generator=g).expand(4, -1, -1, -1)
+    codes = (torch.randn(1, K, D, generator=g).sign() / D**0.5).expand(4, -1, -1)
+    noise = torch.randn(4, 16, 8, 8, generator=g)
+    t = torch.linspace(0.1, 0.9, 4)
     x_t, v = flow_matching_targets(x_v, t, noise)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -212,4 +212,5 @@ def test_fits_one_pair_with_flow_loss() -> None:
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    print(f"flow loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     assert losses[-1] < 0.3 * losses[0], losses
