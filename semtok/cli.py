@@ -30,7 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-gen": ("semtok.eval.gen", "generation metrics of a sample file -> CSV"),
     "table": ("semtok.report.tables", "build one paper table from metric CSVs"),
     "figure": ("semtok.report.figures", "draw one paper figure"),
-    "install-profile": ("semtok.cluster", "install the Snakemake site profile `slurm` for your account/partition"),
+    "install-profile": (
+        "semtok.cluster",
+        "install the Snakemake site profile `slurm` for your account/partition",
+    ),
     "config-schema": ("semtok.config_cli", "print the JSON schema of the config"),
     "resolve-config": ("semtok.config_cli", "print the validated config (with overrides) as YAML"),
 }
@@ -54,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"semtok {name}", description=COMMANDS[name][1])
     parser.add_argument("--config", help="experiment YAML (default: config/config.yaml)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value",
     )
     module.add_arguments(parser)
     args = parser.parse_args(rest)

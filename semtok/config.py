@@ -483,11 +483,15 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config
     for name in cfg.generator_variants:
         gen = cfg.generator_variant(name)
         if gen.tokenizer not in cfg.tokenizer_variants:
-            raise ConfigError(f"generator_variants.{name}.tokenizer: unknown tokenizer variant {gen.tokenizer!r}")
+            raise ConfigError(
+                f"generator_variants.{name}.tokenizer: unknown tokenizer variant {gen.tokenizer!r}"
+            )
         if gen.arch.size not in gen.sizes:
             raise ConfigError(f"generator_variants.{name}.arch.size: {gen.arch.size!r} not in sizes")
     if cfg.evaluation.sweeps.generator not in cfg.generator_variants:
-        raise ConfigError(f"evaluation.sweeps.generator: unknown generator variant {cfg.evaluation.sweeps.generator!r}")
+        raise ConfigError(
+            f"evaluation.sweeps.generator: unknown generator variant {cfg.evaluation.sweeps.generator!r}"
+        )
     return cfg
 
 
@@ -506,7 +510,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def section_hash(*sections: Any) -> str:
     """A short stable hash of config sections (rule params, CSV `config_hash`)."""
-    blob = json.dumps([dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sections], sort_keys=True)
+    blob = json.dumps(
+        [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sections], sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

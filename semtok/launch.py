@@ -35,7 +35,9 @@ def gpus_per_node() -> int:
 
 def _first_host() -> str:
     nodelist = os.environ.get("SLURM_JOB_NODELIST", "")
-    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+    )
     return out.stdout.split()[0]
 
 
@@ -54,8 +56,18 @@ def _mixed_precision(argv: list[str]) -> str:
     return cfg.get("compute", {}).get("mixed_precision", "no")
 
 
-def accelerate_command(argv: list[str], gpus: int, nodes: int, rank: int, host: str | None, fsdp: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", str(nodes), "--dynamo_backend", "no"]
+def accelerate_command(
+    argv: list[str], gpus: int, nodes: int, rank: int, host: str | None, fsdp: bool
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        str(nodes),
+        "--dynamo_backend",
+        "no",
+    ]
     if gpus == 0:
         cmd += ["--cpu", "--num_processes", "1", "--mixed_precision", "no"]
     else:

@@ -49,7 +49,9 @@ def location(cfg: Config, name: str) -> str:
         return str(paths.teacher_dir(cfg.out, name))
     if comp.source == "pretrained":
         if not comp.id:
-            raise ConfigError(f"pretrained.{name}.id: a hub id or local path is required for source 'pretrained'")
+            raise ConfigError(
+                f"pretrained.{name}.id: a hub id or local path is required for source 'pretrained'"
+            )
         return comp.id
     raise ConfigError(f"pretrained.{name}: source 'random' has no location")
 
@@ -208,7 +210,9 @@ def load_lpips_metric(cfg: Config) -> nn.Module:
 
     comp = component(cfg, "lpips_metric")
     net = comp.id or "alex"
-    return _frozen(lpips.LPIPS(net=net, pretrained=True, pnet_rand=comp.source != "pretrained", verbose=False))
+    return _frozen(
+        lpips.LPIPS(net=net, pretrained=True, pnet_rand=comp.source != "pretrained", verbose=False)
+    )
 
 
 def lpips_metric_protocol(cfg: Config) -> str:

@@ -74,7 +74,7 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
     return f
 
 
-def values_main(out: StepOutput, key: str) -> float:
+def _scalar(out: StepOutput, key: str) -> float:
     return float(out.losses[key].detach())
 
 
@@ -127,7 +127,10 @@ class Trainer:
                 raise ValueError(f"objective {key!r} has no trainable parameters")
             decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
             opt = torch.optim.AdamW(
-                [{"params": decay, "weight_decay": obj.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                [
+                    {"params": decay, "weight_decay": obj.optim.weight_decay},
+                    {"params": no_decay, "weight_decay": 0.0},
+                ],
                 lr=obj.lr if obj.lr is not None else obj.optim.lr,
                 betas=tuple(obj.optim.betas),
                 fused=bool(compute.fused_adam and cuda),
@@ -177,7 +180,12 @@ class Trainer:
         if self.is_main:
             for key, ema in self.emas.items():
                 save_file(ema.state_dict(), str(tmp / f"ema_{key}.safetensors"))
-            meta = {"step": self.step, "segment_offset": segment_offset, "job": self.name, "time": time.time()}
+            meta = {
+                "step": self.step,
+                "segment_offset": segment_offset,
+                "job": self.name,
+                "time": time.time(),
+            }
             (tmp / "meta.json").write_text(json.dumps(meta))
             _atomic_dir_replace(tmp, final)
             for old in self.checkpoints()[: -max(1, self.optim.keep_ckpts)]:
@@ -213,7 +221,7 @@ class Trainer:
     def fit(
         self,
         make_batches: Callable[[int], Iterator[Any]],
-        step_fn: Callable[["Trainer", Any], StepOutput],
+        step_fn: Callable[[Trainer, Any], StepOutput],
     ) -> None:
         """Train to `optim.steps`, resuming from the newest checkpoint when there is one.
 
@@ -226,7 +234,12 @@ class Trainer:
         previous = {s: signal.signal(s, self._on_signal) for s in CHECKPOINT_SIGNALS}
         writer = self._writer()
         bar = tqdm(
-            total=total, initial=self.step, desc=self.name, disable=not self.is_main, dynamic_ncols=True, file=sys.stderr
+            total=total,
+            initial=self.step,
+            desc=self.name,
+            disable=not self.is_main,
+            dynamic_ncols=True,
+            file=sys.stderr,
         )
         batches: Iterator[Any] | None = None
         started = time.time()
@@ -243,10 +256,12 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.optim.log_every == 0 or self.step == total:
                     self._log(writer, out, logs, started)
-                    bar.set_postfix(loss=f"{values_main(out, self.main):.4f}")
+                    bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
                 if self._signal is not None:
                     self.save_checkpoint(self.step % every)
-                    log.warning("%s: checkpointed at step %d on signal %d", self.name, self.step, self._signal)
+                    log.warning(
+                        "%s: checkpointed at step %d on signal %d", self.name, self.step, self._signal
+                    )
                     raise SystemExit(EXIT_CHECKPOINTED)
                 if self.step % every == 0 and self.step < total:
                     self.save_checkpoint(0)

@@ -14,7 +14,9 @@ from torch import nn
 from semtok.config import ComputeConfig, OptimConfig
 from semtok.train.loop import EXIT_CHECKPOINTED, Objective, StepOutput, Trainer, lr_lambda
 
-COMPUTE = ComputeConfig(mixed_precision="no", compile=False, grad_checkpointing=False, fused_adam=False, threads=1)
+COMPUTE = ComputeConfig(
+    mixed_precision="no", compile=False, grad_checkpointing=False, fused_adam=False, threads=1
+)
 
 
 def make_batches(segment: int):
@@ -35,7 +37,9 @@ def step_fn(trainer: Trainer, batch):
 
 def _trainer(tmp: Path, steps: int = 20, every: int = 5) -> Trainer:
     torch.manual_seed(0)
-    optim = OptimConfig(steps=steps, batch_size=8, lr=0.05, warmup=2, ema=0.9, ckpt_every=every, keep_ckpts=2, log_every=5)
+    optim = OptimConfig(
+        steps=steps, batch_size=8, lr=0.05, warmup=2, ema=0.9, ckpt_every=every, keep_ckpts=2, log_every=5
+    )
     model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
     return Trainer("toy", {"model": Objective(model, optim)}, COMPUTE, tmp / "ckpt", tmp / "logs", seed=0)
 
@@ -74,7 +78,9 @@ def test_crash_and_resume_gives_identical_weights(tmp_path):
     for k, v in resumed.emas["model"].state_dict().items():
         torch.testing.assert_close(v, expected_ema[k], rtol=0, atol=0)
     # it really resumed (from step 10), it did not start over
-    steps = [json.loads(line)["step"] for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "run/logs/metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [5, 10, 15, 20]
 
 

@@ -1,0 +1,183 @@
+"""`semtok teachers --name NAME`: bootstrap a tiny frozen teacher on the configured data.
+
+The offline default cannot download SD3.5's VAE, SigLIP, ResNet-50 or Inception. So that its
+numbers mean something rather than noise, it trains tiny models *of the same classes* briefly on the
+synthetic data, saves them like the real weights, and every later stage loads them through the
+registry exactly as it would load the real ones (semtok/registry.py):
+
+- vae:       diffusers AutoencoderKL, trained as an autoencoder (MSE + a small KL); its
+             shift/scaling factors are then set from the latent statistics, as SD3 did.
+- siglip:    transformers SiglipVisionModel, trained as a class feature extractor (linear probe on
+             the mean-pooled patch features, cross-entropy); the head is dropped.
+- resnet:    torchvision ResNet classifier (the ResNet-50 logit loss of Stage II).
+- inception: a second, independently seeded torchvision ResNet classifier, the stand-in FID/IS
+             feature extractor — never the network Stage II optimises against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semtok import paths, registry
+from semtok.config import Config, ConfigError
+from semtok.train.loop import Objective, StepOutput, Trainer
+
+NEEDS_CONFIG = True
+KL_WEIGHT = 1e-6
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, choices=registry.BOOTSTRAPPABLE)
+    parser.add_argument("--output", required=True, help="folder to save the teacher into")
+
+
+class SiglipProbe(nn.Module):
+    """SigLIP tower + linear class probe on its mean-pooled patch features (training only)."""
+
+    def __init__(self, tower: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.tower = tower
+        self.head = nn.Linear(tower.config.hidden_size, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.tower(pixel_values=registry.siglip_preprocess(images, self.tower)).last_hidden_state
+        return self.head(feats.mean(dim=1))
+
+
+def _build(cfg: Config, name: str) -> tuple[nn.Module, Any]:
+    comp = registry.component(cfg, name)
+    if name == "vae":
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL(**registry.tiny_vae_arch(comp.arch, cfg.data.resolution)), None
+    if name == "siglip":
+        from transformers import SiglipVisionModel
+
+        tower = SiglipVisionModel(registry.tiny_siglip_config(comp.arch))
+        return SiglipProbe(tower, _num_classes(cfg)), None
+    from semtok.eval.features import ClassifierConfig, build_classifier
+
+    arch = dict(comp.arch)
+    arch.setdefault("num_classes", _num_classes(cfg))
+    arch.setdefault("image_size", cfg.data.resolution)
+    arch["layers"] = tuple(arch["layers"])
+    config = ClassifierConfig(**arch)
+    return build_classifier(config), config
+
+
+def _num_classes(cfg: Config) -> int:
+    if cfg.data.source == "synthetic":
+        return cfg.data.synthetic.num_classes
+    return 1000
+
+
+def _loss(
+    name: str, model: nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    images = batch["image"]  # (B, 3, H, W) in [-1, 1]
+    if name == "vae":
+        posterior = model.encode(images).latent_dist
+        recon = model.decode(posterior.sample()).sample
+        mse = F.mse_loss(recon, images)
+        kl = posterior.kl().mean() / images[0].numel()
+        return mse + KL_WEIGHT * kl, {"mse": mse.detach(), "kl": kl.detach()}
+    x = (images + 1) / 2
+    if name != "siglip":
+        mean = x.new_tensor(registry.IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = x.new_tensor(registry.IMAGENET_STD).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    logits = model(x)
+    loss = F.cross_entropy(logits, batch["cls"])
+    acc = (logits.argmax(-1) == batch["cls"]).float().mean()
+    return loss, {"accuracy": acc.detach()}
+
+
+@torch.no_grad()
+def latent_statistics(vae: nn.Module, batches: list[torch.Tensor]) -> tuple[float, float]:
+    """(shift, scaling) so that (z - shift) * scaling has zero mean and unit variance."""
+    z = torch.cat([vae.encode(b).latent_dist.mean.flatten() for b in batches])
+    return float(z.mean()), float(1.0 / z.std().clamp_min(1e-6))
+
+
+def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
+    from semtok.data.loader import make_loader
+
+    comp = registry.component(cfg, name)
+    if comp.source != "bootstrap":
+        raise ConfigError(
+            f"pretrained.{name}.source is {comp.source!r}; only 'bootstrap' components are trained"
+        )
+    seed = cfg.seed + registry.BOOTSTRAPPABLE.index(name) * 7919
+    torch.manual_seed(seed)
+    model, classifier_config = _build(cfg, name)
+    from semtok.config import OptimConfig
+
+    optim = OptimConfig(
+        steps=comp.train_steps,
+        batch_size=comp.batch_size,
+        lr=comp.lr,
+        weight_decay=0.0,
+        warmup=max(1, comp.train_steps // 20),
+        ema=0.0,
+        ckpt_every=max(1, comp.train_steps // 2),
+        keep_ckpts=1,
+        log_every=max(1, comp.train_steps // 10),
+    )
+    trainer = Trainer(
+        f"teacher-{name}",
+        {"model": Objective(model, optim, ema=False)},
+        cfg.compute,
+        paths.checkpoint_dir(cfg.out, f"teacher-{name}"),
+        paths.log_dir(cfg.out, f"teacher-{name}"),
+        seed=seed,
+    )
+
+    def make_batches(segment: int):
+        loader = make_loader(
+            cfg, "train", batch_size=comp.batch_size, features=(), images=True, seed=seed + segment
+        )
+        for batch in loader:
+            yield {k: v.to(trainer.device) for k, v in batch.items() if k in ("image", "cls")}
+
+    def step_fn(tr: Trainer, batch: dict[str, torch.Tensor]) -> StepOutput:
+        with tr.autocast():
+            loss, logs = _loss(name, tr.modules["model"], batch)
+        return StepOutput(losses={"model": loss}, logs=logs)
+
+    trainer.fit(make_batches, step_fn)
+    model = trainer.unwrap().eval()
+    summary: dict[str, Any] = {"teacher": name, "steps": comp.train_steps}
+    if name == "vae":
+        batches = [b["image"] for b, _ in zip(make_batches(10_000), range(4), strict=False)]
+        shift, scale = latent_statistics(model, batches)
+        model.register_to_config(shift_factor=shift, scaling_factor=scale)
+        summary |= {"shift_factor": shift, "scaling_factor": scale}
+
+    def save(module: nn.Module, path: Path) -> None:
+        if name == "vae":
+            module.save_pretrained(path)
+        elif name == "siglip":
+            module.tower.save_pretrained(path)
+        else:
+            from semtok.eval.features import save_classifier
+
+            save_classifier(module, classifier_config, path)
+        (path / "teacher.json").write_text(json.dumps(summary, indent=1))
+
+    trainer.export(save, output)
+    metrics = paths.log_dir(cfg.out, f"teacher-{name}") / "metrics.jsonl"
+    if metrics.exists():
+        summary["final"] = json.loads(metrics.read_text().splitlines()[-1])
+    return summary
+
+
+def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    registry.configure_environment(cfg)
+    return train_teacher(cfg, args.name, Path(args.output))
