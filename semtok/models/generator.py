@@ -136,11 +136,12 @@ class Attention(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, causal: bool, cache: KVCache | None
     ) -> torch.Tensor:
         """x: (B, N, w); cos, sin: (N, head_dim) for x's positions. With a cache, x holds the new
-        positions after the cached ones; they attend to all cached positions and to themselves."""
+        positions after the cached ones; they attend to all cached positions and to themselves.
+        QK-norm and RoPE run in float32 (also under bf16 autocast)."""
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        q = apply_rope(self.q_norm(q), cos, sin)
-        k = apply_rope(self.k_norm(k), cos, sin)
+        q = apply_rope(self.q_norm(q.float()), cos, sin).to(v.dtype)
+        k = apply_rope(self.k_norm(k.float()), cos, sin).to(v.dtype)
         if cache is not None:
             if n != 1 and cache.length:
                 raise ValueError("KV-cached decoding feeds one position at a time")

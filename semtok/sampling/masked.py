@@ -114,7 +114,8 @@ def sample_bits(
     if head == "bitwise":
         bits = index.bool()
     else:
-        bits = BinarySphericalQuantizer.indices_to_bits(index, logits.shape[-1].bit_length() - 1).flatten(-2)
+        group_bits = logits.shape[-1].bit_length() - 1  # V = 2^(d/2)
+        bits = BinarySphericalQuantizer.indices_to_bits(index, group_bits).flatten(-2)
     return bits, log_prob.sum(-1)
 
 
