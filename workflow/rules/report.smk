@@ -1,9 +1,74 @@
-# Tables, figures and the `all_tables` target. Each table and figure is its own target.
+# Tables, figures and the `all_tables` target (SPEC §6). Every paper table and figure is its own rule
+# and target (`snakemake table4`, `snakemake fig7`, or the files under tables/ and figures/). Their
+# inputs come from semtok.report.settings, the lists the builders read, so Snakemake pulls in the
+# sampling and evaluation jobs behind each one (rules eval_recon, eval_gen, sample).
+
+import semtok.report.settings as S
+from semtok.report.reported import TABLES
+
+TABLE_EXTS = ("csv", "md", "tex")
+FIGURE_EXTS = ("png", "pdf")
+
+
+for _name in TABLES:
+
+    rule:
+        name:
+            _name
+        input:
+            S.table_inputs(CFG, _name),
+        output:
+            csv=report(
+                P.table_file(OUT, _name, "csv"),
+                caption="../report/table.rst",
+                category="Tables",
+                labels={"table": _name},
+            ),
+            md=P.table_file(OUT, _name, "md"),
+            tex=P.table_file(OUT, _name, "tex"),
+        params:
+            name=_name,
+            caption=TABLES[_name].caption,
+            cfg=chash(CFG),
+        log:
+            OUT / f"logs/{_name}.log",
+        shell:
+            cli("table") + " --name {params.name} --csv {output.csv}"
+            " --md {output.md} --tex {output.tex} > {log} 2>&1"
+
+
+for _name, _figure in S.FIGURES.items():
+
+    rule:
+        name:
+            _name
+        input:
+            S.figure_inputs(CFG, _name),
+        output:
+            png=report(
+                P.figure_file(OUT, _name, "png"),
+                caption="../report/figure.rst",
+                category="Figures",
+                labels={"figure": _name},
+            ),
+            pdf=P.figure_file(OUT, _name, "pdf"),
+        params:
+            name=_name,
+            caption=_figure.caption,
+            cfg=chash(CFG),
+        log:
+            OUT / f"logs/{_name}.log",
+        shell:
+            cli("figure") + " --name {params.name} --png {output.png}"
+            " --pdf {output.pdf} > {log} 2>&1"
 
 
 rule all_tables:
+    default_target: True
     input:
         P.data_manifest(OUT),
         P.table_file(OUT, "data_summary", "md"),
         encoded_shards("train"),
         encoded_shards("val"),
+        [P.table_file(OUT, t, ext) for t in TABLES for ext in TABLE_EXTS],
+        [P.figure_file(OUT, f, ext) for f in S.FIGURES for ext in FIGURE_EXTS],

@@ -1,0 +1,231 @@
+"""`semtok figure --name figN`: one paper figure (PNG + PDF) from sample, example and metric files.
+
+Figures 3/11 (reconstruction grids), Table 7's visual (diffusion vs refiner), 4/12 (sample grids),
+5 (progressive raster-order decoding, 1D vs 2D tokens), 6 (t-SNE of encoder features), 7/8 (CFG scale
+sweeps, linear/constant), 9 (sampling steps) and 10 (top-p). What each shows and reads:
+`semtok.report.settings.FIGURES` and `figure_needs`. The paper's curves exist only as pictures, so
+the sweeps plot our numbers alone. Drawn with matplotlib's object-oriented API (Agg for PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure as MplFigure
+
+from semtok import paths as P
+from semtok.config import Config
+from semtok.report.settings import (
+    FIGURES,
+    MAIN,
+    SWEEPS,
+    Figure,
+    Input,
+    figure_needs,
+    parse_setting,
+    require,
+    sample_config,
+)
+from semtok.report.tables import read_metrics
+
+NEEDS_CONFIG = True
+
+LABELS = {
+    "grid2d": "2D grid",
+    "no-sem": "1D w/o semantics",
+    "no-contra": "w/o contrastive",
+    "no-distill": "w/o distillation",
+    "b18": "SemTok $2^{18}$",
+    "b32": "SemTok $2^{32}$",
+    "ar-l": "AR-L",
+    "ar-xl": "AR-XL",
+    "ar-xxl": "AR-XXL",
+    "ar-l-grid2d": "AR-L, 2D grid",
+    "ar-l-no-sem": "AR-L, 1D w/o semantics",
+    "ar-l-raster": "1D tokens (raster)",
+}
+GAP = 2  # white pixels between tiled images
+
+Inputs = list[tuple[Input, Path]]
+
+
+def label(need: Input, with_setting: bool) -> str:
+    name = LABELS.get(need.variant, need.variant)
+    return f"{name} · {need.setting}" if with_setting else name
+
+
+def tile(images: np.ndarray, cols: int) -> np.ndarray:
+    """images: (n, H, W, 3) uint8 → one (rows·(H+GAP)−GAP, cols·(W+GAP)−GAP, 3) mosaic, row-major."""
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    out = np.full((rows * (h + GAP) - GAP, cols * (w + GAP) - GAP, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        out[r * (h + GAP) : r * (h + GAP) + h, k * (w + GAP) : k * (w + GAP) + w] = img
+    return out
+
+
+def _mosaic_rows(strips: list[tuple[str, np.ndarray]], col_labels: list[str] | None = None) -> MplFigure:
+    """One axes a row: a label on the left and a mosaic; optional labels under the first row's columns."""
+    height = sum(s.shape[0] for _, s in strips)
+    width = max(s.shape[1] for _, s in strips)
+    scale = float(np.clip(width / 100, 4, 14)) / width  # inches a pixel: mosaics 4 to 14 inches wide
+    size = (scale * width + 2.2, scale * height + 0.2 * len(strips) + (0.5 if col_labels else 0.2))
+    fig = MplFigure(figsize=size, layout="constrained")
+    axes = fig.subplots(len(strips), 1, squeeze=False, height_ratios=[s.shape[0] for _, s in strips])[:, 0]
+    for ax, (text, strip) in zip(axes, strips, strict=True):
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(text, rotation=0, ha="right", va="center", fontsize=9)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    if col_labels:
+        w = strips[0][1].shape[1]
+        step = (w + GAP) / len(col_labels)
+        axes[0].set_xticks(
+            [step * (i + 0.5) - GAP / 2 for i in range(len(col_labels))], col_labels, fontsize=8
+        )
+        axes[0].xaxis.set_ticks_position("top")
+    return fig
+
+
+def recon_grid(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
+    """Originals, then one row of reconstructions a run (`*.examples.npz`: original, recon)."""
+    loaded = [(need, np.load(path)) for need, path in inputs]
+    first_need, first = loaded[0]
+    n = spec.images or len(first["original"])
+    for need, arrays in loaded[1:]:
+        if not np.array_equal(arrays["original"][:n], first["original"][:n]):
+            raise ValueError(
+                f"{spec.name}: {need.variant}-{need.setting} and {first_need.variant}-"
+                f"{first_need.setting} hold different original images"
+            )
+    with_setting = len({need.variant for need, _ in loaded}) < len(loaded)
+    strips = [("original", tile(first["original"][:n], n))]
+    strips += [(label(need, with_setting), tile(arrays["recon"][:n], n)) for need, arrays in loaded]
+    return _mosaic_rows(strips)
+
+
+def _class_grid(images: np.ndarray, labels: np.ndarray, classes: list[int], per_class: int) -> np.ndarray:
+    """`per_class` images of each class as the columns of a mosaic (per_class rows × len(classes))."""
+    picked = [images[labels == c][:per_class] for c in classes]
+    k = min(len(p) for p in picked)
+    return tile(np.stack([p[r] for r in range(k) for p in picked]), len(classes))
+
+
+def sample_grid(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
+    """A few samples of the same classes per generator (`samples/*.npz`: arr_0, labels)."""
+    loaded = [(need, np.load(path)) for need, path in inputs]
+    shared = sorted(set.intersection(*(set(a["labels"].tolist()) for _, a in loaded)))
+    if not shared:
+        raise ValueError(f"{spec.name}: the sample files share no class")
+    classes = shared[: spec.images or len(shared)]
+    strips = [
+        (label(n, False), _class_grid(a["arr_0"], a["labels"], classes, spec.per_class)) for n, a in loaded
+    ]
+    return _mosaic_rows(strips, [f"class {c}" for c in classes])
+
+
+def progressive(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
+    """Images decoded after each recorded step (`partial`: (S, n, H, W, 3), `fraction`: (S,))."""
+    strips, fractions = [], None
+    for need, path in inputs:
+        arrays = np.load(path)
+        partial, fraction = arrays["partial"], arrays["fraction"]
+        fractions = fraction if fractions is None else fractions
+        for i in range(min(spec.images or partial.shape[1], partial.shape[1])):
+            strips.append((f"{label(need, False)} #{i}", tile(partial[:, i], partial.shape[0])))
+    return _mosaic_rows(strips, [f"{f:.0%} tokens" for f in fractions])
+
+
+def tsne(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
+    """t-SNE (fixed seed, perplexity min(30, N−1)) of encoder features, coloured by class.
+
+    Runs single-threaded: a few thousand points take seconds, and OpenMP's spin-waiting slows it
+    down tenfold on shared cores.
+    """
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    fig = MplFigure(figsize=(3.2 * len(inputs), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(inputs), squeeze=False)[0]
+    for ax, (need, path) in zip(axes, inputs, strict=True):
+        arrays = np.load(path)
+        feats, labels = arrays["features"].astype(np.float64), arrays["labels"]
+        if len(feats) < 2:
+            raise ValueError(f"{path}: t-SNE needs at least 2 feature vectors, got {len(feats)}")
+        tsne = TSNE(2, perplexity=min(30.0, len(feats) - 1), init="pca", random_state=cfg.seed)
+        with threadpool_limits(1):
+            emb = tsne.fit_transform(feats)
+        cmap = "tab10" if labels.max() < 10 else "tab20" if labels.max() < 20 else "nipy_spectral"
+        ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap=cmap, s=6, linewidths=0)
+        ax.set_title(label(need, False), fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def sweep(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
+    """gFID and IS of the sweep generator against the swept value; the config's value is dashed."""
+    sw = SWEEPS[spec.sweep]
+    points = sorted((parse_setting(need.setting)[1], read_metrics(path, need)) for need, path in inputs)
+    generator = inputs[0][0].variant
+    own = sample_config(cfg, generator, MAIN)
+    fig = MplFigure(figsize=(8, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    xs = [x for x, _ in points]
+    for ax, metric, better in zip(axes, ("gFID", "IS"), ("lower", "higher"), strict=True):
+        missing = [x for x, m in points if metric not in m]
+        if missing:
+            raise ValueError(f"{spec.name}: no {metric} in the {sw.prefix} CSVs of values {missing}")
+        ys = [m[metric].value for _, m in points]
+        ax.plot(xs, ys, marker="o")
+        best = int(np.argmin(ys) if better == "lower" else np.argmax(ys))
+        ax.plot([xs[best]], [ys[best]], marker="*", markersize=12, color="tab:red", linestyle="none")
+        if all(getattr(own, k) == v for k, v in sw.fixed):
+            ax.axvline(getattr(own, sw.field), color="gray", linestyle="--", linewidth=1, label="config")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(sw.label)
+        ax.set_ylabel(f"{metric} ({better} is better)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{LABELS.get(generator, generator)}: {sw.label}", fontsize=10)
+    return fig
+
+
+DRAW: dict[str, Callable[[Figure, Config, Inputs], MplFigure]] = {
+    "recon_grid": recon_grid,
+    "sample_grid": sample_grid,
+    "progressive": progressive,
+    "tsne": tsne,
+    "sweep": sweep,
+}
+
+
+def draw(name: str, cfg: Config, results: Path) -> MplFigure:
+    spec = FIGURES[name]
+    needs = figure_needs(cfg, name)
+    return DRAW[spec.draw](spec, cfg, list(zip(needs, require(needs, results, name), strict=True)))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, choices=list(FIGURES), help="paper figure to draw")
+    parser.add_argument(
+        "--results", help="folder holding metrics/ and samples/ (default: the config's out_dir)"
+    )
+    parser.add_argument("--png", help="output PNG (default: <results>/figures/<name>.png)")
+    parser.add_argument("--pdf", help="output PDF (default: <results>/figures/<name>.pdf)")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    results = Path(args.results) if args.results else cfg.out
+    fig = draw(args.name, cfg, results)
+    outputs = [Path(getattr(args, ext) or P.figure_file(results, args.name, ext)) for ext in ("png", "pdf")]
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight", pad_inches=0.05)
+    return {"figure": args.name, "outputs": [str(p) for p in outputs]}

@@ -1,0 +1,397 @@
+"""`semtok table --name tableN`: one paper table from the tidy metric CSVs, as CSV, Markdown and LaTeX.
+
+Every metric cell shows our reproduced value, the paper's reported value and their difference
+(ours − paper). Rows of other methods are copied from the paper and marked "reported only". A footer
+lists the table's notes, each of our runs (its config), the protocol of every reproduced number (the
+CSV `protocol`, `config_hash` and `n_samples` columns) and the hash of the config the table was
+built with. Inputs: `semtok.report.settings.table_needs` (the same list the Snakemake rule declares).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from semtok import paths as P
+from semtok.config import Config, section_hash
+from semtok.report.reported import TABLES, Column, PaperTable, Row
+from semtok.report.settings import Input, require, sample_config, table_needs
+
+NEEDS_CONFIG = True
+
+CSV_COLUMNS = (
+    "run_id",
+    "kind",
+    "variant",
+    "setting",
+    "metric",
+    "value",
+    "protocol",
+    "config_hash",
+    "n_samples",
+    "created",
+)
+REPORTED_ONLY = "reported only"
+NA = "–"
+
+
+class TableError(ValueError):
+    """An input CSV breaks the contract (columns, run, NaN, missing metric); the message names it."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One reproduced number with its provenance."""
+
+    value: float
+    protocol: str
+    config_hash: str
+    n_samples: int | None
+
+
+@dataclass(frozen=True)
+class Cell:
+    ours: Measured | None  # None: reported-only row, or an optional metric the CSV lacks
+    paper: float | None  # None: "-" in the paper
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.ours is None or self.paper is None else self.ours.value - self.paper
+
+
+def read_metrics(path: Path, need: Input) -> dict[str, Measured]:
+    """The metrics of one tidy CSV (notes/contracts.md), checked against the run it should hold."""
+    frame = pd.read_csv(path, dtype={"config_hash": str, "protocol": str, "variant": str, "setting": str})
+    if tuple(frame.columns) != CSV_COLUMNS:
+        raise TableError(f"{path}: columns {list(frame.columns)}, expected {list(CSV_COLUMNS)}")
+    wrong = frame[
+        (frame.kind != need.kind) | (frame.variant != need.variant) | (frame.setting != need.setting)
+    ]
+    if len(wrong):
+        got = wrong.iloc[0]
+        raise TableError(
+            f"{path}: holds run ({got.kind}, {got.variant}, {got.setting}), "
+            f"expected ({need.kind}, {need.variant}, {need.setting})"
+        )
+    duplicated = frame.metric[frame.metric.duplicated()].tolist()
+    if duplicated:
+        raise TableError(f"{path}: metric(s) {duplicated} appear more than once")
+    out = {}
+    for rec in frame.itertuples(index=False):
+        value = float(rec.value)
+        if not math.isfinite(value):
+            raise TableError(f"{path}: metric {rec.metric!r} is {value}")
+        n = None if pd.isna(rec.n_samples) else int(rec.n_samples)
+        protocol = "" if pd.isna(rec.protocol) else str(rec.protocol)
+        out[rec.metric] = Measured(value, protocol, str(rec.config_hash), n)
+    return out
+
+
+def bits_per_pixel(cfg: Config, variant: str) -> Measured:
+    """d·K/(H·W) of a tokenizer variant, from the config (Table 1's compression ratio)."""
+    tok = cfg.tokenizer_variant(variant)
+    value = tok.bits * tok.num_tokens / cfg.data.resolution**2
+    return Measured(value, "d·K/(H·W) from the config", section_hash(tok, cfg.data.resolution), None)
+
+
+def _measure(
+    cfg: Config, col: Column, need: Input, metrics: dict[str, Measured], path: Path
+) -> Measured | None:
+    if col.metric in metrics:
+        return metrics[col.metric]
+    if col.metric == "bpp":
+        return bits_per_pixel(cfg, need.variant)
+    if col.optional:
+        return None
+    raise TableError(f"{path}: no metric {col.metric!r} (has {sorted(metrics)})")
+
+
+def build(table: PaperTable, cfg: Config, out: Path) -> list[list[Cell]]:
+    """Cells (rows × columns) of `table` from the CSVs under `out`; fails on a missing or bad input."""
+    needs = table_needs(cfg, table.name)
+    paths = dict(zip(needs, require(needs, out, table.name), strict=True))
+    metrics = {need: read_metrics(path, need) for need, path in paths.items()}
+    cells = []
+    for row in table.rows:
+        line = []
+        for col in table.columns:
+            run = row.run(col.kind)
+            ours = None
+            if run is not None:
+                need = Input(col.kind, *run)
+                ours = _measure(cfg, col, need, metrics[need], paths[need])
+            line.append(Cell(ours, row.reported[col.metric]))
+        cells.append(line)
+    return cells
+
+
+def load_metrics(results: Path, kind: str) -> pd.DataFrame:
+    """Every tidy CSV under `<results>/metrics/<kind>/` (kind: recon | gen) in one frame."""
+    files = sorted((Path(results) / "metrics" / kind).glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no metric CSVs under {Path(results) / 'metrics' / kind}")
+    return pd.concat([pd.read_csv(f, dtype={"config_hash": str}) for f in files], ignore_index=True)
+
+
+def comparison(metrics: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+    """Our rows of the paper tables against whatever tidy metrics are at hand (NaN where a run is
+    missing): columns table, row, run, metric, ours, paper, diff. For notebooks; `build` is strict."""
+    values = metrics.set_index(["kind", "variant", "setting", "metric"]).value
+    records = []
+    for name in names or list(TABLES):
+        table = TABLES[name]
+        for row in table.rows:
+            for col in table.columns:
+                run = row.run(col.kind)
+                if run is None or col.count:
+                    continue
+                ours = values.get((col.kind, *run, col.metric), float("nan"))
+                paper = row.reported[col.metric]
+                paper = float("nan") if paper is None else paper
+                records.append(
+                    {
+                        "table": name,
+                        "row": row.label,
+                        "run": f"{run[0]}-{run[1]}",
+                        "metric": col.metric,
+                        "ours": ours,
+                        "paper": paper,
+                        "diff": ours - paper,
+                    }
+                )
+    return pd.DataFrame.from_records(records)
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _count(value: float, sign: bool = False) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            scaled = value / scale
+            return f"{scaled:{'+' if sign else ''}.{1 if abs(scaled) < 10 else 0}f}{unit}"
+    return f"{value:{'+' if sign else ''}.0f}"
+
+
+def format_number(value: float | None, col: Column, sign: bool = False) -> str:
+    if value is None:
+        return NA
+    if col.count:
+        return _count(value, sign)
+    return f"{value:{'+' if sign else ''}.{col.decimals}f}"
+
+
+def header(col: Column) -> str:
+    arrow = {"lower": "↓", "higher": "↑", None: ""}[col.better]
+    return col.header + arrow
+
+
+def run_name(row: Row) -> str:
+    """ "b18-refiner", "no-sem-refiner + ar-l-no-sem-main", or "reported only"."""
+    runs = [f"{run[0]}-{run[1]}" for run in (row.recon, row.gen) if run is not None]
+    return " + ".join(runs) if runs else REPORTED_ONLY
+
+
+def to_frame(table: PaperTable, cells: list[list[Cell]]) -> pd.DataFrame:
+    """Long form: one line per (row, metric) with ours, paper, diff and the number's provenance."""
+    records: list[dict[str, Any]] = []
+    for row, line in zip(table.rows, cells, strict=True):
+        for col, cell in zip(table.columns, line, strict=True):
+            records.append(
+                {
+                    "table": table.name,
+                    "row": row.label,
+                    "run": run_name(row),
+                    **dict(zip(table.info, row.info, strict=True)),
+                    "metric": col.metric,
+                    "ours": None if cell.ours is None else cell.ours.value,
+                    "paper": cell.paper,
+                    "diff": cell.diff,
+                    "protocol": None if cell.ours is None else cell.ours.protocol,
+                    "config_hash": None if cell.ours is None else cell.ours.config_hash,
+                    "n_samples": None if cell.ours is None else cell.ours.n_samples,
+                }
+            )
+    return pd.DataFrame.from_records(records).astype({"n_samples": "Int64"})
+
+
+def _run_lines(table: PaperTable, cfg: Config) -> list[str]:
+    """Each of our runs with the config values that shape it."""
+    lines = []
+    for need in table_needs(cfg, table.name):
+        if need.kind == "recon":
+            tok = cfg.tokenizer_variant(need.variant)
+            shape = f"d={tok.bits}, K={tok.num_tokens}, {cfg.data.resolution}×{cfg.data.resolution} px"
+            lines.append(
+                f"{need.variant}-{need.setting}: tokenizer {need.variant} ({tok.quantizer}, {shape})"
+            )
+        else:
+            gen = cfg.generator_variant(need.variant)
+            s = sample_config(cfg, need.variant, need.setting)
+            lines.append(
+                f"{need.variant}-{need.setting}: generator {need.variant} (size {gen.arch.size} "
+                f"{gen.sizes[gen.arch.size]}, head {gen.arch.head}, tokenizer {gen.tokenizer}; {s.steps} steps, "
+                f"{s.order} order, top-p {s.top_p}, CFG {s.cfg_schedule} {s.cfg_scale})"
+            )
+    return lines
+
+
+def _protocol_lines(table: PaperTable, cells: list[list[Cell]]) -> list[str]:
+    lines = []
+    for row, line in zip(table.rows, cells, strict=True):
+        for col, cell in zip(table.columns, line, strict=True):
+            run = row.run(col.kind)
+            if run is not None:
+                m = cell.ours
+                where = f"{row.label} · {col.header} [{run[0]}-{run[1]}]"
+                if m is None:
+                    lines.append(f"{where}: n/a (not in the CSV)")
+                else:
+                    n = "" if m.n_samples is None else f", n={m.n_samples}"
+                    lines.append(f"{where}: {m.protocol or 'no protocol given'} (config {m.config_hash}{n})")
+    return lines
+
+
+def footer(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> dict[str, list[str]]:
+    return {
+        "Notes": [
+            f"Δ = ours − paper. Rows marked “{REPORTED_ONLY}” are the paper's numbers for other methods.",
+            *table.notes,
+        ],
+        "Runs": _run_lines(table, cfg),
+        "Protocols": _protocol_lines(table, cells),
+        "Config": [f"run_id {cfg.run_id}, config hash {section_hash(cfg)}"],
+    }
+
+
+def _wide_rows(table: PaperTable, cells: list[list[Cell]]) -> list[list[str]]:
+    out = []
+    for row, line in zip(table.rows, cells, strict=True):
+        values = []
+        for col, cell in zip(table.columns, line, strict=True):
+            ours = format_number(cell.ours.value, col) if cell.ours else ("n/a" if row.ours else NA)
+            values += [ours, format_number(cell.paper, col), format_number(cell.diff, col, sign=True)]
+        out.append([row.label, *row.info, run_name(row), *values])
+    return out
+
+
+def to_markdown(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> str:
+    heads = ["", *table.info, "Run"]
+    for col in table.columns:
+        heads += [f"{header(col)} ours", f"{header(col)} paper", f"{header(col)} Δ"]
+    lines = [f"**{table.name.replace('table', 'Table ')}: {table.caption}**", ""]
+    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in _wide_rows(table, cells)
+    ]
+    for title, items in footer(table, cells, cfg).items():
+        lines += ["", f"{title}:", *(f"- {item}" for item in items)]
+    return "\n".join(lines) + "\n"
+
+
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "✓": r"\checkmark{}",
+    "✗": r"$\times$",
+    "×": r"$\times$",
+    "≈": r"$\approx$",
+    "·": r"$\cdot$",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
+    "Δ": r"$\Delta$",
+    "−": "--",
+    "–": "--",
+    "“": "``",
+    "”": "''",
+}
+
+
+def tex(text: str) -> str:
+    """Escape text for LaTeX; "2^18" becomes 2$^{18}$."""
+    parts = re.split(r"\^(\d+)", text)
+    return "".join(
+        f"$^{{{p}}}$" if i % 2 else "".join(_TEX.get(c, c) for c in p) for i, p in enumerate(parts)
+    )
+
+
+def to_latex(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> str:
+    """A booktabs `table` (needs \\usepackage{booktabs,amssymb})."""
+    lead = 2 + len(table.info)
+    spec = "l" * lead + "rrr" * len(table.columns)
+    top = ["", *table.info, "Run"] + [rf"\multicolumn{{3}}{{c}}{{{tex(header(c))}}}" for c in table.columns]
+    rules = " ".join(
+        rf"\cmidrule(lr){{{lead + 3 * i + 1}-{lead + 3 * i + 3}}}" for i in range(len(table.columns))
+    )
+    sub = [""] * lead + ["ours", "paper", r"$\Delta$"] * len(table.columns)
+    lines = [
+        f"% semtok table --name {table.name}; needs \\usepackage{{booktabs,amssymb}}",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{tex(table.caption)} Reproduced (ours) vs.\ reported (paper).}}",
+        rf"\label{{tab:{table.name}}}",
+        r"\resizebox{\linewidth}{!}{%",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(top) + r" \\",
+        rules,
+        " & ".join(sub) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(tex(c) for c in r) + r" \\" for r in _wide_rows(table, cells)]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip", r"{\footnotesize\raggedright"]
+    for title, items in footer(table, cells, cfg).items():
+        sep = " " if title == "Notes" else "; "  # notes are sentences, the rest are entries
+        lines.append(rf"\textbf{{{title}.}} " + sep.join(tex(i) for i in items) + r"\par")
+    lines += ["}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True, choices=list(TABLES), help="paper table to build")
+    parser.add_argument("--results", help="folder holding metrics/ (default: the config's out_dir)")
+    parser.add_argument("--csv", help="output CSV (default: <results>/tables/<name>.csv)")
+    parser.add_argument("--md", help="output Markdown (default: <results>/tables/<name>.md)")
+    parser.add_argument("--tex", help="output LaTeX (default: <results>/tables/<name>.tex)")
+
+
+def write_table(name: str, cfg: Config, results: Path, outputs: dict[str, Path]) -> dict[str, Any]:
+    """Build table `name` from the CSVs under `results` and write outputs {"csv"|"md"|"tex": path}."""
+    table = TABLES[name]
+    cells = build(table, cfg, results)
+    texts = {
+        "csv": to_frame(table, cells).to_csv(index=False),
+        "md": to_markdown(table, cells, cfg),
+        "tex": to_latex(table, cells, cfg),
+    }
+    for ext, path in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(texts[ext])
+    return {"table": name, "rows": len(cells), "outputs": [str(p) for p in outputs.values()]}
+
+
+def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    results = Path(args.results) if args.results else cfg.out
+    outputs = {
+        ext: Path(getattr(args, ext) or P.table_file(results, args.name, ext)) for ext in ("csv", "md", "tex")
+    }
+    return write_table(args.name, cfg, results, outputs)

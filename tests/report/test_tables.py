@@ -1,0 +1,173 @@
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from semtok.cli import main as cli_main
+from semtok.report import tables
+from semtok.report.reported import TABLES
+from semtok.report.settings import Input, MissingInput, table_needs
+
+
+def _write(name, cfg, results, tmp_path):
+    outputs = {ext: tmp_path / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+    tables.write_table(name, cfg, results, outputs)
+    return pd.read_csv(outputs["csv"]), outputs["md"].read_text(), outputs["tex"].read_text()
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_table_has_ours_paper_and_diff(name, cfg, results, tmp_path):
+    frame, md, tex = _write(name, cfg, results, tmp_path)
+    table = TABLES[name]
+    assert {"row", "run", "metric", "ours", "paper", "diff", "protocol", "config_hash"} <= set(frame.columns)
+    assert len(frame) == len(table.rows) * len(table.columns)
+    ours = frame[frame.run != tables.REPORTED_ONLY]
+    assert len(ours) == sum(row.ours for row in table.rows) * len(table.columns)
+    measured = ours[ours.metric != "params"]
+    assert measured[["ours", "paper", "diff"]].notna().all().all()
+    np.testing.assert_allclose(measured["diff"], measured["ours"] - measured["paper"])
+    reported = frame[frame.run == tables.REPORTED_ONLY]
+    assert reported["ours"].isna().all() and reported["diff"].isna().all()
+    assert reported["paper"].notna().any() or reported.empty
+    for text in (md, tex):
+        assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    assert "ours" in md and "paper" in md and "Δ" in md and "Protocols:" in md and "config hash" in md
+    assert r"\begin{tabular}" in tex and r"$\Delta$" in tex and tex.count("&") > 0
+
+
+def test_cells_hold_the_csv_values(cfg, results, tmp_path):
+    frame, md, _ = _write("table4", cfg, results, tmp_path)
+    csv = pd.read_csv(results / "metrics/gen/ar-l-no-distill-main.csv")
+    gfid = csv.set_index("metric").value["gFID"]
+    cell = frame[(frame.row == "contrastive only") & (frame.metric == "gFID")].iloc[0]
+    assert cell.ours == pytest.approx(gfid) and cell.paper == 2.87
+    assert cell["diff"] == pytest.approx(gfid - 2.87)
+    assert cell.run == "no-distill-refiner + ar-l-no-distill-main"
+    assert f"| {gfid:.2f} | 2.87 | {gfid - 2.87:+.2f} |" in md
+    assert "fid=classifier:1a2b3c4d" in cell.protocol
+
+
+def test_reported_only_rows_are_marked(cfg, results, tmp_path):
+    frame, md, _ = _write("table2", cfg, results, tmp_path)
+    biggan = frame[frame.row == "BigGAN"]
+    assert (biggan.run == tables.REPORTED_ONLY).all()
+    assert biggan.set_index("metric").paper.to_dict() == {
+        "params": 112e6,
+        "gFID": 6.95,
+        "IS": 224.5,
+        "Precision": 0.89,
+        "Recall": 0.38,
+    }
+    assert "| BigGAN | GAN | reported only | – | 112M | – |" in md
+
+
+def test_params_show_na_when_the_csv_has_none(cfg, fresh_results, tmp_path):
+    path = fresh_results / "metrics/gen/ar-xl-main.csv"
+    csv = pd.read_csv(path)
+    csv[csv.metric != "params"].to_csv(path, index=False)
+    frame, md, _ = _write("table2", cfg, fresh_results, tmp_path)
+    row = frame[(frame.run == "ar-xl-main") & (frame.metric == "params")].iloc[0]
+    assert math.isnan(row.ours) and row.paper == 746e6
+    assert "| SemTok-AR-XL (Ours) | AR | ar-xl-main | n/a | 746M | – |" in md
+
+
+def test_bits_per_pixel_falls_back_to_the_config(cfg, fresh_results, tmp_path):
+    path = fresh_results / "metrics/recon/b32-refiner.csv"
+    csv = pd.read_csv(path)
+    csv[csv.metric != "bpp"].to_csv(path, index=False)
+    frame, _, _ = _write("table1", cfg, fresh_results, tmp_path)
+    tok = cfg.tokenizer_variant("b32")
+    bpp = frame[(frame.run == "b32-refiner") & (frame.metric == "bpp")].iloc[0]
+    assert bpp.ours == pytest.approx(32 * tok.num_tokens / cfg.data.resolution**2)
+    assert bpp.paper == 0.125 and "from the config" in bpp.protocol
+
+
+def test_missing_csv_names_it_and_its_rule(cfg, fresh_results, tmp_path):
+    path = Input("gen", "ar-l-no-contra", "main").path(fresh_results)
+    path.unlink()
+    with pytest.raises(MissingInput, match=r"(?s)table4: missing.*ar-l-no-contra-main\.csv.*rule eval_gen"):
+        _write("table4", cfg, fresh_results, tmp_path)
+    assert not (tmp_path / "table4.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.assign(value=np.where(f.metric == "PSNR", np.nan, f.value)), "'PSNR' is nan"),
+        (lambda f: f[f.metric != "SSIM"], "no metric 'SSIM'"),
+        (lambda f: f.assign(variant="b32"), r"holds run \(recon, b32, refiner\)"),
+        (lambda f: pd.concat([f, f.iloc[:1]]), "more than once"),
+        (lambda f: f.drop(columns="protocol"), "columns"),
+    ],
+)
+def test_bad_csv_is_rejected(change, message, cfg, fresh_results, tmp_path):
+    path = fresh_results / "metrics/recon/lfq-refiner.csv"
+    change(pd.read_csv(path)).to_csv(path, index=False)
+    with pytest.raises(tables.TableError, match=message):
+        _write("table10", cfg, fresh_results, tmp_path)
+
+
+def test_every_paper_number_is_kept():
+    # Spot checks against the paper's text: first, our and last rows of several tables.
+    t1 = TABLES["table1"].rows
+    assert t1[0].reported == {"bpp": 0.055, "rFID": 4.98, "PSNR": None, "SSIM": None, "LPIPS": None}
+    assert t1[-1].recon == ("b32", "refiner") and t1[-1].reported["rFID"] == 0.67
+    assert len(t1) == 16 and sum(r.ours for r in t1) == 2
+    assert len(TABLES["table2"].rows) == 28 and TABLES["table2"].rows[-1].reported["IS"] == 310.5
+    t3 = {r.label: r.gen[0] for r in TABLES["table3"].rows}
+    assert t3 == {"VQGAN": "ar-l-grid2d", "FlowMo-Lo": "ar-l-no-sem", "SemTok (Ours)": "ar-l"}
+    t4 = [(r.recon[0], r.gen[0], r.reported["rFID"], r.reported["IS"]) for r in TABLES["table4"].rows]
+    assert t4 == [
+        ("no-sem", "ar-l-no-sem", 1.08, 271.4),
+        ("no-distill", "ar-l-no-distill", 0.97, 276.8),
+        ("no-contra", "ar-l-no-contra", 1.02, 264.9),
+        ("b18", "ar-l", 0.88, 293.1),
+    ]
+    assert TABLES["table12"].rows[0].recon == ("finetune-only", "refiner")
+    assert TABLES["table14"].rows[0].gen == ("ar-l", "order-confidence")
+    for table in TABLES.values():
+        for row in table.rows:
+            assert set(row.reported) == {c.metric for c in table.columns}
+            assert len(row.info) == len(table.info)
+
+
+def test_needs_are_unique_and_in_row_order(cfg):
+    needs = table_needs(cfg, "table5")
+    assert [(n.kind, n.variant) for n in needs] == [
+        ("recon", "raster"),
+        ("gen", "ar-l-raster"),
+        ("recon", "b18"),
+        ("gen", "ar-l"),
+    ]
+
+
+def test_tex_escapes_specials():
+    assert tables.tex("2^18 & 5% run_id ✓") == r"2$^{18}$ \& 5\% run\_id \checkmark{}"
+    assert tables.tex("a^b") == r"a\textasciicircum{}b"
+
+
+def test_comparison_tolerates_missing_runs(results):
+    metrics = tables.load_metrics(results, "recon")
+    metrics = metrics[metrics.variant != "lfq"]
+    got = tables.comparison(metrics, ["table10"])
+    assert got[got.run == "lfq-refiner"].ours.isna().all()
+    assert got[got.run == "b18-refiner"][["ours", "diff"]].notna().all().all()
+
+
+def test_cli(cfg, results, tmp_path):
+    md = tmp_path / "t.md"
+    argv = [
+        "table",
+        "--config",
+        str(REPO / "config/config.yaml"),
+        "--name",
+        "table13",
+        "--results",
+        str(results),
+    ]
+    argv += ["--csv", str(tmp_path / "t.csv"), "--md", str(md), "--tex", str(tmp_path / "t.tex")]
+    assert cli_main(argv) == 0
+    assert "18 (Bitwise)" in md.read_text() and (tmp_path / "t.tex").exists()
