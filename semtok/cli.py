@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dump-tokens": ("semtok.tokens", "encode one image shard (and flips) into token shards"),
     "train-ar": ("semtok.train.ar", "train a masked autoregressive generator variant"),
     "sample": ("semtok.sample", "sample images from a generator into an ADM-style npz"),
+    "eval-reference": ("semtok.eval.reference", "features of the validation images (the FID/PR reference)"),
     "eval-recon": ("semtok.eval.recon", "reconstruction metrics of a tokenizer -> CSV"),
     "eval-gen": ("semtok.eval.gen", "generation metrics of a sample file -> CSV"),
     "table": ("semtok.report.tables", "build one paper table from metric CSVs"),

@@ -79,6 +79,18 @@ def recon_metrics(out: Path, variant: str, mode: str) -> Path:
     return out / "metrics" / "recon" / f"{variant}-{mode}.csv"
 
 
+def recon_examples(out: Path, variant: str, mode: str) -> Path:
+    return out / "metrics" / "recon" / f"{variant}-{mode}.examples.npz"
+
+
+def recon_features(out: Path, variant: str) -> Path:
+    return out / "metrics" / "recon" / f"{variant}-features.npz"
+
+
+def fid_reference(out: Path) -> Path:
+    return out / "metrics" / "reference" / "val-features.npz"
+
+
 def gen_metrics(out: Path, variant: str, setting: str) -> Path:
     return out / "metrics" / "gen" / f"{variant}-{setting}.csv"
 

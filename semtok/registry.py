@@ -264,3 +264,19 @@ def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         Path(args.done).parent.mkdir(parents=True, exist_ok=True)
         Path(args.done).write_text("\n".join(fetched) + "\n")
     return {"fetched": fetched}
+
+
+def siglip_hidden_size(cfg: Config) -> int:
+    """Feature width of the SigLIP tower (C_sig), read from its config only."""
+    comp = component(cfg, "siglip")
+    if comp.source == "random":
+        return tiny_siglip_config(comp.arch).hidden_size
+    from transformers import SiglipVisionConfig
+
+    kw = {"revision": comp.revision} if comp.revision else {}
+    return SiglipVisionConfig.from_pretrained(location(cfg, "siglip"), **kw).hidden_size
+
+
+def public_config(config: Any) -> dict[str, Any]:
+    """A diffusers/transformers config as plain kwargs (private `_...` entries dropped)."""
+    return {k: v for k, v in dict(config).items() if not k.startswith("_")}

@@ -171,14 +171,16 @@ class Input:
         if self.kind == "gen":
             return P.gen_metrics(out, self.variant, self.setting)
         if self.kind == "examples":
-            return P.recon_metrics(out, self.variant, self.setting).with_suffix(".examples.npz")
+            return P.recon_examples(out, self.variant, self.setting)
         if self.kind == "features":
-            return P.recon_metrics(out, self.variant, "features").with_suffix(".npz")
+            return P.recon_features(out, self.variant)
         return P.sample_file(out, self.variant, self.setting)
 
     @property
     def rule(self) -> str:
         """The upstream rule that writes this file."""
+        if self.kind in ("recon", "examples") and self.setting == "diffusion":
+            return "eval_recon_diffusion"
         return {"gen": "eval_gen", "samples": "sample"}.get(self.kind, "eval_recon")
 
     @property

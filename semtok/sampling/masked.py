@@ -26,7 +26,7 @@ import torch
 from semtok.models.generator import MaskedGenerator
 from semtok.models.quantizer import BinarySphericalQuantizer
 
-Order = Literal["random", "confidence"]
+Order = Literal["random", "confidence", "raster"]
 CfgSchedule = Literal["linear", "constant"]
 
 
@@ -140,7 +140,8 @@ def sample(
     """Class-conditional tokens for labels: (B,) int64 on the model's device.
 
     order "random": one permutation per image, committed front to back; "confidence": the masked
-    positions whose drawn bits have the highest summed log-probability (no added noise). A causal
+    positions whose drawn bits have the highest summed log-probability (no added noise); "raster":
+    positions in index order (Fig. 5's progressive raster decoding of a masked model). A causal
     model is decoded by `sample_raster` (K steps in raster order; `steps` and `order` do not apply).
     `generator` must live on labels' device.
     """
@@ -148,14 +149,17 @@ def sample(
         return sample_raster(
             model, labels, top_p, cfg_scale, cfg_schedule, temperature, generator, return_steps
         )
-    if order not in ("random", "confidence"):
-        raise ValueError(f"order must be 'random' or 'confidence', got {order!r}")
+    if order not in ("random", "confidence", "raster"):
+        raise ValueError(f"order must be 'random', 'confidence' or 'raster', got {order!r}")
     _check_eval(model)
     c = model.config
     batch, device = labels.shape[0], labels.device
     bits = torch.zeros(batch, c.num_tokens, c.bits, dtype=torch.bool, device=device)
     known = torch.zeros(batch, c.num_tokens, dtype=torch.bool, device=device)
-    rank = torch.rand(batch, c.num_tokens, generator=generator, device=device).argsort(-1).argsort(-1)
+    if order == "raster":
+        rank = torch.arange(c.num_tokens, device=device).expand(batch, -1)
+    else:
+        rank = torch.rand(batch, c.num_tokens, generator=generator, device=device).argsort(-1).argsort(-1)
     partial = {}
     num_known = 0
     for step, still_masked in enumerate(masked_schedule(c.num_tokens, steps)):
@@ -164,7 +168,7 @@ def sample(
             scale = cfg_scale_at(num_known, c.num_tokens, cfg_scale, cfg_schedule)
             logits = guided_logits(model, bits, ~known, labels, scale) / temperature
             drawn, confidence = sample_bits(logits, c.head, top_p, generator)
-            if order == "random":
+            if order in ("random", "raster"):
                 commit = (rank < target) & ~known
             else:
                 best = confidence.masked_fill(known, -torch.inf).topk(target - num_known, dim=-1).indices

@@ -21,4 +21,4 @@ rule teacher:
     log:
         OUT / "logs/teacher_{teacher}.log",
     shell:
-        cli("teachers") + " --name {wildcards.teacher} --output {output} > {log} 2>&1"
+        launch("teachers") + " --name {wildcards.teacher} --output {output} > {log} 2>&1"

@@ -1,0 +1,293 @@
+"""SemTok: encoder E → quantizer Q → decoder D, with the frozen VAE that maps pixels to latents and
+back, and the semantic-alignment heads used in training (SPEC §2). This is also the Python API:
+
+    from semtok import SemTok
+    tok = SemTok.from_pretrained("results/tokenizer/b18/stage2").to("cuda")
+    out = tok.encode(images)                 # images: (B, 3, 256, 256) float in [0, 1] or uint8
+    out.indices                              # (B, K) int64 in [0, 2^d); out.bits: (B, K, d) bool
+    recon = tok.decode(out.indices)          # (B, 3, 256, 256) float in [0, 1], one-step refiner
+    recon = tok.decode(out.indices, mode="diffusion", steps=25)   # Stage I flow sampler
+
+Everything (VAE included) is saved in one folder with `save_pretrained` (config + safetensors).
+Latents are rounded to fp16 before normalisation exactly like the pre-encoded shards, so `encode`
+gives the same tokens as the token dump of the same images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from semtok.losses.semantic import SemanticAlignment
+from semtok.models.decoder import TokenDecoder
+from semtok.models.encoder import EncoderConfig, EncoderOutput, MMDiTEncoder
+from semtok.models.quantizer import QuantizerBase, QuantizerOutput, build_quantizer
+from semtok.sampling.flow import flow_matching_targets, sample_flow, sample_timesteps
+
+
+@dataclass
+class TokenizerOutput:
+    """indices: (B, K) int64; bits: (B, K, d) bool."""
+
+    indices: torch.Tensor
+    bits: torch.Tensor
+
+
+class SemTok(ModelMixin, ConfigMixin):
+    """encoder: EncoderConfig fields; quantizer: {"kind", "group_size", "tau", ("commit_weight")};
+    decoder: TokenDecoder config; semantic: SemanticAlignment kwargs or None (no heads);
+    vae_config: AutoencoderKL config; latent_shift/latent_scale: (z - shift) * scale;
+    flow_steps/flow_shift: defaults of the diffusion decoding (SPEC: 25 Euler steps, shift 1)."""
+
+    ignore_for_config = ["decoder_module", "vae_module"]
+    _no_split_modules = ["JointTransformerBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        encoder: dict[str, Any],
+        quantizer: dict[str, Any],
+        decoder: dict[str, Any],
+        vae_config: dict[str, Any],
+        semantic: dict[str, Any] | None = None,
+        latent_shift: float = 0.0,
+        latent_scale: float = 1.0,
+        flow_steps: int = 25,
+        flow_shift: float = 1.0,
+        decoder_module: TokenDecoder | None = None,
+        vae_module: AutoencoderKL | None = None,
+    ) -> None:
+        super().__init__()
+        enc = EncoderConfig(**encoder)
+        self.encoder = MMDiTEncoder(enc)
+        qkw = dict(quantizer)
+        self.quantizer: QuantizerBase = build_quantizer(qkw.pop("kind"), enc.token_dim, **qkw)
+        self.decoder = decoder_module if decoder_module is not None else TokenDecoder(**decoder)
+        self.vae = vae_module if vae_module is not None else AutoencoderKL(**vae_config)
+        self.vae.requires_grad_(False).eval()
+        self.semantic = SemanticAlignment(**semantic) if semantic else None
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def bits(self) -> int:
+        return self.config.encoder["token_dim"]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.encoder.num_tokens
+
+    @property
+    def resolution(self) -> int:
+        return self.config.encoder["latent_size"] * self.vae_downsample
+
+    @property
+    def vae_downsample(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = self.config.encoder["latent_size"]
+        return (self.config.encoder["in_channels"], size, size)
+
+    def train(self, mode: bool = True) -> SemTok:
+        super().train(mode)
+        self.vae.eval()  # frozen, always
+        return self
+
+    # -- training forward passes (one call per step, so DDP sees every parameter use) -------------
+    def forward(
+        self,
+        latents: torch.Tensor,
+        siglip: torch.Tensor | None = None,
+        stage: Literal["stage1", "stage2"] = "stage1",
+        aux: bool = False,
+    ) -> dict[str, Any]:
+        """Stage I: latents (B, C, h, w) normalised x_v, siglip (B, Ns, C_sig) → losses of Eq. 6
+        ("diff", "quant", "distill", "contra") and the quantizer output.
+        Stage II: → {"latent": x̂_v (B, C, h, w), "image": Î (B, 3, H, W) in [-1, 1]}, plus the
+        encoder's "quant"/"distill"/"contra" terms when `aux` (encoder trained in Stage II)."""
+        if stage == "stage2":
+            trainable = any(p.requires_grad for p in self.encoder.parameters())
+            with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
+                enc, q = self.quantize(latents)
+            x_hat = self.decoder.refine(q.codes, latents.shape[-2:])
+            out = {"latent": x_hat, "image": self.latents_to_pixels(x_hat), "quantizer": q}
+            if aux:
+                out |= {"quant": q.entropy_loss + q.commit_loss} | self.semantic_losses(enc, q, siglip)
+            return out
+        enc, q = self.quantize(latents)
+        t = sample_timesteps(latents.shape[0], device=latents.device)
+        x_t, v = flow_matching_targets(latents, t, torch.randn_like(latents))
+        v_hat = self.decoder(x_t, q.codes, t)
+        out: dict[str, Any] = {
+            "diff": F.mse_loss(v_hat.float(), v.float()),
+            "quant": q.entropy_loss + q.commit_loss,
+        }
+        out |= self.semantic_losses(enc, q, siglip)
+        out["quantizer"] = q
+        return out
+
+    def quantize(self, latents: torch.Tensor) -> tuple[EncoderOutput, QuantizerOutput]:
+        enc = self.encoder(latents)
+        return enc, self.quantizer(enc.z)
+
+    def semantic_losses(
+        self, enc: EncoderOutput, q: QuantizerOutput, siglip: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        zero = enc.x.new_zeros((), dtype=torch.float32)
+        if self.semantic is None:
+            return {"distill": zero, "contra": zero}
+        if siglip is None:
+            raise ValueError("semantic alignment needs SigLIP features")
+        side = self.config.encoder["latent_size"] // self.config.encoder["patch_size"]
+        return self.semantic(enc.x, (side, side), q.codes, siglip)
+
+    # -- pixels <-> latents -------------------------------------------------------------------
+    def latents_to_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, C, h, w) → images (B, 3, H, W) in about [-1, 1] (differentiable)."""
+        raw = latents / self.config.latent_scale + self.config.latent_shift
+        return self.vae.decode(raw.to(self.vae.dtype)).sample
+
+    @torch.no_grad()
+    def pixels_to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [-1, 1] → normalised latents, via the fp16 rounding of the shards."""
+        mean = self.vae.encode(images.to(self.vae.dtype)).latent_dist.mean
+        return (mean.half().float() - self.config.latent_shift) * self.config.latent_scale
+
+    # -- API ------------------------------------------------------------------------------------
+    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+        res = self.resolution
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (res, res):
+            raise ValueError(f"images must have shape (B, 3, {res}, {res}), got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.float() / 255.0
+        if not images.is_floating_point():
+            raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.3f}, {hi:.3f}]")
+        return images.float()
+
+    def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """indices (B, K) int or bits (B, K, d) bool → codes (B, K, d)."""
+        k, d = self.num_tokens, self.bits
+        if tokens.dtype == torch.bool:
+            if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (k, d):
+                raise ValueError(f"bits must have shape (B, {k}, {d}), got {tuple(tokens.shape)}")
+            return self.quantizer.bits_to_codes(tokens, self.quantizer.corner)
+        if tokens.is_floating_point() or tokens.ndim != 2 or tokens.shape[1] != k:
+            raise ValueError(
+                f"indices must be an integer tensor of shape (B, {k}), got {tuple(tokens.shape)} {tokens.dtype}"
+            )
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= 2**d:
+            raise ValueError(f"indices must lie in [0, 2^{d}) = [0, {2**d}), got values in [{lo}, {hi}]")
+        return self.quantizer.codes_from_indices(tokens.long())
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, batch_size: int = 64) -> TokenizerOutput:
+        """images (B, 3, H, W) uint8 or float in [0, 1] → TokenizerOutput (indices, bits)."""
+        images = self._check_images(images)
+        outs = [
+            self.encode_latents(self.pixels_to_latents(chunk.to(self.device) * 2 - 1))
+            for chunk in images.split(batch_size)
+        ]
+        return TokenizerOutput(torch.cat([o.indices for o in outs]), torch.cat([o.bits for o in outs]))
+
+    @torch.no_grad()
+    def encode_latents(self, latents: torch.Tensor) -> TokenizerOutput:
+        """Normalised latents (B, C, h, w) → tokens."""
+        q = self.quantize(latents.to(self.device, self.dtype))[1]
+        return TokenizerOutput(q.indices, q.bits)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        mode: Literal["refiner", "diffusion"] = "refiner",
+        steps: int | None = None,
+        shift: float | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+    ) -> torch.Tensor:
+        """indices (B, K) or bits (B, K, d) → images (B, 3, H, W) float in [0, 1]."""
+        codes = self._check_tokens(tokens.to(self.device))
+        images = [self.decode_codes(c, mode, steps, shift, generator) for c in codes.split(batch_size)]
+        return ((torch.cat(images).float() + 1) / 2).clamp(0, 1)
+
+    def decode_codes(
+        self,
+        codes: torch.Tensor,
+        mode: Literal["refiner", "diffusion"] = "refiner",
+        steps: int | None = None,
+        shift: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """codes (B, K, d) → images in [-1, 1]."""
+        return self.latents_to_pixels(self.decode_latents(codes, mode, steps, shift, generator))
+
+    def decode_latents(
+        self,
+        codes: torch.Tensor,
+        mode: Literal["refiner", "diffusion"] = "refiner",
+        steps: int | None = None,
+        shift: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """codes (B, K, d) → normalised latents (B, C, h, w)."""
+        if mode == "refiner":
+            if not self.decoder.config.refiner:
+                raise ValueError(
+                    "this tokenizer has no one-step refiner (Stage I only); use mode='diffusion'"
+                )
+            return self.decoder.refine(codes, self.latent_shape[1:])
+        if mode != "diffusion":
+            raise ValueError(f"mode must be 'refiner' or 'diffusion', got {mode!r}")
+        if self.decoder.config.refiner:
+            raise ValueError(
+                "this tokenizer's decoder is a Stage II refiner; diffusion decoding needs Stage I weights"
+            )
+        noise = torch.randn((codes.shape[0], *self.latent_shape), generator=generator, device="cpu").to(
+            codes.device
+        )
+        return sample_flow(
+            lambda x, t: self.decoder(x, codes, t),
+            noise.to(codes.dtype),
+            steps=steps or self.config.flow_steps,
+            shift=shift if shift is not None else self.config.flow_shift,
+        )
+
+
+def encoder_fields(
+    tokenizer_cfg: Any, latent_channels: int, latent_size: int, grad_checkpointing: bool
+) -> dict:
+    """EncoderConfig kwargs for a tokenizer section of the experiment config."""
+    enc = tokenizer_cfg.encoder
+    num_tokens = (
+        (latent_size // tokenizer_cfg.patch_size) ** 2 if enc.mode == "grid2d" else tokenizer_cfg.num_tokens
+    )
+    return dataclasses.asdict(
+        EncoderConfig(
+            depth=enc.depth,
+            width=enc.width,
+            heads=enc.heads,
+            in_channels=latent_channels,
+            patch_size=tokenizer_cfg.patch_size,
+            latent_size=latent_size,
+            num_tokens=num_tokens,
+            token_dim=tokenizer_cfg.bits,
+            mlp_ratio=enc.mlp_ratio,
+            causal_1d=enc.causal_1d,
+            mode=enc.mode,
+            grad_checkpointing=grad_checkpointing,
+        )
+    )

@@ -1,0 +1,145 @@
+"""Token dumping (SPEC §3) and the in-memory token dataset the generator trains on.
+
+`semtok dump-tokens --variant V --shard I --input LATENT_TAR --output TOKEN_TAR`: every train image
+of one shard and its horizontal flip, through the frozen Stage II tokenizer, into a webdataset shard
+with the same keys: `bits.npy` / `bits_flip.npy` = the K×d bits packed little-endian into uint8
+(K, ceil(d/8)) (576 bytes per image for d = 18, K = 256), and `cls`.
+
+The generator's data is small (≈1.5 GB for ImageNet with flips), so `TokenDataset` holds it in
+memory and draws every step's global batch from a generator seeded by (seed, segment): training is
+fast, each rank takes its slice of the same global batch, and resume is exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from semtok import paths, registry
+from semtok.config import Config
+from semtok.data.loader import decode_sample, latent_normalisation
+from semtok.data.shards import read_shard, write_shard
+
+NEEDS_CONFIG = True
+
+
+def pack_bits(bits: torch.Tensor) -> np.ndarray:
+    """bits (..., d) bool → uint8 (..., ceil(d/8)), little-endian within and across bytes."""
+    return np.packbits(bits.cpu().numpy().astype(np.uint8), axis=-1, bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, d: int) -> np.ndarray:
+    """uint8 (..., ceil(d/8)) → bool (..., d)."""
+    return np.unpackbits(packed, axis=-1, count=d, bitorder="little").astype(bool)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def load_tokenizer(cfg: Config, variant: str, device: torch.device | str = "cpu") -> Any:
+    from semtok.models.tokenizer import SemTok
+
+    return SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, "stage2")).to(device).eval()
+
+
+@torch.no_grad()
+def dump_shard(cfg: Config, variant: str, latent_tar: Path, output: Path, batch_size: int) -> dict[str, Any]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tok = load_tokenizer(cfg, variant, device)
+    norm = latent_normalisation(cfg)
+    samples = list(read_shard(latent_tar))
+    out: list[dict[str, Any]] = []
+    for start in tqdm(range(0, len(samples), batch_size), desc=f"tokens {variant} {latent_tar.name}"):
+        chunk = samples[start : start + batch_size]
+        payload = {}
+        for name, flipped in (("bits.npy", False), ("bits_flip.npy", True)):
+            latents = torch.stack(
+                [decode_sample(s, latent_norm=norm, flipped=flipped)["latent"] for s in chunk]
+            )
+            payload[name] = pack_bits(tok.encode_latents(latents).bits)
+        for i, s in enumerate(chunk):
+            out.append(
+                {"__key__": s["__key__"], "cls": s["cls"]} | {k: _npy(v[i]) for k, v in payload.items()}
+            )
+    write_shard(output, out)
+    return {
+        "variant": variant,
+        "shard": str(output),
+        "images": len(out),
+        "bits": tok.bits,
+        "tokens": tok.num_tokens,
+    }
+
+
+def read_token_shard(path: Path | str, bits: int) -> Iterator[dict[str, Any]]:
+    """Samples of a token shard: key, cls, bits (K, d) bool, bits_flip (K, d) bool."""
+    for s in read_shard(path):
+        yield {
+            "key": s["__key__"],
+            "cls": int(s["cls"]),
+            "bits": unpack_bits(_load_npy(s["bits.npy"]), bits),
+            "bits_flip": unpack_bits(_load_npy(s["bits_flip.npy"]), bits),
+        }
+
+
+class TokenDataset:
+    """All token shards of a tokenizer variant in memory (packed)."""
+
+    def __init__(self, shards: Sequence[Path | str], bits: int) -> None:
+        packed, flips, labels = [], [], []
+        for path in shards:
+            for s in read_shard(path):
+                packed.append(_load_npy(s["bits.npy"]))
+                flips.append(_load_npy(s["bits_flip.npy"]))
+                labels.append(int(s["cls"]))
+        if not packed:
+            raise ValueError(f"no tokens in {len(shards)} shard(s): {list(shards)[:3]}")
+        self.bits = bits
+        self.packed = np.stack([np.stack(packed), np.stack(flips)], axis=1)  # (N, 2, K, nbytes)
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.packed.shape[2]
+
+    def batches(
+        self, batch_size: int, seed: int, rank: int = 0, world: int = 1, flip: bool = True
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless batches; the global batch of each step is the same on every rank, which takes
+        rows [rank·b, (rank+1)·b) of it (b = batch_size // world)."""
+        rng = np.random.default_rng(seed)
+        per_rank = batch_size // world
+        while True:
+            idx = rng.integers(0, len(self), size=batch_size)
+            side = rng.integers(0, 2, size=batch_size) if flip else np.zeros(batch_size, dtype=np.int64)
+            mine = slice(rank * per_rank, (rank + 1) * per_rank)
+            bits = unpack_bits(self.packed[idx[mine], side[mine]], self.bits)
+            yield {"bits": torch.from_numpy(bits), "cls": torch.from_numpy(self.labels[idx[mine]])}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", required=True, help="tokenizer variant")
+    parser.add_argument("--input", required=True, help="latent shard (data/latents/train/train-XXXXX.tar)")
+    parser.add_argument("--output", required=True, help="token shard to write")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    registry.configure_environment(cfg)
+    return dump_shard(cfg, args.variant, Path(args.input), Path(args.output), cfg.tokenizer.dump_batch_size)

@@ -1,0 +1,185 @@
+"""`semtok stage1 --variant NAME --output DIR`: Stage I, generative pre-training (SPEC §2).
+
+Encoder, quantizer and decoder are trained jointly with rectified flow:
+    min L_diff + λ_q·L_quant + λ_s·(L_contra + L_distill)            (paper Eq. 6)
+on pre-encoded, normalised SD3.5-VAE latents (the flipped latent for flipped samples) and SigLIP
+patch features (precomputed, or computed online when `data.precompute_siglip` is false).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semtok import paths, registry
+from semtok.config import Config, ConfigError
+from semtok.models.decoder import TokenDecoder
+from semtok.models.tokenizer import SemTok, encoder_fields
+from semtok.train.loop import Objective, StepOutput, Trainer
+
+NEEDS_CONFIG = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", required=True, help="tokenizer variant (config: tokenizer_variants)")
+    parser.add_argument("--output", required=True, help="folder for the final (EMA) weights")
+
+
+def build_tokenizer(cfg: Config, variant: str) -> SemTok:
+    """A fresh SemTok for `variant`: frozen VAE from the registry, decoder from SD3.5 or random."""
+    t = cfg.tokenizer_variant(variant)
+    vae = registry.load_vae(cfg)
+    shift, scale = registry.vae_normalisation(vae)
+    downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+    if cfg.data.resolution % downsample:
+        raise ConfigError(
+            f"data.resolution {cfg.data.resolution} is not divisible by the VAE factor {downsample}"
+        )
+    latent_size = cfg.data.resolution // downsample
+    encoder = encoder_fields(t, vae.config.latent_channels, latent_size, cfg.compute.grad_checkpointing)
+    decoder_kw: dict[str, Any] = {
+        "token_dim": t.bits,
+        "num_tokens": encoder["num_tokens"],
+        "context_layout": "2d" if t.encoder.mode == "grid2d" else "1d",
+        "latent_size": latent_size,
+        "grad_checkpointing": cfg.compute.grad_checkpointing,
+    }
+    if t.decoder.init == "pretrained":
+        where, subfolder = registry.sd3_location(cfg)
+        decoder, _report = TokenDecoder.from_sd3(where, subfolder=subfolder, **decoder_kw)
+    else:
+        if not t.decoder.transformer:
+            raise ConfigError(
+                "tokenizer.decoder.transformer: SD3Transformer2DModel kwargs are required for init 'random'"
+            )
+        decoder = TokenDecoder(transformer_config=dict(t.decoder.transformer), **decoder_kw)
+    sem = t.semantic
+    semantic = None
+    if sem.contrastive or sem.distill:
+        semantic = {
+            "width": t.encoder.width,
+            "code_dim": t.bits,
+            "sig_dim": registry.siglip_hidden_size(cfg),
+            "contrastive": sem.contrastive,
+            "distill": sem.distill,
+            "distill_head": sem.distill_head,
+            "contrastive_embed_dim": sem.embed_dim,
+            "init_temperature": 1.0 / sem.logit_scale_init,
+            "max_scale": sem.logit_scale_max,
+        }
+    quantizer: dict[str, Any] = {
+        "kind": t.quantizer,
+        "group_size": t.entropy.group_size,
+        "tau": t.entropy.tau,
+    }
+    if t.quantizer == "lfq":
+        quantizer["commit_weight"] = t.entropy.commit_weight
+    return SemTok(
+        encoder=encoder,
+        quantizer=quantizer,
+        decoder=registry.public_config(decoder.config),
+        vae_config=registry.public_config(vae.config),
+        semantic=semantic,
+        latent_shift=shift,
+        latent_scale=scale,
+        flow_steps=t.sampler.steps,
+        flow_shift=t.sampler.shift,
+        decoder_module=decoder,
+        vae_module=vae,
+    )
+
+
+def compile_blocks(model: torch.nn.Module, enabled: bool) -> None:
+    """torch.compile every transformer block in place (GPU only; a no-op on CPU)."""
+    if not (enabled and torch.cuda.is_available()):
+        return
+    from diffusers.models.attention import JointTransformerBlock
+
+    from semtok.models.encoder import JointBlock
+
+    for module in model.modules():
+        if isinstance(module, (JointTransformerBlock, JointBlock)):
+            module.compile()
+
+
+class SiglipOnline:
+    """SigLIP features computed inside the training job (`data.precompute_siglip: false`)."""
+
+    def __init__(self, cfg: Config, device: torch.device) -> None:
+        self.model = registry.load_siglip(cfg).to(device)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [-1, 1] → (B, Ns, C)."""
+        pixels = registry.siglip_preprocess((images + 1) / 2, self.model)
+        return self.model(pixel_values=pixels).last_hidden_state.float()
+
+
+def data_stream(cfg: Config, trainer: Trainer, batch_size: int, features: tuple[str, ...], images: bool):
+    """make_batches(segment) for the loop: the loader, seeded by the segment, batches on device."""
+    from semtok.data.loader import make_loader
+
+    per_process = max(1, batch_size // trainer.accelerator.num_processes)
+
+    def make_batches(segment: int):
+        loader = make_loader(
+            cfg,
+            "train",
+            batch_size=per_process,
+            features=features,
+            images=images,
+            seed=cfg.seed * 100_003 + segment,
+        )
+        for batch in loader:
+            yield {
+                k: v.to(trainer.device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()
+            }
+
+    return make_batches
+
+
+def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
+    t = cfg.tokenizer_variant(variant)
+    if t.stage1.from_variant is not None:
+        raise ConfigError(
+            f"tokenizer_variants.{variant}: Stage I is {t.stage1.from_variant!r} (stage1.from_variant); nothing to train"
+        )
+    torch.manual_seed(cfg.seed)
+    model = build_tokenizer(cfg, variant)
+    job = f"tokenizer-{variant}-stage1"
+    trainer = Trainer(
+        job,
+        {"model": Objective(model, t.stage1.optim)},
+        cfg.compute,
+        paths.checkpoint_dir(cfg.out, job),
+        paths.log_dir(cfg.out, job),
+        seed=cfg.seed,
+    )
+    compile_blocks(trainer.unwrap(), cfg.compute.compile)
+    online = not cfg.data.precompute_siglip and model.semantic is not None
+    siglip = SiglipOnline(cfg, trainer.device) if online else None
+    features = ("latents",) if online or model.semantic is None else ("latents", "siglip")
+    make_batches = data_stream(cfg, trainer, t.stage1.optim.batch_size, features, images=online)
+    lam_q, lam_s = t.entropy.weight, t.semantic.weight
+
+    def step_fn(tr: Trainer, batch: dict[str, Any]) -> StepOutput:
+        sig = siglip(batch["image"]) if siglip is not None else batch.get("siglip")
+        with tr.autocast():
+            out = tr.modules["model"](batch["latent"], sig, stage="stage1")
+        loss = out["diff"] + lam_q * out["quant"] + lam_s * (out["distill"] + out["contra"])
+        q = out["quantizer"]
+        logs = {k: out[k].detach() for k in ("diff", "quant", "distill", "contra")} | q.metrics
+        return StepOutput(losses={"model": loss}, logs=logs)
+
+    trainer.fit(make_batches, step_fn)
+    trainer.export(lambda m, p: m.save_pretrained(p), output)
+    return {"variant": variant, "steps": trainer.step, "output": str(output)}
+
+
+def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    registry.configure_environment(cfg)
+    return train_stage1(cfg, args.variant, Path(args.output))

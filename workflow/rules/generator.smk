@@ -1,0 +1,34 @@
+# The masked autoregressive generator (SPEC §4): training per generator variant, sampling per
+# (variant, setting); settings come from semtok.report.settings (the tables' and figures' needs).
+
+
+wildcard_constraints:
+    gen="|".join(sorted(CFG.generator_variants, key=len, reverse=True)),
+    setting=r"main|progressive|order-[a-z]+|cfg-(linear|constant)-[0-9.]+|steps-[0-9]+|topp-[0-9.]+",
+
+
+rule train_ar:
+    input:
+        lambda wc: token_shards(CFG.generator_variant(wc.gen).tokenizer),
+    output:
+        directory(P.generator_dir(OUT, "{gen}")),
+    params:
+        cfg=lambda wc: chash(CFG.generator_variant(wc.gen), CFG.compute, CFG.seed),
+    log:
+        OUT / "logs/train_ar_{gen}.log",
+    shell:
+        launch("train-ar") + " --variant {wildcards.gen} --tokens {input} --output {output} > {log} 2>&1"
+
+
+rule sample:
+    input:
+        generator=P.generator_dir(OUT, "{gen}"),
+        tokenizer=lambda wc: P.tokenizer_dir(OUT, CFG.generator_variant(wc.gen).tokenizer, "stage2"),
+    output:
+        P.sample_file(OUT, "{gen}", "{setting}"),
+    params:
+        cfg=lambda wc: chash(CFG.generator_variant(wc.gen), CFG.evaluation.grid_images, CFG.seed),
+    log:
+        OUT / "logs/sample_{gen}-{setting}.log",
+    shell:
+        launch("sample") + " --variant {wildcards.gen} --setting {wildcards.setting} --output {output} > {log} 2>&1"
