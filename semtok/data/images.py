@@ -1,0 +1,89 @@
+"""Image decoding and preprocessing shared by sharding, encoding and loading (SPEC §1).
+
+`center_crop_arr` follows ADM's convention (also used by LlamaGen and MAR): halve the image with a
+BOX filter while its short side is at least twice the target, resize the short side to the target
+with BICUBIC, then crop the centre.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+# The format a file's name promises; anything else found in its bytes is recorded as a conversion.
+EXPECTED_FORMAT = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}
+IMAGE_SUFFIXES = frozenset(EXPECTED_FORMAT)
+
+
+class UnreadableImage(ValueError):
+    """The bytes are empty, truncated or not an image: `reason` is a short category, `detail` the decoder's words."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # RGB
+    conversions: list[str] = field(default_factory=list)  # what had to change to make it RGB
+
+
+def decode_any(data: bytes, name: str) -> DecodedImage:
+    """Decode an image by its content (not its file name) into RGB.
+
+    Records PNG (or other) data behind a .JPEG name and any mode conversion (grayscale, CMYK,
+    palette, alpha). Raises UnreadableImage for empty, truncated or corrupt data.
+    """
+    if not data:
+        raise UnreadableImage("empty file")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()  # decodes fully: truncation surfaces here, not later
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... for bad data
+        reason = "truncated image data" if "truncated" in str(err) else "undecodable image data"
+        raise UnreadableImage(reason, f"{type(err).__name__}: {err}") from None
+    conversions = []
+    expected = EXPECTED_FORMAT.get(Path(name).suffix.lower())
+    if expected is not None and image.format != expected:
+        conversions.append(f"{image.format} data in a {Path(name).suffix} file")
+    if image.mode != "RGB":
+        conversions.append(f"mode {image.mode} -> RGB")
+        if image.mode in ("P", "LA", "PA") or "transparency" in image.info:
+            image = image.convert("RGBA")
+        image = image.convert("RGB")
+    return DecodedImage(image, conversions)
+
+
+def center_crop_arr(image: Image.Image, size: int) -> Image.Image:
+    """ADM's center_crop_arr: BOX-halve while short side >= 2*size, BICUBIC to short side = size, crop."""
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    left = (image.width - size) // 2
+    top = (image.height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """JPEG bytes of a shard → (H, W, 3) uint8."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def to_model_range(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) (or a list of (H, W, 3)) → float32 (B, 3, H, W) in [-1, 1]."""
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images))
+    return batch.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

@@ -1,0 +1,203 @@
+"""`semtok shard`: one webdataset image shard and its manifest (SPEC §1); the tar reader and writer
+that every shard set (images, latents, SigLIP features, tokens) shares.
+
+A sample is `{"__key__": key, "<ext>": bytes, ...}`; its members are `<key>.<ext>` in sorted
+extension order. Tars are byte-reproducible (fixed mtime, owner and mode) and written atomically
+(`<name>.tmp`, then os.replace). Reading checks the end-of-archive marker, so a shard cut at a member
+boundary is reported as truncated instead of silently yielding fewer samples.
+
+Every listed image ends up either in the shard (`written`, possibly `converted` to RGB, with what
+was converted) or in the manifest's `rejected` list with the reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from semtok import paths
+from semtok.config import Config
+from semtok.data.imagenet import IndexRow, read_index
+from semtok.data.images import UnreadableImage, center_crop_arr, decode_any, encode_jpeg
+
+Sample = dict[str, Any]  # "__key__": str, every other entry: bytes
+
+
+class CorruptShardError(RuntimeError):
+    """A shard cannot be read to its end; the message names the shard."""
+
+    def __init__(self, path: Path | str, reason: str = "") -> None:
+        super().__init__(
+            f"{path}: {reason}" if reason else str(path)
+        )  # one argument: re-raised from a worker
+        self.path = path
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield `<path>.tmp` to write; move it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_shard(path: Path, samples: Iterable[Sample]) -> list[str]:
+    """Write samples (in the given order) to a reproducible tar, atomically; returns the keys."""
+    keys = []
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            key = sample["__key__"]
+            for ext in sorted(k for k in sample if k != "__key__"):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                data = sample[ext]
+                info.size = len(data)
+                info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o444, 0, 0, "", ""
+                tar.addfile(info, io.BytesIO(data))
+            keys.append(key)
+    return keys
+
+
+def read_shard(path: Path | str) -> Iterator[Sample]:
+    """Samples of a tar in file order. Raises CorruptShardError naming `path` if it is unreadable,
+    truncated (also at a member boundary) or has members that are not `<key>.<ext>` files."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with tarfile.open(path, "r:") as tar:
+            sample: Sample = {}
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if not member.isfile() or "." not in name:
+                    raise CorruptShardError(path, f"unexpected member {member.name!r}")
+                key, ext = name.split(".", 1)
+                if sample and sample["__key__"] != key:
+                    yield sample
+                    sample = {}
+                sample["__key__"] = key
+                sample[ext] = tar.extractfile(member).read()
+                if len(sample[ext]) != member.size:
+                    raise CorruptShardError(path, f"truncated in {member.name}")
+            end = tar.offset
+            with open(path, "rb") as f:
+                f.seek(end)
+                if size - end < 2 * tarfile.BLOCKSIZE or f.read(2 * tarfile.BLOCKSIZE).strip(b"\0"):
+                    raise CorruptShardError(path, "truncated (no end-of-archive marker)")
+            if sample:
+                yield sample
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise CorruptShardError(path, f"unreadable shard ({type(err).__name__}: {err})") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Image shards
+
+
+def image_sample(row: IndexRow, resolution: int, quality: int) -> tuple[Sample | None, dict[str, Any] | None]:
+    """(sample, None) for a usable image, or (None, rejection record). The sample carries the list of
+    conversions it needed under "__converted__" (not written to the tar)."""
+    try:
+        decoded = decode_any(Path(row.path).read_bytes(), row.path)
+    except OSError as err:
+        return None, {
+            "key": row.key,
+            "path": row.path,
+            "cls": row.cls,
+            "reason": "cannot read file",
+            "detail": str(err),
+        }
+    except UnreadableImage as err:
+        return None, {
+            "key": row.key,
+            "path": row.path,
+            "cls": row.cls,
+            "reason": err.reason,
+            "detail": err.detail,
+        }
+    jpg = encode_jpeg(center_crop_arr(decoded.image, resolution), quality)
+    return {
+        "__key__": row.key,
+        "jpg": jpg,
+        "cls": str(row.cls).encode(),
+        "__converted__": decoded.conversions,
+    }, None
+
+
+def write_image_shard(
+    rows: list[IndexRow], output: Path, *, resolution: int, quality: int, desc: str = "shard"
+) -> dict[str, Any]:
+    """Preprocess `rows` (in order) into one image shard; returns the manifest."""
+    converted: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    classes: Counter[int] = Counter()
+
+    def samples() -> Iterator[Sample]:
+        for row in tqdm(rows, desc=desc, unit="img", mininterval=5.0):
+            sample, rejection = image_sample(row, resolution, quality)
+            if rejection is not None:
+                rejected.append(rejection)
+                continue
+            reasons = sample.pop("__converted__")
+            if reasons:
+                converted.append({"key": row.key, "path": row.path, "cls": row.cls, "reasons": reasons})
+            classes[row.cls] += 1
+            yield sample
+
+    keys = write_shard(output, samples())
+    return {
+        "shard": str(output),
+        "resolution": resolution,
+        "jpeg_quality": quality,
+        "counts": {
+            "listed": len(rows),
+            "written": len(keys),
+            "converted": len(converted),
+            "rejected": len(rejected),
+        },
+        "classes": {str(c): classes[c] for c in sorted(classes)},
+        "converted": converted,
+        "rejected": rejected,
+    }
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", required=True, choices=paths.SPLITS)
+    parser.add_argument("--shard", required=True, type=int, help="shard number (e.g. 00003 or 3)")
+    parser.add_argument("--index", required=True, help="index TSV of the split (semtok index)")
+    parser.add_argument("--output", required=True, help="webdataset tar to write")
+    parser.add_argument("--manifest", required=True, help="manifest JSON to write")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    rows = [r for r in read_index(Path(args.index)) if r.shard == args.shard]
+    if not rows:
+        raise SystemExit(f"semtok shard: no images of shard {args.shard} in {args.index}")
+    manifest = write_image_shard(
+        rows,
+        Path(args.output),
+        resolution=cfg.data.resolution,
+        quality=cfg.data.jpeg_quality,
+        desc=paths.shard_name(args.split, args.shard),
+    )
+    manifest = {"split": args.split, "index": args.shard, **manifest}
+    write_json(Path(args.manifest), manifest)
+    return {"split": args.split, "shard": args.shard, **manifest["counts"]}

@@ -1,0 +1,163 @@
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semtok import cli, paths
+from semtok.data import imagenet, shards, synthetic
+from semtok.data.images import center_crop_arr, decode_rgb
+
+
+def _jpeg(mode: str, size=(50, 40), color=None, fmt="JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def dataset(cfg):
+    root = paths.synthetic_root(cfg.out)
+    synthetic.write_dataset(cfg.data.synthetic, root)
+    return root
+
+
+def _shard_all(cfg, split):
+    rows, _ = imagenet.build_index(cfg, split)
+    count = rows[-1].shard + 1
+    manifests = [
+        shards.write_image_shard(
+            [r for r in rows if r.shard == i], paths.image_shard(cfg.out, split, i), resolution=32, quality=95
+        )
+        for i in range(count)
+    ]
+    return rows, manifests
+
+
+def test_round_trip_every_image_once_with_its_class(cfg, dataset):
+    rows, manifests = _shard_all(cfg, "train")
+    seen = {}
+    for i in range(2):
+        for sample in shards.read_shard(paths.image_shard(cfg.out, "train", i)):
+            assert sample["__key__"] not in seen
+            seen[sample["__key__"]] = int(sample["cls"])
+            assert set(sample) == {"__key__", "jpg", "cls"}
+            assert decode_rgb(sample["jpg"]).shape == (32, 32, 3)
+    assert seen == {r.key: r.cls for r in rows}
+    per_class = {}
+    for m in manifests:
+        assert m["counts"]["written"] == m["counts"]["listed"] and m["counts"]["rejected"] == 0
+        for c, n in m["classes"].items():
+            per_class[int(c)] = per_class.get(int(c), 0) + n
+    assert per_class == {c: 6 for c in range(4)}
+
+
+def test_shards_are_byte_reproducible_and_keys_sorted(cfg, dataset, tmp_path):
+    rows, _ = imagenet.build_index(cfg, "val")
+    first, second = tmp_path / "a.tar", tmp_path / "b.tar"
+    for out in (first, second):
+        shards.write_image_shard(rows, out, resolution=32, quality=95)
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as tar:
+        members = tar.getmembers()
+    assert {(m.mtime, m.uid, m.gid, m.uname) for m in members} == {(0, 0, 0, "")}
+    keys = [s["__key__"] for s in shards.read_shard(first)]
+    assert keys == sorted(keys) == [r.key for r in rows]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_center_crop_follows_adm(monkeypatch):
+    # 280x140, target 32: BOX-halve twice (min side 140 >= 64, 70 >= 64) to 70x35, bicubic to 64x32,
+    # crop columns 16..48: red | blue, mirror-symmetric about the image centre.
+    wide = np.zeros((140, 280, 3), np.uint8)
+    wide[:, :140] = (255, 0, 0)
+    wide[:, 140:] = (0, 0, 255)
+    calls = []
+    resize = Image.Image.resize
+
+    def recording_resize(self, size, resample=None, **kw):
+        calls.append((tuple(size), resample))
+        return resize(self, size, resample=resample, **kw)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    out = np.asarray(center_crop_arr(Image.fromarray(wide), 32)).astype(int)
+    assert calls == [((140, 70), Image.BOX), ((70, 35), Image.BOX), ((64, 32), Image.BICUBIC)]
+    assert out.shape == (32, 32, 3)
+    assert (out[:, :15, 0] > 200).all() and (out[:, 17:, 2] > 200).all()
+    assert (out[:, :, 0] == out[:, ::-1, 2]).all()  # the centre of the image is the centre of the crop
+
+
+def test_bad_files_are_converted_or_rejected_with_reasons(cfg, dataset):
+    folder = dataset / "train" / "n00000001"
+    good = next(folder.iterdir()).read_bytes()
+    bad = {
+        "gray_1": (_jpeg("L", color=128), "converted", ["mode L -> RGB"]),
+        "cmyk_1": (_jpeg("CMYK", color=(0, 255, 255, 0)), "converted", ["mode CMYK -> RGB"]),
+        "png_1": (_jpeg("RGB", color=(0, 255, 0), fmt="PNG"), "converted", ["PNG data in a .JPEG file"]),
+        "truncated_1": (good[: len(good) // 2], "rejected", "truncated image data"),
+        "empty_1": (b"", "rejected", "empty file"),
+        "garbage_1": (b"not an image at all" * 10, "rejected", "undecodable image data"),
+    }
+    for key, (data, _, _) in bad.items():
+        (folder / f"{key}.JPEG").write_bytes(data)
+    rows, manifests = _shard_all(cfg, "train")
+    converted = {c["key"]: c for m in manifests for c in m["converted"]}
+    rejected = {r["key"]: r for m in manifests for r in m["rejected"]}
+    for key, (_, outcome, reason) in bad.items():
+        if outcome == "converted":
+            assert converted[key]["reasons"] == reason and converted[key]["cls"] == 1
+        else:
+            assert rejected[key]["reason"] == reason and rejected[key]["path"].endswith(f"{key}.JPEG")
+    assert sum(m["counts"]["written"] for m in manifests) == 24 + 3
+    assert sum(m["counts"]["rejected"] for m in manifests) == 3
+    assert sum(m["counts"]["listed"] for m in manifests) == len(rows) == 30
+    written = {
+        s["__key__"]: s for i in range(2) for s in shards.read_shard(paths.image_shard(cfg.out, "train", i))
+    }
+    assert set(converted) <= set(written) and not set(rejected) & set(written)
+    cmyk = decode_rgb(written["cmyk_1"]["jpg"]).astype(int).mean(axis=(0, 1))
+    assert cmyk[0] > 200 and cmyk[1] < 60 and cmyk[2] < 60  # CMYK (0, 255, 255, 0) is red
+
+
+@pytest.mark.parametrize("cut", ["boundary", "middle"])
+def test_truncated_tar_is_reported_with_its_name(tmp_path, cut):
+    path = tmp_path / "s.tar"
+    shards.write_shard(path, [{"__key__": f"k{i}", "cls": b"1", "jpg": bytes(700)} for i in range(3)])
+    assert len(list(shards.read_shard(path))) == 3
+    data = path.read_bytes()
+    with tarfile.open(path) as tar:
+        last = tar.getmembers()[-1]
+    end = last.offset if cut == "boundary" else last.offset_data + 100
+    path.write_bytes(data[:end])
+    with pytest.raises(shards.CorruptShardError, match="s.tar"):
+        list(shards.read_shard(path))
+
+
+def test_cli_writes_shard_and_manifest(cfg, dataset, tmp_path):
+    import yaml
+
+    from semtok.config import to_dict
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(to_dict(cfg)))
+    index = paths.index_file(cfg.out, "val")
+    imagenet.write_index(imagenet.build_index(cfg, "val")[0], index)
+    tar, manifest = tmp_path / "val-00000.tar", tmp_path / "val-00000.json"
+    args = [
+        "--split",
+        "val",
+        "--shard",
+        "00000",
+        "--index",
+        str(index),
+        "--output",
+        str(tar),
+        "--manifest",
+        str(manifest),
+    ]
+    assert cli.main(["shard", "--config", str(config), *args]) == 0
+    record = json.loads(manifest.read_text())
+    assert record["split"] == "val" and record["index"] == 0
+    assert record["counts"]["written"] == len(list(shards.read_shard(tar))) == 12
