@@ -119,11 +119,15 @@ def test_semantic_alignment_switches(contrastive, distill):
 
 
 def _distributed_worker(rank: int, world: int, init_file: str) -> None:
+    # Forked workers (fast to start) must not reuse the parent's OpenMP pool: one thread each.
+    torch.set_num_threads(1)
     v_full, u = _aligned_pairs(b=8, c=8)
     reference_v = v_full.clone().requires_grad_()
     reference = ContrastiveLoss()(reference_v, u)
     reference.backward()
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
     try:
         rows = slice(rank * 4, (rank + 1) * 4)
         v_local = v_full[rows].clone().requires_grad_()
@@ -139,4 +143,6 @@ def _distributed_worker(rank: int, world: int, init_file: str) -> None:
 
 
 def test_contrastive_loss_uses_global_batch(tmp_path):
-    torch.multiprocessing.spawn(_distributed_worker, args=(2, str(tmp_path / "init")), nprocs=2)
+    torch.multiprocessing.start_processes(
+        _distributed_worker, args=(2, str(tmp_path / "init")), nprocs=2, start_method="fork"
+    )

@@ -9,7 +9,9 @@ PAPER_PARAMS = 113.2e6
 
 
 def tiny(**overrides) -> EncoderConfig:
-    return EncoderConfig(**{"depth": 2, "width": 32, "heads": 2, "latent_size": 8, "num_tokens": 6, **overrides})
+    return EncoderConfig(
+        **{"depth": 2, "width": 32, "heads": 2, "latent_size": 8, "num_tokens": 6, **overrides}
+    )
 
 
 @pytest.fixture
@@ -121,7 +123,12 @@ def test_grad_checkpointing_gives_same_gradients(latents):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"mode": "3d"}, {"causal_1d": True, "mode": "grid2d"}, {"width": 30, "heads": 4}, {"width": 24, "heads": 4}],
+    [
+        {"mode": "3d"},
+        {"causal_1d": True, "mode": "grid2d"},
+        {"width": 30, "heads": 4},
+        {"width": 24, "heads": 4},
+    ],
 )
 def test_invalid_configs_raise(overrides):
     with pytest.raises(ValueError):

@@ -143,8 +143,12 @@ def test_lfq_grouped_entropy_matches_per_bit():
 
 def test_codes_from_indices_match_each_quantizer():
     indices = torch.tensor([5, 0])
-    assert torch.equal(build_quantizer("lfq", 4).codes_from_indices(indices)[0], torch.tensor([1.0, -1, 1, -1]))
-    torch.testing.assert_close(build_quantizer("bsq", 4).codes_from_indices(indices), BSQ.indices_to_codes(indices, 4))
+    assert torch.equal(
+        build_quantizer("lfq", 4).codes_from_indices(indices)[0], torch.tensor([1.0, -1, 1, -1])
+    )
+    torch.testing.assert_close(
+        build_quantizer("bsq", 4).codes_from_indices(indices), BSQ.indices_to_codes(indices, 4)
+    )
 
 
 def test_build_quantizer():
@@ -162,7 +166,11 @@ def test_bf16_input_runs_in_float32():
 
 
 def _distributed_worker(rank: int, world: int, init_file: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # Forked workers (fast to start) must not reuse the parent's OpenMP pool: one thread each.
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
     try:
         torch.manual_seed(0)
         full = torch.rand(8, 3)
@@ -180,7 +188,9 @@ def _distributed_worker(rank: int, world: int, init_file: str) -> None:
 
 
 def test_global_mean_across_processes(tmp_path):
-    torch.multiprocessing.spawn(_distributed_worker, args=(2, str(tmp_path / "init")), nprocs=2)
+    torch.multiprocessing.start_processes(
+        _distributed_worker, args=(2, str(tmp_path / "init")), nprocs=2, start_method="fork"
+    )
 
 
 def test_global_mean_single_process_is_plain_mean():
