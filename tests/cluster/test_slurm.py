@@ -1,5 +1,5 @@
-"""The workflow on a real Slurm: the site profile, Slurm itself, the DAG through the executor plugin
-(same outputs as a local run), and a Snakemake run killed mid-way and resumed."""
+"""The workflow on a real Slurm: the site profile, Slurm itself, a Snakemake run killed mid-way and
+resumed, and the DAG through the executor plugin giving the same outputs as that local run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from base64 import urlsafe_b64decode
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -116,29 +117,29 @@ def test_sbatch_job_completes(slurm: None, tmp_path: Path) -> None:
     assert state.stdout.strip() == "COMPLETED"
 
 
-@pytest.mark.slurm
-def test_workflow_on_slurm_matches_local_run(slurm: None, job_env: dict[str, str], tmp_path: Path) -> None:
-    """Both runs write the same out_dir path (so that outputs naming their paths compare too): the
-    local run's outputs are moved aside before the Slurm run."""
-    wf, out, local = workflow_copy(tmp_path), tmp_path / "out", tmp_path / "local"
-    install_profile(tmp_path / "profile", "--no-account", "--partition", "local")
-    run(wf, job_env, snakemake(out, "--cores", "2"))
-    out.rename(local)
-    on_slurm = ["--profile", str(tmp_path / "profile"), "--retries", "0", "--latency-wait", "10"]
-    run(wf, job_env, snakemake(out, *on_slurm, "--slurm-init-seconds-before-status-checks", "2"))
+@dataclass
+class ResumedRun:
+    """A local run of TARGETS, SIGKILLed (the whole process group) as soon as KILL_WHEN exists, then
+    resumed with --rerun-incomplete. Its outputs are moved from `out` to `outputs` at the end, so that
+    a second run can write the same out_dir path."""
 
-    assert files(out).keys() == files(local).keys()
-    identical = files(local, IDENTICAL)
-    assert any(name.endswith(".tar") for name in identical), f"no shards among {IDENTICAL}"
-    for name, path in identical.items():
-        assert (out / name).read_bytes() == path.read_bytes(), f"{name} differs between executors"
+    wf: Path
+    out: Path
+    outputs: Path
+    kill_status: int | None
+    log: str
+    interrupted: set[Path]  # outputs of the jobs the kill cut short
+    before: dict[Path, int]  # mtimes of the outputs of the jobs finished before the kill
+    after: dict[Path, int]  # mtimes of the same files after the resumed run
+    left_incomplete: set[Path]
+    missing: list[Path]  # interrupted outputs the resumed run did not write
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_without_recomputing(job_env: dict[str, str], tmp_path: Path) -> None:
-    """SIGKILL the whole Snakemake process group as soon as a shard is written, then resume."""
-    wf, out = workflow_copy(tmp_path), tmp_path / "out"
-    with open(tmp_path / "killed.log", "w") as log:
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory, job_env: dict[str, str]) -> ResumedRun:
+    tmp = tmp_path_factory.mktemp("resumed")
+    wf, out = workflow_copy(tmp), tmp / "out"
+    with open(tmp / "killed.log", "w") as log:
         killed = subprocess.Popen(
             snakemake(out, "--cores", "2"),
             cwd=wf,
@@ -153,15 +154,53 @@ def test_killed_run_resumes_without_recomputing(job_env: dict[str, str], tmp_pat
         if killed.poll() is None:
             os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
-    assert killed.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-4000:]
     interrupted = recorded(wf, "incomplete")
-    assert interrupted, "the kill left no job unfinished"
     finished = recorded(wf, "metadata") - interrupted
     before = mtimes(finished)
-    assert before, "no job finished before the kill"
 
     run(wf, job_env, snakemake(out, "--unlock"))
     run(wf, job_env, snakemake(out, "--cores", "2", "--rerun-incomplete"))
-    assert mtimes(finished) == before
-    assert not recorded(wf, "incomplete")
-    assert all(path.exists() for path in interrupted)
+    resumed = ResumedRun(
+        wf=wf,
+        out=out,
+        outputs=tmp / "local",
+        kill_status=killed.returncode,
+        log=(tmp / "killed.log").read_text()[-4000:],
+        interrupted=interrupted,
+        before=before,
+        after=mtimes(finished),
+        left_incomplete=recorded(wf, "incomplete"),
+        missing=[path for path in interrupted if not path.exists()],
+    )
+    out.rename(resumed.outputs)
+    return resumed
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_recomputing(resumed: ResumedRun) -> None:
+    assert resumed.kill_status == -signal.SIGKILL, f"snakemake ended before the kill:\n{resumed.log}"
+    assert resumed.interrupted, "the kill left no job unfinished"
+    assert resumed.before, "no job finished before the kill"
+    assert resumed.after == resumed.before, "outputs finished before the kill were recomputed"
+    assert not resumed.left_incomplete and not resumed.missing
+
+
+@pytest.mark.slurm
+def test_workflow_on_slurm_matches_local_run(
+    slurm: None, resumed: ResumedRun, job_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The Slurm run writes the same out_dir path as the local run (whose outputs were moved aside),
+    so that outputs naming their own paths compare too."""
+    install_profile(tmp_path / "profile", "--no-account", "--partition", "local")
+    on_slurm = ["--profile", str(tmp_path / "profile"), "--retries", "0", "--latency-wait", "10"]
+    run(
+        resumed.wf,
+        job_env,
+        snakemake(resumed.out, *on_slurm, "--slurm-init-seconds-before-status-checks", "2"),
+    )
+
+    assert files(resumed.out).keys() == files(resumed.outputs).keys()
+    identical = files(resumed.outputs, IDENTICAL)
+    assert any(name.endswith(".tar") for name in identical), f"no shards among {IDENTICAL}"
+    for name, path in identical.items():
+        assert (resumed.out / name).read_bytes() == path.read_bytes(), f"{name} differs between executors"
