@@ -6,8 +6,9 @@ cluster runs jobs (executor, account, partitions, status queries, retries).
 
 Snakemake finds `--profile slurm` in ./slurm/, ~/.config/snakemake/slurm/ (the default --dest) or
 /etc/xdg/snakemake/slurm/. What each rule needs (threads, memory, GPUs, runtime) lives in the workflow
-profile workflow/profiles/default/config.yaml, which Snakemake loads on top of this one; that profile
-never names an executor, an account or a partition, and this one never names a rule's resources.
+profile (profiles/default/config.yaml of the workflow), which Snakemake loads on top of this one; that
+profile never names an executor, an account or a partition, nor sets `default-resources` (it would
+replace this profile's), and this one never names a rule's resources.
 Settings are those of snakemake-executor-plugin-slurm (`slurm-*` keys).
 """
 
@@ -26,7 +27,7 @@ ARRAY_RULES = ("shard_images", "encode_shard", "dump_tokens")
 PROFILE = """\
 # Snakemake site profile for semtok, written by
 #   semtok install-profile {command}
-# Use: snakemake --profile slurm all_tables. Rule resources come from workflow/profiles/default/.
+# Use: snakemake --profile slurm all_tables. Rule resources come from the workflow's own profile.
 executor: slurm
 jobs: {jobs}
 # a failed job is resubmitted twice (node failures, preemption) before the run gives up on it
@@ -124,9 +125,10 @@ def render(args: argparse.Namespace, dest: Path) -> dict[str, str]:
 
 def _command_line(args: argparse.Namespace) -> str:
     words = ["--no-account"] if args.no_account else ["--account", args.account]
-    for flag, value in (("--partition", args.partition), ("--gpu-partition", args.gpu_partition)):
-        if value:
-            words += [flag, value]
+    if args.partition:
+        words += ["--partition", args.partition]
+    if args.gpu_partition:
+        words += ["--gpu-partition", args.gpu_partition, "--gpus-per-node", str(args.gpus_per_node)]
     return " ".join(words + ["--jobs", str(args.jobs), "--status-command", args.status_command])
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Start a single-node Slurm on this machine (tests and CI; not for production clusters).
 #
-#   sudo scripts/slurm/start.sh          install (Debian packages, once), configure, start, wait for the node
-#   scripts/slurm/stop.sh                cancel every job and stop the daemons
+#   sudo scripts/slurm/start.sh     install (Debian packages, once), configure, start, wait for the node
+#   sudo scripts/slurm/stop.sh      cancel every job and stop the daemons
 #
-# Runs munged, slurmctld and slurmd as plain daemons (no systemd), all bound to this machine.
+# Runs munged, slurmctld and slurmd as plain daemons (no systemd); they reach each other at 127.0.0.1.
 # Idempotent: a second call with the daemons up and the same configuration only re-checks the node.
 # Environment:
 #   SEMTOK_SLURM_STATE      state, spool, pid and log files (default /var/lib/semtok-slurm)
@@ -38,6 +38,11 @@ command -v sbatch >/dev/null || packages+=(slurm-client)
 if ((${#packages[@]})); then
     command -v apt-get >/dev/null || die "missing ${packages[*]} and no apt-get to install them"
     echo "slurm/start.sh: installing ${packages[*]}"
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then # keep the packages from starting their daemons themselves
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
 fi
