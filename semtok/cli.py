@@ -54,28 +54,32 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # prints help or a clear "invalid choice" error
         return 2
     name, rest = argv[0], argv[1:]
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"semtok {name}", description=COMMANDS[name][1])
-    parser.add_argument("--config", help="experiment YAML (default: config/config.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value",
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="experiment YAML or resolved JSON (default: config/config.yaml)")
+    common.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
+    known, _ = common.parse_known_args(rest)
+    # Load the config and set the environment (weights cache, offline mode) before the command's
+    # libraries are imported: huggingface_hub and torch read their cache locations at import time.
+    cfg, config_error = None, None
+    try:
+        from semtok.config import load
+        from semtok.registry import configure_environment
+
+        cfg = load(known.config or "config/config.yaml", known.overrides)
+        configure_environment(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        config_error = str(err)
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"semtok {name}", description=COMMANDS[name][1], parents=[common])
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     args.command = name
-    cfg = None
-    if getattr(module, "NEEDS_CONFIG", True):
-        from semtok.config import ConfigError, load
-
-        try:
-            cfg = load(args.config or "config/config.yaml", args.overrides)
-        except (ConfigError, FileNotFoundError) as err:
-            parser.error(str(err))
+    if not getattr(module, "NEEDS_CONFIG", True):
+        cfg = None
+    elif config_error is not None:
+        parser.error(config_error)
     result = module.run(args, cfg)
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, default=str))

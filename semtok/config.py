@@ -59,7 +59,6 @@ class DataConfig:
     precompute_siglip: bool = True  # False: SigLIP runs online inside the training job
     on_corrupt_shard: Literal["fail", "skip"] = "fail"
     shuffle_buffer: int = 2000
-    num_workers: int = 8
     encode_batch_size: int = 64
 
 

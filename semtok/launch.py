@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")))
     if nodes > 1 and os.environ.get("SEMTOK_LAUNCH_CHILD") != "1":
-        srun = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+        srun = ["srun", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
         env = {**os.environ, "SEMTOK_LAUNCH_CHILD": "1", "SEMTOK_FSDP": "1" if fsdp else "0"}
         return subprocess.call([*srun, sys.executable, "-m", "semtok.launch", *argv], env=env)
     rank = int(os.environ.get("SLURM_NODEID", "0"))

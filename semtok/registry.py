@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from semtok import paths
 from semtok.config import ComponentConfig, Config, ConfigError
+
+if TYPE_CHECKING:  # torch is imported lazily: the workflow imports this module at every job start
+    import torch
+    from torch import nn
 
 COMPONENTS = ("vae", "siglip", "sd3", "lpips", "resnet", "inception", "lpips_metric")
 BOOTSTRAPPABLE = ("vae", "siglip", "resnet", "inception")
@@ -94,23 +95,46 @@ def tiny_vae_arch(arch: dict[str, Any], resolution: int) -> dict[str, Any]:
     }
 
 
+def _seeded(cfg: Config, build: Any) -> nn.Module:
+    """Build a randomly initialised component identically in every job and process."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build()
+
+
+def _vae_kwargs(comp: ComponentConfig) -> dict[str, Any]:
+    kw = {"subfolder": comp.subfolder} if comp.source == "pretrained" and comp.subfolder else {}
+    if comp.revision:
+        kw["revision"] = comp.revision
+    return kw
+
+
+def vae_config(cfg: Config) -> dict[str, Any]:
+    """The VAE's AutoencoderKL config, without loading weights."""
+    from diffusers import AutoencoderKL
+
+    comp = component(cfg, "vae")
+    if comp.source == "random":
+        return tiny_vae_arch(comp.arch, cfg.data.resolution)
+    configure_environment(cfg)
+    return dict(AutoencoderKL.load_config(location(cfg, "vae"), **_vae_kwargs(comp)))
+
+
 def load_vae(cfg: Config) -> nn.Module:
     from diffusers import AutoencoderKL
 
     comp = component(cfg, "vae")
     if comp.source == "random":
-        return _frozen(AutoencoderKL(**tiny_vae_arch(comp.arch, cfg.data.resolution)))
-    kw = {"subfolder": comp.subfolder} if comp.source == "pretrained" and comp.subfolder else {}
-    if comp.revision:
-        kw["revision"] = comp.revision
-    return _frozen(AutoencoderKL.from_pretrained(location(cfg, "vae"), **kw))
+        return _frozen(_seeded(cfg, lambda: AutoencoderKL(**tiny_vae_arch(comp.arch, cfg.data.resolution))))
+    return _frozen(AutoencoderKL.from_pretrained(location(cfg, "vae"), **_vae_kwargs(comp)))
 
 
-def vae_normalisation(vae: nn.Module) -> tuple[float, float]:
-    """(shift_factor, scaling_factor): latents are stored raw and normalised once, at load time,
-    as (z - shift) * scale (SPEC §1; SD3.5: 0.0609, 1.5305)."""
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return float(shift), float(vae.config.scaling_factor)
+def vae_normalisation(config: Any) -> tuple[float, float]:
+    """(shift_factor, scaling_factor) of a VAE config: latents are stored raw and normalised once, at
+    load time, as (z - shift) * scale (SPEC §1; SD3.5: 0.0609, 1.5305)."""
+    return float(config.get("shift_factor") or 0.0), float(config.get("scaling_factor") or 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +152,7 @@ def load_siglip(cfg: Config) -> nn.Module:
 
     comp = component(cfg, "siglip")
     if comp.source == "random":
-        return _frozen(SiglipVisionModel(tiny_siglip_config(comp.arch)))
+        return _frozen(_seeded(cfg, lambda: SiglipVisionModel(tiny_siglip_config(comp.arch))))
     where = location(cfg, "siglip")
     kw = {"revision": comp.revision} if comp.revision else {}
     model_type = AutoConfig.from_pretrained(where, **kw).model_type
@@ -142,6 +166,8 @@ def load_siglip(cfg: Config) -> nn.Module:
 
 def siglip_preprocess(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """images: (B, 3, H, W) in [0, 1] → SigLIP pixel values at its image size, normalised to [-1, 1]."""
+    import torch
+
     size = model.config.image_size
     if images.shape[-1] != size or images.shape[-2] != size:
         images = torch.nn.functional.interpolate(
@@ -171,7 +197,7 @@ def load_lpips(cfg: Config) -> nn.Module:
     if comp.source == "pretrained":
         return _frozen(LPIPS.pretrained(net=comp.id or "vgg"))
     if comp.source == "random":
-        return _frozen(LPIPS(**comp.arch))
+        return _frozen(_seeded(cfg, lambda: LPIPS(**comp.arch)))
     raise ConfigError("pretrained.lpips.source: 'bootstrap' is not supported; use 'pretrained' or 'random'")
 
 
@@ -188,7 +214,9 @@ def load_resnet(cfg: Config) -> nn.Module:
         return _frozen(torchvision.models.resnet50(weights=weights))
     if comp.source == "bootstrap":
         return _frozen(load_classifier(location(cfg, "resnet"))[0])
-    return _frozen(build_classifier(comp.arch))
+    from semtok.eval.features import ClassifierConfig
+
+    return _frozen(_seeded(cfg, lambda: build_classifier(ClassifierConfig.from_dict(comp.arch, "pretrained.resnet.arch"))))
 
 
 def load_fid_extractor(cfg: Config) -> tuple[Any, dict[str, str], str]:

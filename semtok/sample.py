@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semtok import paths, registry
+from semtok import paths
 from semtok.config import Config, SampleConfig
 from semtok.data.shards import atomic_path
 from semtok.models.generator import MaskedGenerator
@@ -143,7 +143,6 @@ def sample_progressive(cfg: Config, variant: str, output: Path) -> dict[str, Any
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     if args.setting == "progressive":
         return sample_progressive(cfg, args.variant, Path(args.output))
     return sample_main(cfg, args.variant, args.setting, Path(args.output))

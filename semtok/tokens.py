@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semtok import paths, registry
+from semtok import paths
 from semtok.config import Config
 from semtok.data.loader import decode_sample, latent_normalisation
 from semtok.data.shards import read_shard, write_shard
@@ -141,5 +141,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return dump_shard(cfg, args.variant, Path(args.input), Path(args.output), cfg.tokenizer.dump_batch_size)

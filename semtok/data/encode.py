@@ -110,7 +110,6 @@ def encode_shard(
 
     gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not gpu, mixed_precision=cfg.compute.mixed_precision if gpu else "no")
-    registry.configure_environment(cfg)
     model = load_encoder(cfg, kind).to(accelerator.device)
     samples = list(read_shard(input_path))
     keys = [s["__key__"] for s in samples]

@@ -48,20 +48,7 @@ SKIPPED = "__skipped_shard__"  # marker sample: a corrupt shard skipped in "skip
 
 def latent_normalisation(cfg: Config) -> tuple[float, float]:
     """(shift, scale) of the configured VAE, read from its config without loading the weights."""
-    from diffusers import AutoencoderKL
-
-    comp = registry.component(cfg, "vae")
-    if comp.source == "random":
-        config = registry.tiny_vae_arch(comp.arch, cfg.data.resolution)
-    else:
-        registry.configure_environment(cfg)
-        kw = {"subfolder": comp.subfolder} if comp.source == "pretrained" and comp.subfolder else {}
-        if comp.revision:
-            kw["revision"] = comp.revision
-        config = AutoencoderKL.load_config(registry.location(cfg, "vae"), **kw)
-    with torch.device("meta"):
-        vae = AutoencoderKL.from_config(config)
-    return registry.vae_normalisation(vae)
+    return registry.vae_normalisation(registry.vae_config(cfg))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from semtok import paths, registry
+from semtok import paths
 from semtok.config import Config, section_hash
 from semtok.eval.features import extract_features
 from semtok.eval.metrics import (
@@ -117,5 +117,4 @@ def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return evaluate(cfg, args)

@@ -122,5 +122,4 @@ def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return evaluate(cfg, args)

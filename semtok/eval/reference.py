@@ -84,5 +84,4 @@ def load_reference(path: Path) -> tuple[np.ndarray, str]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return compute_reference(cfg, Path(args.output))

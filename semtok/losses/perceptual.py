@@ -50,6 +50,10 @@ class LPIPS(nn.Module):
         self.widths = tuple(widths)
         self.features = vgg16_features(self.widths)[: TAPS[-1] + 1]
         self.lins = nn.ModuleList(nn.Conv2d(w, 1, 1, bias=False) for w in self.widths)
+        for lin, width in zip(self.lins, self.widths, strict=True):
+            # LPIPS's lin weights are non-negative (a weighted distance); untrained ones weigh every
+            # channel equally, the "baseline" of Zhang et al.
+            nn.init.constant_(lin.weight, 1.0 / width)
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
 

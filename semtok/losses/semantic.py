@@ -135,15 +135,18 @@ class SemanticAlignment(nn.Module):
         distill: bool = True,
         distill_head: Literal["linear", "mlp"] = "linear",
         contrastive_embed_dim: int | None = None,
+        init_temperature: float = 0.07,
+        max_scale: float = 100.0,
     ) -> None:
-        """contrastive_embed_dim: hidden width of w_z (default sig_dim)."""
+        """contrastive_embed_dim: hidden width of w_z (default sig_dim); init_temperature, max_scale:
+        the learnable CLIP temperature's start (1/0.07 as logit scale) and clamp (SPEC §2)."""
         super().__init__()
         contrastive_embed_dim = contrastive_embed_dim or sig_dim
         self.distill_head = DistillationHead(width, sig_dim, distill_head) if distill else None
         self.contrastive_head = (
             ContrastiveHead(code_dim, sig_dim, contrastive_embed_dim) if contrastive else None
         )
-        self.contrastive_loss = ContrastiveLoss() if contrastive else None
+        self.contrastive_loss = ContrastiveLoss(init_temperature, max_scale) if contrastive else None
 
     def forward(
         self, x: torch.Tensor, grid: tuple[int, int], codes: torch.Tensor, sig: torch.Tensor

@@ -41,8 +41,10 @@ class TokenizerOutput:
 
 
 class SemTok(ModelMixin, ConfigMixin):
-    """encoder: EncoderConfig fields; quantizer: {"kind", "group_size", "tau", ("commit_weight")};
-    decoder: TokenDecoder config; semantic: SemanticAlignment kwargs or None (no heads);
+    """encoder_config: EncoderConfig fields; quantizer_config: {"kind", "group_size", "tau",
+    ("commit_weight")}; decoder_config: TokenDecoder config; semantic_config: SemanticAlignment kwargs
+    or None (no heads). (Config keys must not share the submodules' names: diffusers exposes config
+    entries as attributes.)
     vae_config: AutoencoderKL config; latent_shift/latent_scale: (z - shift) * scale;
     flow_steps/flow_shift: defaults of the diffusion decoding (SPEC: 25 Euler steps, shift 1)."""
 
@@ -52,11 +54,11 @@ class SemTok(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
-        encoder: dict[str, Any],
-        quantizer: dict[str, Any],
-        decoder: dict[str, Any],
+        encoder_config: dict[str, Any],
+        quantizer_config: dict[str, Any],
+        decoder_config: dict[str, Any],
         vae_config: dict[str, Any],
-        semantic: dict[str, Any] | None = None,
+        semantic_config: dict[str, Any] | None = None,
         latent_shift: float = 0.0,
         latent_scale: float = 1.0,
         flow_steps: int = 25,
@@ -65,19 +67,19 @@ class SemTok(ModelMixin, ConfigMixin):
         vae_module: AutoencoderKL | None = None,
     ) -> None:
         super().__init__()
-        enc = EncoderConfig(**encoder)
+        enc = EncoderConfig(**encoder_config)
         self.encoder = MMDiTEncoder(enc)
-        qkw = dict(quantizer)
+        qkw = dict(quantizer_config)
         self.quantizer: QuantizerBase = build_quantizer(qkw.pop("kind"), enc.token_dim, **qkw)
-        self.decoder = decoder_module if decoder_module is not None else TokenDecoder(**decoder)
+        self.decoder = decoder_module if decoder_module is not None else TokenDecoder(**decoder_config)
         self.vae = vae_module if vae_module is not None else AutoencoderKL(**vae_config)
         self.vae.requires_grad_(False).eval()
-        self.semantic = SemanticAlignment(**semantic) if semantic else None
+        self.semantic = SemanticAlignment(**semantic_config) if semantic_config else None
 
     # -- properties ---------------------------------------------------------------------------
     @property
     def bits(self) -> int:
-        return self.config.encoder["token_dim"]
+        return self.config.encoder_config["token_dim"]
 
     @property
     def num_tokens(self) -> int:
@@ -85,7 +87,7 @@ class SemTok(ModelMixin, ConfigMixin):
 
     @property
     def resolution(self) -> int:
-        return self.config.encoder["latent_size"] * self.vae_downsample
+        return self.config.encoder_config["latent_size"] * self.vae_downsample
 
     @property
     def vae_downsample(self) -> int:
@@ -93,8 +95,8 @@ class SemTok(ModelMixin, ConfigMixin):
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        size = self.config.encoder["latent_size"]
-        return (self.config.encoder["in_channels"], size, size)
+        size = self.config.encoder_config["latent_size"]
+        return (self.config.encoder_config["in_channels"], size, size)
 
     def train(self, mode: bool = True) -> SemTok:
         super().train(mode)
@@ -146,7 +148,7 @@ class SemTok(ModelMixin, ConfigMixin):
             return {"distill": zero, "contra": zero}
         if siglip is None:
             raise ValueError("semantic alignment needs SigLIP features")
-        side = self.config.encoder["latent_size"] // self.config.encoder["patch_size"]
+        side = self.config.encoder_config["latent_size"] // self.config.encoder_config["patch_size"]
         return self.semantic(enc.x, (side, side), q.codes, siglip)
 
     # -- pixels <-> latents -------------------------------------------------------------------

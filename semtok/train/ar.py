@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from semtok import paths, registry
+from semtok import paths
 from semtok.config import Config
 from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
 from semtok.tokens import TokenDataset
@@ -38,7 +38,7 @@ def tokenizer_shape(cfg: Config, tokenizer_variant: str) -> tuple[int, int]:
     from semtok.models.tokenizer import SemTok
 
     config = SemTok.load_config(paths.tokenizer_dir(cfg.out, tokenizer_variant, "stage2"))
-    return config["encoder"]["num_tokens"], config["encoder"]["token_dim"]
+    return config["encoder_config"]["num_tokens"], config["encoder_config"]["token_dim"]
 
 
 def generator_config(cfg: Config, variant: str) -> GeneratorConfig:
@@ -115,5 +115,4 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return train_generator(cfg, args.variant, args.tokens, Path(args.output))

@@ -32,7 +32,7 @@ def build_tokenizer(cfg: Config, variant: str) -> SemTok:
     """A fresh SemTok for `variant`: frozen VAE from the registry, decoder from SD3.5 or random."""
     t = cfg.tokenizer_variant(variant)
     vae = registry.load_vae(cfg)
-    shift, scale = registry.vae_normalisation(vae)
+    shift, scale = registry.vae_normalisation(vae.config)
     downsample = 2 ** (len(vae.config.block_out_channels) - 1)
     if cfg.data.resolution % downsample:
         raise ConfigError(
@@ -78,11 +78,11 @@ def build_tokenizer(cfg: Config, variant: str) -> SemTok:
     if t.quantizer == "lfq":
         quantizer["commit_weight"] = t.entropy.commit_weight
     return SemTok(
-        encoder=encoder,
-        quantizer=quantizer,
-        decoder=registry.public_config(decoder.config),
+        encoder_config=encoder,
+        quantizer_config=quantizer,
+        decoder_config=registry.public_config(decoder.config),
         vae_config=registry.public_config(vae.config),
-        semantic=semantic,
+        semantic_config=semantic,
         latent_shift=shift,
         latent_scale=scale,
         flow_steps=t.sampler.steps,
@@ -114,8 +114,9 @@ class SiglipOnline:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] → (B, Ns, C)."""
-        pixels = registry.siglip_preprocess((images + 1) / 2, self.model)
-        return self.model(pixel_values=pixels).last_hidden_state.float()
+        from semtok.data.encode import encode_images_siglip
+
+        return encode_images_siglip(self.model, images).float()
 
 
 def data_stream(cfg: Config, trainer: Trainer, batch_size: int, features: tuple[str, ...], images: bool):
@@ -181,5 +182,4 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return train_stage1(cfg, args.variant, Path(args.output))

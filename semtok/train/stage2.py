@@ -49,7 +49,7 @@ def stage2_start(cfg: Config, variant: str) -> SemTok:
     else:
         model = SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, source, "stage1"))
     model.decoder.enable_refiner()
-    model.register_to_config(decoder=registry.public_config(model.decoder.config))
+    model.register_to_config(decoder_config=registry.public_config(model.decoder.config))
     if cfg.tokenizer_variant(variant).stage2.freeze_encoder:
         for part in (model.encoder, model.quantizer, model.semantic):
             if part is not None:
@@ -134,5 +134,4 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return train_stage2(cfg, args.variant, Path(args.output))

@@ -31,6 +31,7 @@ from semtok.train.loop import Objective, StepOutput, Trainer
 
 NEEDS_CONFIG = True
 KL_WEIGHT = 1e-6
+LABEL_SMOOTHING = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +95,9 @@ def _loss(
         std = x.new_tensor(registry.IMAGENET_STD).view(1, 3, 1, 1)
         x = (x - mean) / std
     logits = model(x)
-    loss = F.cross_entropy(logits, batch["cls"])
+    # Label smoothing keeps the logits' scale moderate: the ResNet logit loss of Stage II is an MSE
+    # between logits, which an over-confident classifier would blow up.
+    loss = F.cross_entropy(logits, batch["cls"], label_smoothing=LABEL_SMOOTHING)
     acc = (logits.argmax(-1) == batch["cls"]).float().mean()
     return loss, {"accuracy": acc.detach()}
 
@@ -179,5 +182,4 @@ def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    registry.configure_environment(cfg)
     return train_teacher(cfg, args.name, Path(args.output))

@@ -1,5 +1,6 @@
 # Config validation, the resolved config every job reads, and helpers shared by the rules.
 import json
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -33,15 +34,18 @@ if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
 
 
 
+PYTHON = sys.executable  # the interpreter running Snakemake, which has semtok installed
+
+
 def cli(cmd):
     """Shell prefix of a semtok entry point run in the job's own process."""
-    return f"semtok {cmd} --config {CONFIG_FILE}"
+    return f"{PYTHON} -m semtok.cli {cmd} --config {CONFIG_FILE}"
 
 
 def launch(cmd):
     """Shell prefix of a training/encoding entry point started through `accelerate launch`
     (semtok/launch.py derives processes, machines and rank from the job's resources and Slurm)."""
-    return f"python -m semtok.launch {cmd} --config {CONFIG_FILE}"
+    return f"{PYTHON} -m semtok.launch {cmd} --config {CONFIG_FILE}"
 
 
 def chash(*sections):
