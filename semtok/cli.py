@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from semtok.forkserver import delegate
+
+    status = delegate(argv)  # a local workflow run: execute in the warm fork server
+    if status is not None:
+        return status
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints help or a clear "invalid choice" error
         return 2

@@ -1,8 +1,10 @@
 # Config validation, the resolved config every job reads, and helpers shared by the rules.
 import json
+import os
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 import semtok.config
@@ -50,6 +52,54 @@ def launch(cmd):
 
 def chash(*sections):
     return semtok.config.section_hash(*sections)
+
+
+# Local runs of many short jobs: fork every job from one process that has imported torch, diffusers
+# and transformers already (semtok/forkserver.py); jobs fall back to running in-process without it.
+_FORKSERVER = {}
+
+
+def start_forkserver():
+    import subprocess
+    import tempfile
+    import time
+
+    if not (CFG.compute.forkserver and workflow.local_exec) or os.environ.get("SEMTOK_FORKSERVER"):
+        return
+    path = Path(tempfile.gettempdir()) / f"semtok-forkserver-{os.getpid()}.sock"
+    ready = path.with_name(path.name + ".ready")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "semtok.forkserver", "--socket", str(path), "--parent", str(os.getpid())]
+    )
+    deadline = time.time() + 120
+    while not ready.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    if ready.exists():
+        _FORKSERVER["proc"] = proc
+        os.environ["SEMTOK_FORKSERVER"] = str(path)
+    else:
+        proc.kill()
+        logger.warning("semtok fork server did not start; jobs import their libraries themselves")
+
+
+def stop_forkserver():
+    proc = _FORKSERVER.pop("proc", None)
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=30)
+        os.environ.pop("SEMTOK_FORKSERVER", None)
+
+
+onstart:
+    start_forkserver()
+
+
+onsuccess:
+    stop_forkserver()
+
+
+onerror:
+    stop_forkserver()
 
 
 SPLITS = {"train": CFG.data.train_shards, "val": CFG.data.val_shards}
