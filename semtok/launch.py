@@ -2,7 +2,8 @@
 with as many processes as the job has GPUs, on as many machines as the Slurm allocation has nodes.
 
 - GPUs per node: SEMTOK_GPUS, else SLURM_GPUS_ON_NODE, else CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`;
-  none → one CPU process (`--cpu`), which is how the tiny default runs on a laptop.
+  none (the tiny default on a laptop) → the entry point runs directly as one CPU process; the
+  launcher's child process would add nothing but seconds of imports.
 - Multi-node (SLURM_JOB_NUM_NODES > 1): the launcher re-executes itself once per node with
   `srun --ntasks-per-node=1`; each copy starts `accelerate launch` with its machine rank
   (SLURM_NODEID) and the rendezvous on the allocation's first host.
@@ -106,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "SEMTOK_LAUNCH_CHILD": "1", "SEMTOK_FSDP": "1" if fsdp else "0"}
         return subprocess.call([*srun, sys.executable, "-m", "semtok.launch", *argv], env=env)
     rank = int(os.environ.get("SLURM_NODEID", "0"))
-    host = _first_host() if nodes > 1 else None
-    cmd = accelerate_command(argv, gpus_per_node(), nodes, rank, host, fsdp)
+    gpus = gpus_per_node()
+    if gpus == 0 and nodes == 1:
+        # One CPU process: accelerate's launcher would only start the same command in a child
+        # process (seconds of imports); the entry point builds the same Accelerator either way.
+        cmd = [sys.executable, "-m", "semtok.cli", *argv]
+    else:
+        cmd = accelerate_command(argv, gpus, nodes, rank, _first_host() if nodes > 1 else None, fsdp)
     print("semtok.launch:", shlex.join(cmd), flush=True)
     os.execvp(cmd[0], cmd)
     return 0  # not reached

@@ -1,6 +1,115 @@
-"""Shared test setup: tiny models run fastest single-threaded on the 2-core CI machine (the thread
-pool's overhead dominates their small matmuls, and concurrent test processes oversubscribe)."""
+"""Shared test setup.
 
+- Tiny models run fastest single-threaded on the 2-core CI machine (the thread pool's overhead
+  dominates their small matmuls, and concurrent test processes oversubscribe).
+- A tiny config (config/config.yaml with small sizes and random frozen networks) and built shard
+  sets, for every test package.
+"""
+
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 import torch
+import yaml
+
+from semtok import paths
+from semtok.config import Config, from_dict
+from semtok.data import encode, imagenet, shards, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
+
+TINY = [
+    "data.synthetic.num_classes=4",
+    "data.synthetic.train_per_class=6",
+    "data.synthetic.val_per_class=3",
+    "data.synthetic.min_size=40",
+    "data.synthetic.max_size=72",
+    "data.resolution=32",
+    "data.train_shards=2",
+    "data.val_shards=1",
+    "data.encode_batch_size=8",
+    "data.shuffle_buffer=16",
+    "compute.num_workers=0",
+    "pretrained.vae.source=random",
+    "pretrained.vae.arch={block_out_channels: [8, 8, 8], layers_per_block: 1, latent_channels: 4,"
+    " norm_num_groups: 4, scaling_factor: 2.0, shift_factor: 0.5}",
+    "pretrained.siglip.source=random",
+    "pretrained.siglip.arch={hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1,"
+    " num_attention_heads: 2, image_size: 32, patch_size: 8}",
+]
+
+
+def tiny_config(out_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    raw["out_dir"] = str(out_dir)
+    return from_dict(raw, TINY + list(overrides))
+
+
+def build_image_shards(cfg: Config) -> dict[str, list[dict]]:
+    """Synthetic dataset → index → image shards for both splits; returns the manifests per split."""
+    synthetic.write_dataset(cfg.data.synthetic, paths.synthetic_root(cfg.out))
+    manifests = {}
+    for split in paths.SPLITS:
+        rows, _ = imagenet.build_index(cfg, split)
+        imagenet.write_index(rows, paths.index_file(cfg.out, split))
+        count = rows[-1].shard + 1
+        manifests[split] = [
+            shards.write_image_shard(
+                [r for r in rows if r.shard == i],
+                paths.image_shard(cfg.out, split, i),
+                resolution=cfg.data.resolution,
+                quality=cfg.data.jpeg_quality,
+            )
+            for i in range(count)
+        ]
+    return manifests
+
+
+def build_feature_shards(cfg: Config) -> None:
+    for kind in encode.KINDS:
+        for split, count in (("train", cfg.data.train_shards), ("val", cfg.data.val_shards)):
+            for i in range(count):
+                encode.encode_shard(
+                    cfg,
+                    kind,
+                    paths.image_shard(cfg.out, split, i),
+                    paths.feature_shard(cfg.out, kind, split, i),
+                )
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    return tiny_config(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A config whose image, latent and SigLIP shards all exist (built once per test module)."""
+    config = tiny_config(tmp_path_factory.mktemp("built"))
+    build_image_shards(config)
+    build_feature_shards(config)
+    return config
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    """make_cfg(overrides, out_dir=tmp_path) → a tiny Config."""
+
+    def make(overrides: list[str] | tuple[str, ...] = (), out_dir: Path | None = None) -> Config:
+        return tiny_config(out_dir or tmp_path, overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The helpers above, for module-scoped fixtures elsewhere: tiny.config(out_dir, overrides),
+    tiny.build_images(cfg), tiny.build_features(cfg)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=tiny_config, build_images=build_image_shards, build_features=build_feature_shards)

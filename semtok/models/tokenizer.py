@@ -160,24 +160,28 @@ class SemTok(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def pixels_to_latents(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] → normalised latents, via the fp16 rounding of the shards."""
-        mean = self.vae.encode(images.to(self.vae.dtype)).latent_dist.mean
+        from semtok.data.encode import encode_images_vae
+
+        mean = encode_images_vae(self.vae, images)
         return (mean.half().float() - self.config.latent_shift) * self.config.latent_scale
 
     # -- API ------------------------------------------------------------------------------------
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Validate (B, 3, H, W) uint8 or float in [0, 1]; returns float32 in [-1, 1], converted
+        exactly like the image shards are for the pre-encoding (uint8 / 127.5 − 1)."""
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
         res = self.resolution
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (res, res):
             raise ValueError(f"images must have shape (B, 3, {res}, {res}), got {tuple(images.shape)}")
         if images.dtype == torch.uint8:
-            return images.float() / 255.0
+            return images.float().div(127.5).sub(1.0)
         if not images.is_floating_point():
             raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
         lo, hi = float(images.min()), float(images.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.3f}, {hi:.3f}]")
-        return images.float()
+        return images.float() * 2.0 - 1.0
 
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """indices (B, K) int or bits (B, K, d) bool → codes (B, K, d)."""
@@ -200,7 +204,7 @@ class SemTok(ModelMixin, ConfigMixin):
         """images (B, 3, H, W) uint8 or float in [0, 1] → TokenizerOutput (indices, bits)."""
         images = self._check_images(images)
         outs = [
-            self.encode_latents(self.pixels_to_latents(chunk.to(self.device) * 2 - 1))
+            self.encode_latents(self.pixels_to_latents(chunk.to(self.device)))
             for chunk in images.split(batch_size)
         ]
         return TokenizerOutput(torch.cat([o.indices for o in outs]), torch.cat([o.bits for o in outs]))

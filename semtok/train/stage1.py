@@ -47,15 +47,28 @@ def build_tokenizer(cfg: Config, variant: str) -> SemTok:
         "latent_size": latent_size,
         "grad_checkpointing": cfg.compute.grad_checkpointing,
     }
+    channels = vae.config.latent_channels
     if t.decoder.init == "pretrained":
         where, subfolder = registry.sd3_location(cfg)
         decoder, _report = TokenDecoder.from_sd3(where, subfolder=subfolder, **decoder_kw)
+        if decoder.transformer.config.in_channels != channels:
+            raise ConfigError(
+                f"pretrained.sd3: the transformer takes {decoder.transformer.config.in_channels}-channel "
+                f"latents, the VAE makes {channels}"
+            )
     else:
         if not t.decoder.transformer:
             raise ConfigError(
                 "tokenizer.decoder.transformer: SD3Transformer2DModel kwargs are required for init 'random'"
             )
-        decoder = TokenDecoder(transformer_config=dict(t.decoder.transformer), **decoder_kw)
+        # A random decoder is built for the configured VAE: its latent channels and grid follow it.
+        arch = {
+            **t.decoder.transformer,
+            "in_channels": channels,
+            "out_channels": channels,
+            "sample_size": latent_size,
+        }
+        decoder = TokenDecoder(transformer_config=arch, **decoder_kw)
     sem = t.semantic
     semantic = None
     if sem.contrastive or sem.distill:

@@ -1,0 +1,252 @@
+"""Stage I, Stage II, the tokenizer API, token dumping and generator training on real (tiny) shards.
+
+One pipeline per module: synthetic images → shards → pre-encoded features (random frozen VAE and
+SigLIP of the real classes) → Stage I → Stage II → token dump → generator, through the same
+functions the workflow's entry points call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from semtok import paths
+from semtok.config import to_dict
+from semtok.data.images import decode_rgb
+from semtok.data.loader import make_loader
+from semtok.data.shards import read_shard
+from semtok.models.generator import MaskedGenerator
+from semtok.models.tokenizer import SemTok
+from semtok.sampling.masked import sample
+from semtok.tokens import dump_shard, read_token_shard
+from semtok.train.ar import train_generator
+from semtok.train.stage1 import train_stage1
+from semtok.train.stage2 import stage2_start, train_stage2
+
+STAGES = [
+    "data.synthetic.train_per_class=12",
+    "pretrained.lpips.source=random",
+    "pretrained.lpips.arch={widths: [4, 8, 8, 8, 8]}",
+    "pretrained.resnet.source=random",
+    "pretrained.resnet.arch={block: basic, layers: [1, 1, 1, 1], num_classes: 4, image_size: 32}",
+    "tokenizer.stage1.optim={steps: 80, batch_size: 16, lr: 0.002, warmup: 5, ckpt_every: 20, log_every: 10, ema: 0.9}",
+    "tokenizer.stage2.optim={steps: 40, batch_size: 8, lr: 0.002, warmup: 2, ckpt_every: 20, log_every: 5, ema: 0.9}",
+    "tokenizer.stage2.gan.start=20",
+    "tokenizer.stage2.resnet_size=32",
+    "generator.optim={steps: 100, batch_size: 16, lr: 0.003, warmup: 5, ckpt_every: 50, log_every: 10, ema: 0.9}",
+]
+
+
+def metrics(cfg, job: str) -> list[dict]:
+    lines = (paths.log_dir(cfg.out, job) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny, tmp_path_factory):
+    config = tiny.config(tmp_path_factory.mktemp("stages"), STAGES)
+    tiny.build_images(config)
+    tiny.build_features(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def stage1(cfg):
+    out = paths.tokenizer_dir(cfg.out, "b18", "stage1")
+    train_stage1(cfg, "b18", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage2(cfg, stage1):
+    out = paths.tokenizer_dir(cfg.out, "b18", "stage2")
+    train_stage2(cfg, "b18", out)
+    return out
+
+
+def val_batch(cfg):
+    loader = make_loader(
+        cfg, "val", batch_size=64, features=("latents",), images=True, shuffle=False, flip=False,
+        resample=False, epochs=1, num_workers=0,
+    )
+    return next(iter(loader))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage I
+
+
+def test_stage1_lowers_its_loss_clearly(cfg, stage1):
+    logs = metrics(cfg, "tokenizer-b18-stage1")
+    first, last = logs[0]["diff"], logs[-1]["diff"]
+    print(f"Stage I diffusion loss {first:.3f} -> {last:.3f}")
+    assert last < 0.8 * first
+    assert (stage1 / "config.json").exists() and list(stage1.glob("*.safetensors"))
+
+
+def test_stage1_killed_then_resumed_ends_with_the_uninterrupted_weights(cfg, stage1, tmp_path):
+    """SIGKILL the real entry point mid-run, rerun it: it resumes from its last checkpoint (not
+    step 0) and ends bit-identical to the uninterrupted run of the fixture."""
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(to_dict(cfg)))
+    ckpts = paths.checkpoint_dir(cfg.out, "tokenizer-b18-stage1")
+    log_file = paths.log_dir(cfg.out, "tokenizer-b18-stage1") / "metrics.jsonl"
+    log_file.unlink()
+    out = tmp_path / "resumed"
+    cmd = [sys.executable, "-m", "semtok.cli", "stage1", "--config", str(config_file), "--variant", "b18"]
+    env = {**os.environ, "SEMTOK_FORKSERVER": ""}
+    import shutil
+
+    shutil.rmtree(ckpts)
+    proc = subprocess.Popen([*cmd, "--output", str(out)], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (ckpts / "step-00000040" / "meta.json").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the declared output must appear only at the end"
+    done = subprocess.run([*cmd, "--output", str(out)], env=env, capture_output=True, text=True, check=True)
+    assert "resumed from" in done.stderr and "step 40" in done.stderr
+    steps = [json.loads(line)["step"] for line in log_file.read_text().splitlines()]
+    assert steps[-1] == 80 and 10 in steps and steps.count(50) == 1  # 50-80 logged once, after the resume
+    expected = load_file(str(next(stage1.glob("*.safetensors"))))
+    resumed = load_file(str(next(out.glob("*.safetensors"))))
+    assert expected.keys() == resumed.keys()
+    for key, value in expected.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage II
+
+
+@torch.no_grad()
+def refiner_errors(model: SemTok, batch) -> tuple[float, float]:
+    model.eval()
+    out = model(batch["latent"], stage="stage2")
+    latent = torch.nn.functional.mse_loss(out["latent"], batch["latent"]).item()
+    pixel = torch.nn.functional.mse_loss(out["image"], batch["image"]).item()
+    return latent, pixel
+
+
+def test_refiner_improves_latent_and_pixel_error_over_the_untrained_refiner(cfg, stage2):
+    batch = val_batch(cfg)
+    torch.manual_seed(0)
+    before = refiner_errors(stage2_start(cfg, "b18"), batch)
+    after = refiner_errors(SemTok.from_pretrained(stage2), batch)
+    print(f"refiner latent MSE {before[0]:.3f} -> {after[0]:.3f}, pixel MSE {before[1]:.3f} -> {after[1]:.3f}")
+    assert after[0] < before[0] and after[1] < before[1]
+
+
+def test_discriminator_is_off_before_its_start_step_and_on_after(cfg, stage2):
+    logs = metrics(cfg, "tokenizer-b18-stage2")
+    start = cfg.tokenizer.stage2.gan.start
+    before = [m for m in logs if m["step"] <= start]
+    after = [m for m in logs if m["step"] > start]
+    assert before and after
+    assert all(m["gan_active"] == 0.0 and "loss/disc" not in m and "gan_g" not in m for m in before)
+    assert all(m["gan_active"] == 1.0 and "loss/disc" in m and "gan_g" in m for m in after)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API
+
+
+def test_encode_decode_round_trip_shapes_and_dtypes(cfg, stage1, stage2):
+    tok = SemTok.from_pretrained(stage2).eval()
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    out = tok.encode(images)
+    assert out.indices.shape == (3, tok.num_tokens) and out.indices.dtype == torch.int64
+    assert out.bits.shape == (3, tok.num_tokens, 18) and out.bits.dtype == torch.bool
+    assert int(out.indices.max()) < 2**18
+    for tokens in (out.indices, out.bits):
+        recon = tok.decode(tokens)
+        assert recon.shape == (3, 3, 32, 32) and recon.dtype == torch.float32
+        assert 0.0 <= float(recon.min()) and float(recon.max()) <= 1.0
+    torch.testing.assert_close(tok.decode(out.indices), tok.decode(out.bits))
+    flow = SemTok.from_pretrained(stage1).eval()
+    recon = flow.decode(flow.encode(images.float() / 255).indices, mode="diffusion", steps=3)
+    assert recon.shape == (3, 3, 32, 32)
+
+
+def test_bad_inputs_raise_clear_errors(stage1, stage2):
+    tok = SemTok.from_pretrained(stage2).eval()
+    k = tok.num_tokens
+    with pytest.raises(ValueError, match=r"shape \(B, 3, 32, 32\)"):
+        tok.encode(torch.zeros(2, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tok.encode(torch.full((1, 3, 32, 32), 2.0))
+    with pytest.raises(ValueError, match=r"2\^18"):
+        tok.decode(torch.full((1, k), 2**18))
+    with pytest.raises(ValueError, match=r"\[0, 2\^18\)"):
+        tok.decode(torch.full((1, k), -1))
+    with pytest.raises(ValueError, match="integer tensor"):
+        tok.decode(torch.zeros(1, k))
+    with pytest.raises(ValueError, match="bits must have shape"):
+        tok.decode(torch.zeros(1, k, 17, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mode='diffusion'"):
+        SemTok.from_pretrained(stage1).decode(torch.zeros(1, k, dtype=torch.long), mode="refiner")
+
+
+# ---------------------------------------------------------------------------------------------
+# Token dump and generator
+
+
+@pytest.fixture(scope="module")
+def tokens(cfg, stage2):
+    outs = []
+    for i in range(cfg.data.train_shards):
+        out = paths.token_shard(cfg.out, "b18", i)
+        dump_shard(cfg, "b18", paths.feature_shard(cfg.out, "latents", "train", i), out, batch_size=7)
+        outs.append(out)
+    return outs
+
+
+def test_dumped_tokens_equal_encode_of_the_same_images(cfg, stage2, tokens):
+    tok = SemTok.from_pretrained(stage2).eval()
+    dumped = {s["key"]: s for s in read_token_shard(tokens[0], tok.bits)}
+    images = {s["__key__"]: decode_rgb(s["jpg"]) for s in read_shard(paths.image_shard(cfg.out, "train", 0))}
+    assert dumped.keys() == images.keys()
+    keys = sorted(images)
+    batch = torch.from_numpy(np.stack([images[k] for k in keys])).permute(0, 3, 1, 2)
+    out = tok.encode(batch, batch_size=cfg.data.encode_batch_size)
+    flipped = tok.encode(batch.flip(-1), batch_size=cfg.data.encode_batch_size)
+    for i, key in enumerate(keys):
+        assert np.array_equal(dumped[key]["bits"], out.bits[i].numpy()), key
+        assert np.array_equal(dumped[key]["bits_flip"], flipped.bits[i].numpy()), key
+
+
+@pytest.fixture(scope="module")
+def generator(cfg, tokens):
+    out = paths.generator_dir(cfg.out, "ar-l")
+    train_generator(cfg, "ar-l", [str(t) for t in tokens], out)
+    return out
+
+
+def test_generator_training_on_dumped_tokens_lowers_the_loss(cfg, generator):
+    logs = metrics(cfg, "generator-ar-l")
+    first, last = logs[0]["loss/model"], logs[-1]["loss/model"]
+    print(f"generator loss {first:.4f} -> {last:.4f}")
+    assert last < 0.9 * first
+
+
+def test_class_conditional_samples_differ_by_class(cfg, generator):
+    model = MaskedGenerator.from_pretrained(generator).eval()
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0] * 8 + [1] * 8)
+    bits = sample(model, labels, steps=8, cfg_scale=3.0, generator=gen).bits.float()
+    between = (bits[:8].mean(0) - bits[8:].mean(0)).abs().mean()
+    within = (bits[:4].mean(0) - bits[4:8].mean(0)).abs().mean()
+    print(f"bit-frequency gap between classes {between:.3f}, within a class {within:.3f}")
+    assert between > within
