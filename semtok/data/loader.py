@@ -21,6 +21,7 @@ shard's samples read before the damage are kept).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import random
@@ -114,9 +115,16 @@ def iterate_shard(
 # Pipeline stages (functions of an iterator, bound with functools.partial so workers can pickle them)
 
 
+def stable_seed(*parts: Any) -> int:
+    """A 63-bit seed from ints and strings that is the same in every process (webdataset's
+    `make_seed` uses `hash()`, which Python randomises per process for strings)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def _worker_rng(seed: int, *tags: Any) -> random.Random:
     rank, _, worker, _ = wds.utils.pytorch_worker_info()
-    return random.Random(wds.utils.make_seed(seed, rank, worker, *tags))
+    return random.Random(stable_seed(seed, rank, worker, *tags))
 
 
 def _zip_sets(
@@ -206,7 +214,7 @@ class ShardLoader:
 
     def _pipeline(self, epoch: int) -> wds.DataPipeline:
         names = list(self.set_paths)
-        seed = wds.utils.make_seed(self.seed, epoch)
+        seed = stable_seed(self.seed, epoch) & 0x7FFFFFFF
         if self.resample:
             _, world, _, _ = wds.utils.pytorch_worker_info()
             per_worker = (
