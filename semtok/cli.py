@@ -62,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="experiment YAML or resolved JSON (default: config/config.yaml)")
     common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value",
     )
     known, _ = common.parse_known_args(rest)
     # Load the config and set the environment (weights cache, offline mode) before the command's

@@ -216,7 +216,11 @@ def load_resnet(cfg: Config) -> nn.Module:
         return _frozen(load_classifier(location(cfg, "resnet"))[0])
     from semtok.eval.features import ClassifierConfig
 
-    return _frozen(_seeded(cfg, lambda: build_classifier(ClassifierConfig.from_dict(comp.arch, "pretrained.resnet.arch"))))
+    return _frozen(
+        _seeded(
+            cfg, lambda: build_classifier(ClassifierConfig.from_dict(comp.arch, "pretrained.resnet.arch"))
+        )
+    )
 
 
 def load_fid_extractor(cfg: Config) -> tuple[Any, dict[str, str], str]:

@@ -6,7 +6,6 @@
   sets, for every test package.
 """
 
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -112,4 +111,6 @@ def tiny():
     tiny.build_images(cfg), tiny.build_features(cfg)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(config=tiny_config, build_images=build_image_shards, build_features=build_feature_shards)
+    return SimpleNamespace(
+        config=tiny_config, build_images=build_image_shards, build_features=build_feature_shards
+    )

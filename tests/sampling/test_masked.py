@@ -175,7 +175,9 @@ def test_class_conditional_samples_follow_their_class(one_thread):
 
 def test_raster_order_commits_positions_front_to_back():
     torch.manual_seed(0)
-    model = MaskedGenerator.build(GeneratorConfig(depth=1, width=32, heads=2, num_tokens=8, bits=4, num_classes=3)).eval()
+    model = MaskedGenerator.build(
+        GeneratorConfig(depth=1, width=32, heads=2, num_tokens=8, bits=4, num_classes=3)
+    ).eval()
     out = sample(model, torch.tensor([0, 1]), steps=4, order="raster", cfg_scale=1.0, return_steps=range(4))
     for step, (_, known) in sorted(out.partial.items()):
         count = int(known[0].sum())

@@ -26,10 +26,10 @@ from semtok.data.loader import make_loader
 from semtok.data.shards import read_shard
 from semtok.models.generator import MaskedGenerator
 from semtok.models.tokenizer import SemTok
+from semtok.sampling.flow import flow_matching_targets
 from semtok.sampling.masked import sample
 from semtok.tokens import dump_shard, read_token_shard
 from semtok.train.ar import train_generator
-from semtok.sampling.flow import flow_matching_targets
 from semtok.train.stage1 import build_tokenizer, train_stage1
 from semtok.train.stage2 import stage2_start, train_stage2
 
