@@ -545,6 +545,6 @@ def _schema(tp: Any) -> dict[str, Any]:
 
 def json_schema() -> dict[str, Any]:
     schema = _schema(Config)
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["description"] = "semtok experiment configuration (generated from semtok/config.py)"
     return schema

@@ -1,0 +1,123 @@
+"""The typed config: validation errors name the key and the expected type; overrides; variants;
+the JSON schema stays in sync with the dataclasses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semtok.config import ConfigError, Config, from_dict, json_schema, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw(name: str = "config.yaml") -> dict:
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load(ROOT / "config" / name)
+    assert isinstance(cfg, Config)
+    assert set(cfg.tokenizer_variants) == {
+        "b18",
+        "b32",
+        "lfq",
+        "no-contra",
+        "no-distill",
+        "no-sem",
+        "raster",
+        "grid2d",
+        "finetune-only",
+        "lpips-only",
+        "resnet-only",
+    }
+    assert cfg.tokenizer_variant("b32").bits == 32
+    assert cfg.tokenizer_variant("raster").encoder.causal_1d
+    assert cfg.stage1_source("lpips-only") == "b18" and cfg.stage1_source("finetune-only") is None
+
+
+def test_paper_config_carries_the_paper_hyperparameters():
+    cfg = load(ROOT / "config" / "paper.yaml")
+    t, g = cfg.tokenizer, cfg.generator
+    assert (t.encoder.depth, t.encoder.width, t.encoder.heads) == (8, 768, 12)
+    assert (t.entropy.weight, t.semantic.weight, t.stage2.lambda_p, t.stage2.lambda_g) == (
+        0.0025,
+        0.05,
+        0.1,
+        0.1,
+    )
+    assert (t.stage1.optim.steps, t.stage1.optim.batch_size, t.stage1.optim.lr) == (200_000, 256, 5e-5)
+    assert (t.stage2.optim.steps, t.stage2.optim.batch_size, t.stage2.gan.start, t.stage2.gan.lr) == (
+        100_000,
+        64,
+        20_000,
+        1e-4,
+    )
+    assert (g.optim.steps, g.optim.batch_size, g.optim.lr, g.optim.weight_decay) == (
+        800_000,
+        2048,
+        2e-4,
+        0.03,
+    )
+    assert (g.sample.steps, g.sample.top_p, g.label_smoothing, g.class_dropout) == (64, 0.75, 0.01, 0.1)
+    assert [cfg.generator_variant(v).sample.cfg_scale for v in ("ar-l", "ar-xl", "ar-xxl")] == [6.0, 5.3, 4.9]
+    assert (cfg.data.resolution, t.num_tokens, t.sampler.steps) == (256, 256, 25)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tokenizer.stage1.optim.lr=fast", "tokenizer.stage1.optim.lr: expected float, got str ('fast')"),
+        ("tokenizer.encoder.dpth=3", "tokenizer.encoder.dpth: unknown key; did you mean 'depth'?"),
+        ("data.source=lmdb", "data.source: expected one of 'synthetic', 'imagenet'"),
+        ("tokenizer.bits=18.5", "tokenizer.bits: expected int, got float (18.5)"),
+        ("compute.compile=yes please", "compute.compile: expected bool"),
+        ("generator.sizes.L=[2, 64]", None),  # a list of the right type: fine
+        ("tokenizer_variants.b32.bits=x", "tokenizer_variants.b32.bits: expected int"),
+        ("generator_variants.ar-l.tokenizer=b99", "unknown tokenizer variant 'b99'"),
+        ("evaluation.sweeps.generator=ar-q", "unknown generator variant 'ar-q'"),
+        ("tokenizer_variants.lpips-only.stage1.from_variant=b77", "no variant 'b77'"),
+    ],
+)
+def test_errors_name_the_key_and_the_expected_type(override, message):
+    if message is None:
+        from_dict(raw(), [override])
+        return
+    with pytest.raises(ConfigError) as err:
+        from_dict(raw(), [override])
+    assert message in str(err.value)
+
+
+def test_overrides_apply_in_order_and_parse_yaml_values():
+    cfg = from_dict(raw(), ["tokenizer.bits=32", "tokenizer.bits=24", "pretrained.vae.arch={a: 1}"])
+    assert cfg.tokenizer.bits == 24 and cfg.pretrained.vae.arch == {"a": 1}
+    cfg = from_dict({**raw(), "overrides": ["seed=7"]})
+    assert cfg.seed == 7
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        from_dict(raw(), ["tokenizer.bits"])
+
+
+def test_variant_arch_dicts_are_replaced_not_merged():
+    base = raw()
+    base["tokenizer_variants"]["tiny-dec"] = {"decoder": {"transformer": {"num_layers": 1}}}
+    cfg = from_dict(base)
+    assert cfg.tokenizer_variant("tiny-dec").decoder.transformer == {"num_layers": 1}
+
+
+def test_json_schema_file_is_in_sync_with_the_dataclasses():
+    shipped = json.loads((ROOT / "workflow" / "schemas" / "config.schema.json").read_text())
+    assert shipped == json_schema(), "run: semtok config-schema --output workflow/schemas/config.schema.json"
+
+
+def test_json_schema_rejects_what_the_loader_rejects():
+    import jsonschema
+
+    bad = raw()
+    bad["tokenizer"]["bits"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, json_schema())
+    jsonschema.validate(raw(), json_schema())
