@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtok.config import ConfigError, Config, from_dict, json_schema, load
+from semtok.config import Config, ConfigError, from_dict, json_schema, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
