@@ -8,6 +8,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from base64 import urlsafe_b64decode
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -114,3 +122,105 @@ def tiny():
     return SimpleNamespace(
         config=tiny_config, build_images=build_image_shards, build_features=build_feature_shards
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The default DAG, run once per session: `snakemake --cores 2 all_tables` on config/config.yaml,
+# SIGKILLed (the whole process group) as soon as the first image shard exists, then finished with
+# `--rerun-incomplete`. The end-to-end tests read its outputs; the Slurm test reruns part of the DAG
+# through Slurm into the same out_dir path and compares.
+
+KILL_WHEN = "data/shards/*/*.tar"
+
+
+def workflow_copy(tmp: Path) -> Path:
+    """The repository's workflow (Snakefile, rules, configs) in a folder of its own."""
+    wf = tmp / "wf"
+    wf.mkdir()
+    shutil.copy(ROOT / "Snakefile", wf)
+    for folder in ("workflow", "config"):
+        shutil.copytree(ROOT / folder, wf / folder)
+    return wf
+
+
+def snakemake_command(out: Path, targets: list[str], *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", *targets, *args, "--config", f"out_dir={out}"]
+
+
+def run_snakemake(wf: Path, command: list[str], timeout: int = 3600) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=wf, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr[-6000:]}"
+    return done
+
+
+def recorded(wf: Path, kind: str) -> set[Path]:
+    """Outputs in Snakemake's records of `wf`: kind "metadata" = written by a job that finished,
+    "incomplete" = of a job that started and did not finish (record names are base64 paths)."""
+    root = wf / ".snakemake" / kind
+    records = (p.relative_to(root).parts for p in root.rglob("*") if p.is_file())
+    return {
+        Path(urlsafe_b64decode("".join(part.lstrip("@") for part in parts)).decode()) for parts in records
+    }
+
+
+def mtimes(paths_: set[Path]) -> dict[Path, int]:
+    found = [q for p in paths_ for q in ([p] if p.is_file() else p.rglob("*"))]
+    return {p: p.stat().st_mtime_ns for p in found}
+
+
+@dataclass
+class DefaultRun:
+    wf: Path  # the workflow folder it ran in
+    out: Path  # the out_dir path it wrote (empty after the run: outputs moved to `outputs`)
+    outputs: Path
+    wall_s: float  # both runs together
+    report: Path  # `snakemake --report` of the finished run
+    kill_status: int | None
+    killed_log: str
+    interrupted: set[Path]
+    before: dict[Path, int]  # mtimes of outputs finished before the kill
+    after: dict[Path, int]  # the same files after the resumed run
+    left_incomplete: set[Path]
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> DefaultRun:
+    tmp = tmp_path_factory.mktemp("default-run")
+    wf, out = workflow_copy(tmp), tmp / "results"
+    started = time.monotonic()
+    with open(tmp / "killed.log", "w") as log:
+        killed = subprocess.Popen(
+            snakemake_command(out, ["all_tables"], "--cores", "2"),
+            cwd=wf,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 600
+        while not list(out.glob(KILL_WHEN)) and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    interrupted = recorded(wf, "incomplete")
+    finished = recorded(wf, "metadata") - interrupted
+    before = mtimes(finished)
+    run_snakemake(wf, snakemake_command(out, ["all_tables"], "--unlock"))
+    run_snakemake(wf, snakemake_command(out, ["all_tables"], "--cores", "2", "--rerun-incomplete"))
+    wall = time.monotonic() - started
+    run_snakemake(wf, snakemake_command(out, ["all_tables"], "--report", str(tmp / "report.html")))
+    run = DefaultRun(
+        wf=wf,
+        out=out,
+        outputs=tmp / "local",
+        wall_s=wall,
+        report=tmp / "report.html",
+        kill_status=killed.returncode,
+        killed_log=(tmp / "killed.log").read_text()[-4000:],
+        interrupted=interrupted,
+        before=before,
+        after=mtimes(finished),
+        left_incomplete=recorded(wf, "incomplete"),
+    )
+    out.rename(run.outputs)
+    return run

@@ -3,14 +3,10 @@ resumed, and the DAG through the executor plugin giving the same outputs as that
 
 from __future__ import annotations
 
-import os
-import shutil
+import csv
 import signal
 import subprocess
 import sys
-import time
-from base64 import urlsafe_b64decode
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,38 +16,22 @@ from snakemake_executor_plugin_slurm.partitions import read_partition_file
 from semtok import cli
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
-# Targets run both locally and through Slurm; extend towards the longest chain of the DAG.
-TARGETS = ["data_summary"]
+# The longest chain of the default DAG, run through Slurm: data → teachers → pre-encoding → Stage I →
+# Stage II → tokens → generator → samples → generation metrics. Relative to out_dir.
+CHAIN = ["data/manifest.json", "metrics/gen/ar-l-main.csv"]
 # Outputs that must be byte-identical whichever executor wrote them (globs relative to out_dir).
-IDENTICAL = ["data/**/*", "tables/*"]
-# The fault test kills Snakemake as soon as one of these exists.
-KILL_WHEN = "data/shards/*/*.tar"
+IDENTICAL = [
+    "data/**/*.tar",
+    "data/**/*.json",
+    "data/**/*.tsv",
+    "tokenizer/b18/*/*.safetensors",
+    "tokens/b18/*.tar",
+]
 
 
 def install_profile(dest: Path, *flags: str) -> None:
     assert cli.main(["install-profile", "--dest", str(dest), *flags]) == 0
-
-
-def workflow_copy(tmp_path: Path) -> Path:
-    """The repository's workflow (Snakefile, rules, configs) in a folder of its own."""
-    wf = tmp_path / "wf"
-    wf.mkdir()
-    shutil.copy(REPO / "Snakefile", wf)
-    for folder in ("workflow", "config"):
-        shutil.copytree(REPO / folder, wf / folder)
-    return wf
-
-
-def snakemake(out: Path, *args: str) -> list[str]:
-    """The command line making TARGETS with `args`, writing into `out` (its out_dir)."""
-    return [str(SNAKEMAKE), *TARGETS, *args, "--config", f"out_dir={out}"]
-
-
-def run(wf: Path, env: dict[str, str], command: list[str]) -> None:
-    done = subprocess.run(command, cwd=wf, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr[-6000:]}"
 
 
 def files(root: Path, patterns: list[str] | None = None) -> dict[str, Path]:
@@ -60,20 +40,9 @@ def files(root: Path, patterns: list[str] | None = None) -> dict[str, Path]:
     return {str(p.relative_to(root)): p for p in found if p.is_file()}
 
 
-def recorded(wf: Path, kind: str) -> set[Path]:
-    """Outputs in Snakemake's records of `wf`: kind "metadata" = written by a job that finished,
-    "incomplete" = of a job that started and did not finish (record names are base64 paths)."""
-    root = wf / ".snakemake" / kind
-    records = (p.relative_to(root).parts for p in root.rglob("*") if p.is_file())
-    return {
-        Path(urlsafe_b64decode("".join(part.lstrip("@") for part in parts)).decode()) for parts in records
-    }
-
-
-def mtimes(paths: set[Path]) -> dict[Path, int]:
-    """mtime of every file of `paths` (files, or folders and everything in them)."""
-    found = [q for p in paths for q in ([p] if p.is_file() else p.rglob("*"))]
-    return {p: p.stat().st_mtime_ns for p in found}
+def metric_values(path: Path) -> dict[str, float]:
+    with open(path) as f:
+        return {row["metric"]: float(row["value"]) for row in csv.DictReader(f)}
 
 
 def test_install_profile_writes_a_valid_profile(tmp_path: Path) -> None:
@@ -117,90 +86,57 @@ def test_sbatch_job_completes(slurm: None, tmp_path: Path) -> None:
     assert state.stdout.strip() == "COMPLETED"
 
 
-@dataclass
-class ResumedRun:
-    """A local run of TARGETS, SIGKILLed (the whole process group) as soon as KILL_WHEN exists, then
-    resumed with --rerun-incomplete. Its outputs are moved from `out` to `outputs` at the end, so that
-    a second run can write the same out_dir path."""
-
-    wf: Path
-    out: Path
-    outputs: Path
-    kill_status: int | None
-    log: str
-    interrupted: set[Path]  # outputs of the jobs the kill cut short
-    before: dict[Path, int]  # mtimes of the outputs of the jobs finished before the kill
-    after: dict[Path, int]  # mtimes of the same files after the resumed run
-    left_incomplete: set[Path]
-    missing: list[Path]  # interrupted outputs the resumed run did not write
-
-
-@pytest.fixture(scope="module")
-def resumed(tmp_path_factory: pytest.TempPathFactory, job_env: dict[str, str]) -> ResumedRun:
-    tmp = tmp_path_factory.mktemp("resumed")
-    wf, out = workflow_copy(tmp), tmp / "out"
-    with open(tmp / "killed.log", "w") as log:
-        killed = subprocess.Popen(
-            snakemake(out, "--cores", "2"),
-            cwd=wf,
-            env=job_env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 300
-        while not list(out.glob(KILL_WHEN)) and killed.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if killed.poll() is None:
-            os.killpg(killed.pid, signal.SIGKILL)
-        killed.wait()
-    interrupted = recorded(wf, "incomplete")
-    finished = recorded(wf, "metadata") - interrupted
-    before = mtimes(finished)
-
-    run(wf, job_env, snakemake(out, "--unlock"))
-    run(wf, job_env, snakemake(out, "--cores", "2", "--rerun-incomplete"))
-    resumed = ResumedRun(
-        wf=wf,
-        out=out,
-        outputs=tmp / "local",
-        kill_status=killed.returncode,
-        log=(tmp / "killed.log").read_text()[-4000:],
-        interrupted=interrupted,
-        before=before,
-        after=mtimes(finished),
-        left_incomplete=recorded(wf, "incomplete"),
-        missing=[path for path in interrupted if not path.exists()],
-    )
-    out.rename(resumed.outputs)
-    return resumed
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_without_recomputing(resumed: ResumedRun) -> None:
-    assert resumed.kill_status == -signal.SIGKILL, f"snakemake ended before the kill:\n{resumed.log}"
-    assert resumed.interrupted, "the kill left no job unfinished"
-    assert resumed.before, "no job finished before the kill"
-    assert resumed.after == resumed.before, "outputs finished before the kill were recomputed"
-    assert not resumed.left_incomplete and not resumed.missing
+def test_killed_run_resumes_without_recomputing(default_run) -> None:
+    assert default_run.kill_status == -signal.SIGKILL, (
+        f"snakemake ended before the kill:\n{default_run.killed_log}"
+    )
+    assert default_run.interrupted, "the kill left no job unfinished"
+    assert default_run.before, "no job finished before the kill"
+    assert default_run.after == default_run.before, "outputs finished before the kill were recomputed"
+    assert not default_run.left_incomplete
 
 
 @pytest.mark.slurm
 def test_workflow_on_slurm_matches_local_run(
-    slurm: None, resumed: ResumedRun, job_env: dict[str, str], tmp_path: Path
+    slurm: None, default_run, job_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The Slurm run writes the same out_dir path as the local run (whose outputs were moved aside),
-    so that outputs naming their own paths compare too."""
+    """The longest chain of the default DAG through the Slurm executor writes the same out_dir path as
+    the local run did (its outputs were moved aside), so files naming their own paths compare too:
+    shards, manifests and index byte for byte, trained weights bit for bit, metrics value for value."""
     install_profile(tmp_path / "profile", "--no-account", "--partition", "local")
-    on_slurm = ["--profile", str(tmp_path / "profile"), "--retries", "0", "--latency-wait", "10"]
-    run(
-        resumed.wf,
-        job_env,
-        snakemake(resumed.out, *on_slurm, "--slurm-init-seconds-before-status-checks", "2"),
+    out = default_run.out
+    on_slurm = [
+        "--profile",
+        str(tmp_path / "profile"),
+        "--retries",
+        "0",
+        "--latency-wait",
+        "10",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *(str(out / t) for t in CHAIN),
+        *on_slurm,
+        "--config",
+        f"out_dir={out}",
+    ]
+    done = subprocess.run(
+        command, cwd=default_run.wf, env=job_env, capture_output=True, text=True, timeout=3000
     )
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "slurm" in done.stderr.lower()
 
-    assert files(resumed.out).keys() == files(resumed.outputs).keys()
-    identical = files(resumed.outputs, IDENTICAL)
-    assert any(name.endswith(".tar") for name in identical), f"no shards among {IDENTICAL}"
+    local = files(default_run.outputs)
+    on_cluster = {k: v for k, v in files(out).items() if not k.startswith("logs/")}
+    assert on_cluster and on_cluster.keys() <= local.keys()
+    identical = files(out, IDENTICAL)
+    assert any(n.endswith(".safetensors") for n in identical) and any(n.endswith(".tar") for n in identical)
     for name, path in identical.items():
-        assert (resumed.out / name).read_bytes() == path.read_bytes(), f"{name} differs between executors"
+        assert path.read_bytes() == local[name].read_bytes(), f"{name} differs between executors"
+    for name in CHAIN[1:]:
+        assert metric_values(out / name) == metric_values(default_run.outputs / name)
