@@ -22,3 +22,4 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/generator.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
+

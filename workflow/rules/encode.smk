@@ -29,6 +29,7 @@ def encoded_shards(split):
 
 
 rule encode_all:
+    localrule: True
     input:
         encoded_shards("train"),
         encoded_shards("val"),

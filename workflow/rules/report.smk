@@ -13,6 +13,7 @@ FIGURE_EXTS = ("png", "pdf")
 for _name in TABLES:
 
     rule:
+        localrule: True
         name:
             _name
         input:
@@ -40,6 +41,7 @@ for _name in TABLES:
 for _name, _figure in S.FIGURES.items():
 
     rule:
+        localrule: True
         name:
             _name
         input:
@@ -64,6 +66,7 @@ for _name, _figure in S.FIGURES.items():
 
 
 rule all_tables:
+    localrule: True
     default_target: True
     input:
         P.data_manifest(OUT),

@@ -3,6 +3,7 @@
 
 
 rule prefetch_weights:
+    localrule: True  # downloads need the login node's internet
     output:
         OUT / "weights.prefetched",
     log:
