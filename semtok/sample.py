@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 
 from semtok import paths
 from semtok.config import Config, SampleConfig
-from semtok.data.shards import atomic_path
 from semtok.models.generator import MaskedGenerator
 from semtok.report.settings import sample_config
 from semtok.sampling.masked import sample
 from semtok.tokens import load_tokenizer
 from semtok.train.ar import num_classes
+from semtok.utils.io import atomic_path
 
 NEEDS_CONFIG = True
 PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5

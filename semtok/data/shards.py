@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from semtok import paths
 from semtok.config import Config
 from semtok.data.imagenet import IndexRow, read_index
 from semtok.data.images import UnreadableImage, center_crop_arr, decode_any, encode_jpeg
+from semtok.utils.io import atomic_path
 
 Sample = dict[str, Any]  # "__key__": str, every other entry: bytes
 
@@ -41,19 +40,6 @@ class CorruptShardError(RuntimeError):
             f"{path}: {reason}" if reason else str(path)
         )  # one argument: re-raised from a worker
         self.path = path
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield `<path>.tmp` to write; move it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_shard(path: Path, samples: Iterable[Sample]) -> list[str]:

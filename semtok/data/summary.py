@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from semtok.config import Config
-from semtok.data.shards import atomic_path, write_json
+from semtok.data.shards import write_json
+from semtok.utils.io import atomic_path
 
 TABLE_COLUMNS = ("split", "images", "classes", "converted", "rejected", "shards")
 

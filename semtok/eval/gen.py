@@ -98,21 +98,17 @@ def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     config_hash = section_hash(
         g, cfg.tokenizer_variant(g.tokenizer), cfg.evaluation.fid_reference, args.setting
     )
-    rows = [
-        {
-            "run_id": cfg.run_id,
-            "kind": "gen",
-            "variant": args.variant,
-            "setting": args.setting,
-            "metric": m,
-            "value": v,
-            "protocol": protocols[m],
-            "config_hash": config_hash,
-            "n_samples": n,
-        }
-        for m, v in values.items()
-    ]
-    write_metrics(Path(args.output), rows)
+    write_metrics(
+        Path(args.output),
+        run_id=cfg.run_id,
+        kind="gen",
+        variant=args.variant,
+        setting=args.setting,
+        values=values,
+        protocols=protocols,
+        config_hash=config_hash,
+        n_samples=n,
+    )
     return {"variant": args.variant, "setting": args.setting, **values}
 
 

@@ -19,11 +19,11 @@ import torch
 
 from semtok import paths, registry
 from semtok.config import Config, section_hash
-from semtok.data.shards import atomic_path
 from semtok.eval.features import extract_features
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
 from semtok.eval.records import write_metrics
 from semtok.eval.reference import fid_setup, images_uint8, load_reference, val_batches
+from semtok.utils.io import atomic_path
 
 NEEDS_CONFIG = True
 
@@ -98,21 +98,17 @@ def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         "codebook_usage": f"distinct-indices/min(tokens,2^d) over {n} images",
     }
     config_hash = section_hash(t, cfg.data, cfg.pretrained, cfg.evaluation.recon_images)
-    rows = [
-        {
-            "run_id": cfg.run_id,
-            "kind": "recon",
-            "variant": args.variant,
-            "setting": args.mode,
-            "metric": m,
-            "value": v,
-            "protocol": protocols[m],
-            "config_hash": config_hash,
-            "n_samples": n,
-        }
-        for m, v in values.items()
-    ]
-    write_metrics(Path(args.output), rows)
+    write_metrics(
+        Path(args.output),
+        run_id=cfg.run_id,
+        kind="recon",
+        variant=args.variant,
+        setting=args.mode,
+        values=values,
+        protocols=protocols,
+        config_hash=config_hash,
+        n_samples=n,
+    )
     k = cfg.evaluation.grid_images
     _save_npz(Path(args.examples), original=orig[:k], recon=rec[:k])
     if args.features:

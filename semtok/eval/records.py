@@ -10,9 +10,8 @@ import csv
 import datetime
 import math
 from pathlib import Path
-from typing import Any
 
-from semtok.data.shards import atomic_path
+from semtok.utils.io import atomic_path
 
 COLUMNS = (
     "run_id",
@@ -28,17 +27,40 @@ COLUMNS = (
 )
 
 
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows atomically; every row needs every column but `created`; values must be finite."""
+def write_metrics(
+    path: Path,
+    *,
+    run_id: str,
+    kind: str,
+    variant: str,
+    setting: str,
+    values: dict[str, float],
+    protocols: dict[str, str],
+    config_hash: str,
+    n_samples: int,
+) -> None:
+    """Write one row per metric of `values` (each with its protocol), atomically; values must be finite."""
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    for row in rows:
-        missing = [c for c in COLUMNS if c != "created" and c not in row]
-        if missing:
-            raise ValueError(f"metric row lacks {missing}: {row}")
-        if not math.isfinite(float(row["value"])):
-            raise ValueError(f"metric {row['metric']} of {row['variant']} is not finite: {row['value']}")
+    for metric, value in values.items():
+        if not math.isfinite(float(value)):
+            raise ValueError(f"metric {metric} of {variant} is not finite: {value}")
+        if metric not in protocols:
+            raise ValueError(f"metric {metric} of {variant} has no protocol")
     with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "created": created})
+        for metric, value in values.items():
+            writer.writerow(
+                {
+                    "run_id": run_id,
+                    "kind": kind,
+                    "variant": variant,
+                    "setting": setting,
+                    "metric": metric,
+                    "value": value,
+                    "protocol": protocols[metric],
+                    "config_hash": config_hash,
+                    "n_samples": n_samples,
+                    "created": created,
+                }
+            )

@@ -19,9 +19,9 @@ import torch
 
 from semtok import registry
 from semtok.config import Config
-from semtok.data.shards import atomic_path
 from semtok.eval.features import FeatureSetup, extract_features
 from semtok.eval.metrics import stats_from_features
+from semtok.utils.io import atomic_path
 
 NEEDS_CONFIG = True
 

@@ -20,23 +20,13 @@ import pandas as pd
 
 from semtok import paths as P
 from semtok.config import Config, section_hash
+from semtok.eval.records import COLUMNS
 from semtok.report.reported import TABLES, Column, PaperTable, Row
 from semtok.report.settings import Input, require, sample_config, table_needs
 
 NEEDS_CONFIG = True
 
-CSV_COLUMNS = (
-    "run_id",
-    "kind",
-    "variant",
-    "setting",
-    "metric",
-    "value",
-    "protocol",
-    "config_hash",
-    "n_samples",
-    "created",
-)
+CSV_COLUMNS = COLUMNS
 REPORTED_ONLY = "reported only"
 NA = "–"
 

@@ -22,15 +22,6 @@ def tiny(**overrides) -> MaskedGenerator:
     return MaskedGenerator.build(config).eval()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train faster on one thread, much faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_bits(batch: int, seed: int = 1) -> torch.Tensor:
     return torch.rand(batch, K, D, generator=torch.Generator().manual_seed(seed)) < 0.5
 
@@ -144,7 +135,7 @@ def test_class_dropout_only_in_training():
     assert 0.4 < dropped < 0.6
 
 
-def test_training_lowers_the_loss(one_thread):
+def test_training_lowers_the_loss():
     """Class-dependent bit patterns (plus 5% bit noise) are learnt within 100 Adam steps."""
     torch.manual_seed(0)
     patterns = torch.rand(CLASSES, K, D) < 0.5

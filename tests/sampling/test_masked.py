@@ -24,15 +24,6 @@ def tiny(**overrides) -> MaskedGenerator:
     return MaskedGenerator.build(config).eval()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train faster on one thread, much faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(("tokens", "steps"), [(256, 64), (256, 8), (16, 64), (16, 4), (5, 1), (1, 3)])
 def test_schedule_is_monotone_and_ends_at_zero(tokens, steps):
     schedule = masked_schedule(tokens, steps)
@@ -149,7 +140,7 @@ def test_sampling_refuses_training_mode():
         sample(tiny().train(), torch.tensor([0]), steps=2)
 
 
-def test_class_conditional_samples_follow_their_class(one_thread):
+def test_class_conditional_samples_follow_their_class():
     """A model trained on class-dependent tokens samples each class's own pattern."""
     torch.manual_seed(0)
     patterns = torch.rand(CLASSES, K, D) < 0.5

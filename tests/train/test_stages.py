@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from semtok import paths
 from semtok.config import to_dict
 from semtok.data.images import decode_rgb
-from semtok.data.loader import make_loader
 from semtok.data.shards import read_shard
+from semtok.eval.reference import val_batches
 from semtok.models.generator import MaskedGenerator
 from semtok.models.tokenizer import SemTok
 from semtok.sampling.flow import flow_matching_targets
@@ -75,19 +75,7 @@ def stage2(cfg, stage1):
 
 
 def val_batch(cfg):
-    loader = make_loader(
-        cfg,
-        "val",
-        batch_size=64,
-        features=("latents",),
-        images=True,
-        shuffle=False,
-        flip=False,
-        resample=False,
-        epochs=1,
-        num_workers=0,
-    )
-    return next(iter(loader))
+    return next(val_batches(cfg, 64, features=("latents",)))
 
 
 # ---------------------------------------------------------------------------------------------
