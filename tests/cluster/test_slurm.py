@@ -103,7 +103,7 @@ def test_workflow_on_slurm_matches_local_run(
 ) -> None:
     """The longest chain of the default DAG through the Slurm executor writes the same out_dir path as
     the local run did (its outputs were moved aside), so files naming their own paths compare too:
-    shards, manifests and index byte for byte, trained weights bit for bit, metrics value for value."""
+    shards, manifests and index byte for byte, trained weights and tokens bit for bit, metrics to 1e-6."""
     install_profile(tmp_path / "profile", "--no-account", "--partition", "local")
     out = default_run.out
     on_slurm = [
@@ -139,4 +139,5 @@ def test_workflow_on_slurm_matches_local_run(
     for name, path in identical.items():
         assert path.read_bytes() == local[name].read_bytes(), f"{name} differs between executors"
     for name in CHAIN[1:]:
-        assert metric_values(out / name) == metric_values(default_run.outputs / name)
+        # FID's matrix square root (scipy) is not bit-reproducible across processes: 1e-6 relative.
+        assert metric_values(out / name) == pytest.approx(metric_values(default_run.outputs / name), rel=1e-6)
