@@ -28,7 +28,7 @@ from semtok.report.settings import sample_config
 from semtok.sampling.masked import sample
 from semtok.tokens import load_tokenizer
 from semtok.train.ar import num_classes
-from semtok.utils.io import atomic_path
+from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True
 PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5
@@ -81,12 +81,6 @@ class Sampler:
             return to_uint8(self.tokenizer.decode(bits))
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-
 def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[str, Any]:
     sc = sample_config(cfg, variant, setting)
     sampler = Sampler(cfg, variant)
@@ -103,9 +97,9 @@ def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[s
             out = sampler.tokens(torch.from_numpy(chunk_labels[start : start + sc.batch_size]), sc, seed)
             images.append(sampler.decode(out.bits))
             seeds.append(np.full(len(out.bits), seed, dtype=np.int64))
-        write_npz(path, arr_0=np.concatenate(images), labels=chunk_labels, seeds=np.concatenate(seeds))
+        save_npz(path, arr_0=np.concatenate(images), labels=chunk_labels, seeds=np.concatenate(seeds))
     parts = [np.load(chunk_dir / f"chunk-{c:05d}.npz") for c in range(len(chunks))]
-    write_npz(
+    save_npz(
         output,
         arr_0=np.concatenate([p["arr_0"] for p in parts]),
         labels=np.concatenate([p["labels"] for p in parts]),
@@ -132,7 +126,7 @@ def sample_progressive(cfg: Config, variant: str, output: Path) -> dict[str, Any
         bits, known = out.partial[step]
         partial.append(sampler.decode(bits & known[..., None]))
         fraction.append(float(known.float().mean()))
-    write_npz(
+    save_npz(
         output,
         partial=np.stack(partial),
         steps=np.asarray(points, dtype=np.int64),

@@ -26,6 +26,7 @@ from semtok import paths
 from semtok.config import Config
 from semtok.data.loader import decode_sample, latent_normalisation
 from semtok.data.shards import read_shard, write_shard
+from semtok.utils.io import npy_bytes
 
 NEEDS_CONFIG = True
 
@@ -38,12 +39,6 @@ def pack_bits(bits: torch.Tensor) -> np.ndarray:
 def unpack_bits(packed: np.ndarray, d: int) -> np.ndarray:
     """uint8 (..., ceil(d/8)) → bool (..., d)."""
     return np.unpackbits(packed, axis=-1, count=d, bitorder="little").astype(bool)
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 def _load_npy(data: bytes) -> np.ndarray:
@@ -73,7 +68,7 @@ def dump_shard(cfg: Config, variant: str, latent_tar: Path, output: Path, batch_
             payload[name] = pack_bits(tok.encode_latents(latents).bits)
         for i, s in enumerate(chunk):
             out.append(
-                {"__key__": s["__key__"], "cls": s["cls"]} | {k: _npy(v[i]) for k, v in payload.items()}
+                {"__key__": s["__key__"], "cls": s["cls"]} | {k: npy_bytes(v[i]) for k, v in payload.items()}
             )
     write_shard(output, out)
     return {

@@ -21,7 +21,6 @@ appears (atomically) only when the whole shard is encoded.
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Iterable, Iterator
 from itertools import zip_longest
 from pathlib import Path
@@ -36,6 +35,7 @@ from semtok import paths, registry
 from semtok.config import Config
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.shards import Sample, read_shard, write_shard
+from semtok.utils.io import npy_bytes
 
 KINDS = ("latents", "siglip")
 
@@ -51,12 +51,6 @@ def encode_images_siglip(model: nn.Module, images: torch.Tensor) -> torch.Tensor
     """images: (B, 3, H, W) in [-1, 1] → SigLIP patch features `last_hidden_state` (B, Ns, C)."""
     pixels = registry.siglip_preprocess((images + 1.0) / 2.0, model)
     return model(pixel_values=pixels.to(model.dtype)).last_hidden_state
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 def _fp16(t: torch.Tensor) -> list[np.ndarray]:

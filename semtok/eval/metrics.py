@@ -20,6 +20,8 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
+from semtok.utils.io import save_npz
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -52,8 +54,7 @@ def save_stats(path: str | Path, stats: FeatureStats) -> None:
     arrays = {"mu": stats.mu, "sigma": stats.sigma}
     if stats.n is not None:
         arrays["n"] = np.asarray(stats.n)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    save_npz(Path(path), **arrays)
 
 
 def load_stats(path: str | Path) -> FeatureStats:

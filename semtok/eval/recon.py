@@ -23,7 +23,7 @@ from semtok.eval.features import extract_features
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
 from semtok.eval.records import write_metrics
 from semtok.eval.reference import fid_setup, images_uint8, load_reference, val_batches
-from semtok.utils.io import atomic_path
+from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True
 
@@ -42,11 +42,6 @@ def load_for_mode(cfg: Config, variant: str, mode: str, device: torch.device) ->
 
     stage = "stage2" if mode == "refiner" else "stage1"
     return SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, stage)).to(device).eval()
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
 
 
 @torch.no_grad()
@@ -110,10 +105,10 @@ def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         n_samples=n,
     )
     k = cfg.evaluation.grid_images
-    _save_npz(Path(args.examples), original=orig[:k], recon=rec[:k])
+    save_npz(Path(args.examples), original=orig[:k], recon=rec[:k])
     if args.features:
         m = cfg.evaluation.tsne_images
-        _save_npz(Path(args.features), features=np.concatenate(pooled)[:m], labels=np.concatenate(labels)[:m])
+        save_npz(Path(args.features), features=np.concatenate(pooled)[:m], labels=np.concatenate(labels)[:m])
     return {"variant": args.variant, "mode": args.mode, **values}
 
 

@@ -21,7 +21,7 @@ from semtok import registry
 from semtok.config import Config
 from semtok.eval.features import FeatureSetup, extract_features
 from semtok.eval.metrics import stats_from_features
-from semtok.utils.io import atomic_path
+from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True
 
@@ -73,8 +73,7 @@ def compute_reference(cfg: Config, output: Path) -> dict[str, Any]:
     feats = extract_features(setup.extractor, images, batch_size=cfg.evaluation.batch_size)
     fid = feats[setup.feature_names["fid"]]
     stats = stats_from_features(fid)
-    with atomic_path(output) as tmp, open(tmp, "wb") as f:
-        np.savez(f, fid=fid, mu=stats.mu, sigma=stats.sigma, protocol=np.asarray(setup.protocol))
+    save_npz(output, fid=fid, mu=stats.mu, sigma=stats.sigma, protocol=np.asarray(setup.protocol))
     return {"images": len(images), "protocol": setup.protocol, "output": str(output)}
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 
 @contextmanager
@@ -19,3 +22,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez, atomically."""
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """One array as .npy bytes (a webdataset member), never pickled."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
