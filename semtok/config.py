@@ -132,6 +132,7 @@ class ComputeConfig:
     allow_tf32: bool = True
     num_workers: int = 8
     threads: int = 0  # torch CPU threads; 0 = library default
+    fsdp: bool = False  # multi-GPU: FullyShardedDataParallel instead of DDP (semtok/launch.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
 
 

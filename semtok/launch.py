@@ -7,8 +7,9 @@ with as many processes as the job has GPUs, on as many machines as the Slurm all
 - Multi-node (SLURM_JOB_NUM_NODES > 1): the launcher re-executes itself once per node with
   `srun --ntasks-per-node=1`; each copy starts `accelerate launch` with its machine rank
   (SLURM_NODEID) and the rendezvous on the allocation's first host.
-- Mixed precision comes from the config (`compute.mixed_precision`); FSDP (full shard, for the
-  2.2B decoder) is switched on with SEMTOK_FSDP=1 or `--fsdp`, which the multi-node rules pass.
+- Mixed precision (`compute.mixed_precision`) and FSDP (`compute.fsdp`: full shard, transformer-block
+  wrapping, sharded checkpoints — for the 2.2B decoder on GPUs with less memory than an H200; plain
+  DDP fits the decoder with its optimizer state on 141 GB) come from the config.
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ def _first_host() -> str:
     return out.stdout.split()[0]
 
 
-def _mixed_precision(argv: list[str]) -> str:
+def compute_settings(argv: list[str]) -> dict:
+    """The `compute` section of the command's --config (JSON or YAML), without importing semtok."""
     if "--config" not in argv:
-        return "no"
-    path = argv[argv.index("--config") + 1]
-    with open(path) as f:
+        return {}
+    with open(argv[argv.index("--config") + 1]) as f:
         text = f.read()
     try:
         cfg = json.loads(text)
@@ -54,7 +55,7 @@ def _mixed_precision(argv: list[str]) -> str:
         import yaml
 
         cfg = yaml.safe_load(text)
-    return cfg.get("compute", {}).get("mixed_precision", "no")
+    return cfg.get("compute", {})
 
 
 def accelerate_command(
@@ -72,7 +73,8 @@ def accelerate_command(
     if gpus == 0:
         cmd += ["--cpu", "--num_processes", "1", "--mixed_precision", "no"]
     else:
-        cmd += ["--num_processes", str(gpus * nodes), "--mixed_precision", _mixed_precision(argv)]
+        precision = compute_settings(argv).get("mixed_precision", "no")
+        cmd += ["--num_processes", str(gpus * nodes), "--mixed_precision", precision]
         if gpus * nodes > 1:
             cmd.append("--multi_gpu")
     if nodes > 1:
@@ -95,16 +97,13 @@ def accelerate_command(
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    fsdp = os.environ.get("SEMTOK_FSDP") == "1"
-    if argv and argv[0] == "--fsdp":
-        fsdp, argv = True, argv[1:]
     if not argv:
         print(__doc__)
         return 2
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")))
     if nodes > 1 and os.environ.get("SEMTOK_LAUNCH_CHILD") != "1":
         srun = ["srun", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-        env = {**os.environ, "SEMTOK_LAUNCH_CHILD": "1", "SEMTOK_FSDP": "1" if fsdp else "0"}
+        env = {**os.environ, "SEMTOK_LAUNCH_CHILD": "1"}
         return subprocess.call([*srun, sys.executable, "-m", "semtok.launch", *argv], env=env)
     rank = int(os.environ.get("SLURM_NODEID", "0"))
     gpus = gpus_per_node()
@@ -113,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         # process (seconds of imports); the entry point builds the same Accelerator either way.
         cmd = [sys.executable, "-m", "semtok.cli", *argv]
     else:
+        fsdp = bool(compute_settings(argv).get("fsdp", False))
         cmd = accelerate_command(argv, gpus, nodes, rank, _first_host() if nodes > 1 else None, fsdp)
     print("semtok.launch:", shlex.join(cmd), flush=True)
     os.execvp(cmd[0], cmd)

@@ -4,6 +4,7 @@ resumed, and the DAG through the executor plugin giving the same outputs as that
 from __future__ import annotations
 
 import csv
+import re
 import signal
 import subprocess
 import sys
@@ -141,3 +142,50 @@ def test_workflow_on_slurm_matches_local_run(
     for name in CHAIN[1:]:
         # FID's matrix square root (scipy) is not bit-reproducible across processes: 1e-6 relative.
         assert metric_values(out / name) == pytest.approx(metric_values(default_run.outputs / name), rel=1e-6)
+
+
+@pytest.mark.slurm
+def test_paper_dag_on_the_slurm_profile_lists_the_paper_resources(slurm: None, tmp_path: Path) -> None:
+    """`snakemake -n --profile <site profile> --configfile config/paper.yaml all_tables` lists the
+    whole paper DAG with the workflow profile's resources (SPEC §7 scale)."""
+    root = tmp_path / "imagenet"
+    for wnid in ("n01440764", "n01443537"):
+        (root / "train" / wnid).mkdir(parents=True)
+        (root / "val" / wnid).mkdir(parents=True)
+    install_profile(tmp_path / "profile", "--no-account", "--partition", "local")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "all_tables",
+            "-n",
+            "--profile",
+            str(tmp_path / "profile"),
+            "--configfile",
+            "config/paper.yaml",
+            "--config",
+            f'overrides=["data.imagenet_root={root}"]',
+            f"out_dir={tmp_path / 'results'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text[-3000:]
+    assert "workflow specific profile profiles/default" in text
+    stats = text.split("Job stats:", 1)[1]
+    assert re.search(r"^total\s+11830$", stats.split("\n\n", 1)[0], re.M)  # every job of the paper DAG
+
+    def resources(rule: str) -> str:
+        block = text.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+        return next(line for line in block.splitlines() if "resources:" in line)
+
+    assert all(
+        s in resources("stage1") for s in ("nodes=4", "gres=gpu:8", "cpus_per_task=16", "runtime=2880")
+    )
+    assert all(s in resources("train_ar") for s in ("nodes=4", "gres=gpu:8"))
+    assert "gres=gpu:1" in resources("encode_shard") and "slurm_partition=local" in resources("encode_shard")
+    assert "gres" not in resources("shard_images") and "cpus_per_task=4" in resources("shard_images")
