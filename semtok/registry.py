@@ -144,7 +144,8 @@ def vae_normalisation(config: Any) -> tuple[float, float]:
 def tiny_siglip_config(arch: dict[str, Any]) -> Any:
     from transformers import SiglipVisionConfig
 
-    return SiglipVisionConfig(**arch)
+    # Without the attention-pooling head: only the patch features are used (no unused parameters).
+    return SiglipVisionConfig(**{"vision_use_head": False, **arch})
 
 
 def load_siglip(cfg: Config) -> nn.Module:

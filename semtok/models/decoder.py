@@ -211,6 +211,9 @@ class TokenDecoder(ModelMixin, ConfigMixin):
         if self.mask_tokens is not None:
             raise RuntimeError("the decoder is already a refiner")
         self._create_mask_tokens()
+        # The refiner never embeds a noisy latent: freeze that projection so that no trainable
+        # parameter goes unused (DistributedDataParallel requires every one to get a gradient).
+        self.transformer.pos_embed.proj.requires_grad_(False)
         self.register_to_config(refiner=True)
 
     def forward(self, latents: torch.Tensor, codes: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -269,3 +269,48 @@ def test_class_conditional_samples_differ_by_class(cfg, generator):
     within = (bits[:4].mean(0) - bits[4:8].mean(0)).abs().mean()
     print(f"bit-frequency gap between classes {between:.3f}, within a class {within:.3f}")
     assert between > within
+
+
+def test_stages_train_with_two_distributed_processes(cfg, stage1, tmp_path):
+    """Stage I and Stage II under torchrun with 2 CPU processes (DDP over gloo): no unused trainable
+    parameter, the discriminator's collectives line up, both ranks finish, rank 0 exports."""
+    import shutil
+
+    out = tmp_path / "ddp"
+    shutil.copytree(cfg.out / "data", out / "data")
+    shutil.copytree(stage1, paths.tokenizer_dir(out, "b18", "stage1"))
+    raw = to_dict(cfg)
+    raw["out_dir"] = str(out)
+    for stage in ("stage1", "stage2"):
+        raw["tokenizer"][stage]["optim"].update(steps=4, ckpt_every=2, log_every=2, batch_size=8)
+    raw["tokenizer"]["stage2"]["gan"]["start"] = 2
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(raw))
+    env = {**os.environ, "SEMTOK_FORKSERVER": "", "OMP_NUM_THREADS": "1"}
+    for stage in ("stage1", "stage2"):
+        target = tmp_path / f"{stage}-out"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "semtok.cli",
+                stage,
+                "--config",
+                str(config_file),
+                "--variant",
+                "b18",
+                "--output",
+                str(target),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert done.stdout.count('"steps": 4') == 2, done.stdout  # both ranks reached the end
+        assert list(target.glob("*.safetensors"))
