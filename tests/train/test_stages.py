@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,6 +167,26 @@ def test_refiner_improves_pixel_error_over_the_untrained_refiner(cfg, stage2):
         f"refiner latent MSE {before[0]:.3f} -> {after[0]:.3f}, pixel MSE {before[1]:.3f} -> {after[1]:.3f}"
     )
     assert after[1] < 0.97 * before[1]
+
+
+def test_refiner_latent_diagnostic_prints_errors_and_decoder_sensitivity(cfg, stage2, tmp_path):
+    """benchmarks/refiner_latents.py (the measurement behind docs/DECISIONS.md) runs on a trained run."""
+    import re
+
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(to_dict(cfg)))
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "refiner_latents.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--config", str(config_file), "--out", str(cfg.out), "--images", "16"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    pixel = re.search(r"pixel MSE ([\d.]+) -> ([\d.]+)", done.stdout)
+    sv = re.search(r"max ([\d.]+), median ([\d.]+), min ([\d.]+)", done.stdout)
+    assert pixel and sv, done.stdout
+    assert float(sv[1]) >= float(sv[2]) >= float(sv[3]) > 0
 
 
 def test_discriminator_is_off_before_its_start_step_and_on_after(cfg, stage2):
