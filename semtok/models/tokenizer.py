@@ -174,10 +174,14 @@ class SemTok(ModelMixin, ConfigMixin):
         res = self.resolution
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (res, res):
             raise ValueError(f"images must have shape (B, 3, {res}, {res}), got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("images is an empty batch (B = 0)")
         if images.dtype == torch.uint8:
             return images.float().div(127.5).sub(1.0)
         if not images.is_floating_point():
             raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError("images contain NaN or infinite values")
         lo, hi = float(images.min()), float(images.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.3f}, {hi:.3f}]")
@@ -186,6 +190,10 @@ class SemTok(ModelMixin, ConfigMixin):
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """indices (B, K) int or bits (B, K, d) bool → codes (B, K, d)."""
         k, d = self.num_tokens, self.bits
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor (indices or bits), got {type(tokens).__name__}")
+        if tokens.ndim == 0 or tokens.shape[0] == 0:
+            raise ValueError(f"tokens must be a non-empty batch, got shape {tuple(tokens.shape)}")
         if tokens.dtype == torch.bool:
             if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (k, d):
                 raise ValueError(f"bits must have shape (B, {k}, {d}), got {tuple(tokens.shape)}")
@@ -226,7 +234,7 @@ class SemTok(ModelMixin, ConfigMixin):
         batch_size: int = 64,
     ) -> torch.Tensor:
         """indices (B, K) or bits (B, K, d) → images (B, 3, H, W) float in [0, 1]."""
-        codes = self._check_tokens(tokens.to(self.device))
+        codes = self._check_tokens(tokens).to(self.device)
         images = [self.decode_codes(c, mode, steps, shift, generator) for c in codes.split(batch_size)]
         return ((torch.cat(images).float() + 1) / 2).clamp(0, 1)
 

@@ -237,6 +237,14 @@ def test_bad_inputs_raise_clear_errors(stage1, stage2):
         tok.decode(torch.zeros(1, k, 17, dtype=torch.bool))
     with pytest.raises(ValueError, match="mode='diffusion'"):
         SemTok.from_pretrained(stage1).decode(torch.zeros(1, k, dtype=torch.long), mode="refiner")
+    with pytest.raises(ValueError, match="NaN"):
+        tok.encode(torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(ValueError, match="empty"):
+        tok.encode(torch.zeros(0, 3, 32, 32))
+    with pytest.raises(ValueError, match="non-empty"):
+        tok.decode(torch.zeros(0, k, dtype=torch.long))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        tok.decode(np.zeros((1, k), dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
