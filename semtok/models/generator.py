@@ -28,6 +28,7 @@ from torch import nn
 
 from semtok.models.quantizer import BinarySphericalQuantizer
 from semtok.models.rope import apply_rope, rope_1d
+from semtok.models.saved import SavedModelMixin
 
 HeadKind = Literal["bitwise", "groups2"]
 MaskDistribution = Literal["uniform", "truncnorm"]
@@ -177,7 +178,7 @@ class Block(nn.Module):
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
-class MaskedGenerator(ModelMixin, ConfigMixin):
+class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
     """Class-conditional generator over K tokens of d bits. Build with `MaskedGenerator.build(config)`.
 
     Bidirectional (default): `forward(bits, mask, labels)` predicts every token from the unmasked

@@ -29,6 +29,7 @@ from semtok.losses.semantic import SemanticAlignment
 from semtok.models.decoder import TokenDecoder
 from semtok.models.encoder import EncoderConfig, EncoderOutput, MMDiTEncoder
 from semtok.models.quantizer import QuantizerBase, QuantizerOutput, build_quantizer
+from semtok.models.saved import SavedModelMixin
 from semtok.sampling.flow import flow_matching_targets, sample_flow, sample_timesteps
 
 
@@ -40,7 +41,7 @@ class TokenizerOutput:
     bits: torch.Tensor
 
 
-class SemTok(ModelMixin, ConfigMixin):
+class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
     """encoder_config: EncoderConfig fields; quantizer_config: {"kind", "group_size", "tau",
     ("commit_weight")}; decoder_config: TokenDecoder config; semantic_config: SemanticAlignment kwargs
     or None (no heads). (Config keys must not share the submodules' names: diffusers exposes config
