@@ -191,6 +191,8 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """indices (B, K) int or bits (B, K, d) bool → codes (B, K, d)."""
         k, d = self.num_tokens, self.bits
+        if not isinstance(tokens, torch.Tensor) and isinstance(getattr(tokens, "bits", None), torch.Tensor):
+            tokens = tokens.bits  # an encode() or generator-sampling output
         if not isinstance(tokens, torch.Tensor):
             raise TypeError(f"tokens must be a torch.Tensor (indices or bits), got {type(tokens).__name__}")
         if tokens.ndim == 0 or tokens.shape[0] == 0:
@@ -234,7 +236,8 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
         generator: torch.Generator | None = None,
         batch_size: int = 64,
     ) -> torch.Tensor:
-        """indices (B, K) or bits (B, K, d) → images (B, 3, H, W) float in [0, 1]."""
+        """indices (B, K), bits (B, K, d), or an output of `encode` or of the generator's sampler
+        (its `.bits`) → images (B, 3, H, W) float in [0, 1]."""
         codes = self._check_tokens(tokens).to(self.device)
         images = [self.decode_codes(c, mode, steps, shift, generator) for c in codes.split(batch_size)]
         return ((torch.cat(images).float() + 1) / 2).clamp(0, 1)

@@ -215,6 +215,7 @@ def test_encode_decode_round_trip_shapes_and_dtypes(cfg, stage1, stage2):
         assert recon.shape == (3, 3, 32, 32) and recon.dtype == torch.float32
         assert 0.0 <= float(recon.min()) and float(recon.max()) <= 1.0
     torch.testing.assert_close(tok.decode(out.indices), tok.decode(out.bits))
+    torch.testing.assert_close(tok.decode(out), tok.decode(out.bits))  # the encode output itself
     flow = SemTok.from_pretrained(stage1).eval()
     recon = flow.decode(flow.encode(images.float() / 255).indices, mode="diffusion", steps=3)
     assert recon.shape == (3, 3, 32, 32)
@@ -287,6 +288,16 @@ def test_generator_training_on_dumped_tokens_lowers_the_loss(cfg, generator):
     first, last = logs[0]["loss/model"], logs[-1]["loss/model"]
     print(f"generator loss {first:.4f} -> {last:.4f}")
     assert last < 0.9 * first
+
+
+def test_readme_generation_example_runs(generator, stage2):
+    """README, Python API: sample bits with the generator, decode them with the tokenizer."""
+    tok = SemTok.from_pretrained(stage2).eval()
+    model = MaskedGenerator.from_pretrained(generator)
+    out = sample(model.eval(), torch.arange(3), steps=4, top_p=0.75, cfg_scale=6.0)
+    images = tok.decode(out.bits)
+    assert images.shape == (3, 3, 32, 32) and 0.0 <= float(images.min()) <= float(images.max()) <= 1.0
+    torch.testing.assert_close(tok.decode(out), images)
 
 
 def test_class_conditional_samples_differ_by_class(cfg, generator):
