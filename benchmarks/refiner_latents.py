@@ -22,13 +22,7 @@ import torch.nn.functional as F
 from semtok import config, paths
 from semtok.eval.reference import val_batches
 from semtok.models.tokenizer import SemTok
-from semtok.train.stage2 import stage2_start
-
-
-@torch.no_grad()
-def refiner_errors(model: SemTok, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
-    out = model.eval()(batch["latent"], stage="stage2")
-    return F.mse_loss(out["latent"], batch["latent"]).item(), F.mse_loss(out["image"], batch["image"]).item()
+from semtok.train.stage2 import refiner_errors, stage2_start
 
 
 def decoder_sensitivity(model: SemTok, latents: torch.Tensor, noise_std: float = 0.5) -> dict[str, float]:

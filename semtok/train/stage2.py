@@ -57,6 +57,13 @@ def stage2_start(cfg: Config, variant: str) -> SemTok:
     return model
 
 
+@torch.no_grad()
+def refiner_errors(model: SemTok, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(latent MSE, pixel MSE) of the refiner's one-step reconstructions of `batch` ("latent", "image")."""
+    out = model.eval()(batch["latent"], stage="stage2")
+    return F.mse_loss(out["latent"], batch["latent"]).item(), F.mse_loss(out["image"], batch["image"]).item()
+
+
 def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     t = cfg.tokenizer_variant(variant)
     s2 = t.stage2

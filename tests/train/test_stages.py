@@ -32,7 +32,7 @@ from semtok.sampling.masked import sample
 from semtok.tokens import dump_shard, read_token_shard
 from semtok.train.ar import train_generator
 from semtok.train.stage1 import build_tokenizer, train_stage1
-from semtok.train.stage2 import stage2_start, train_stage2
+from semtok.train.stage2 import refiner_errors, stage2_start, train_stage2
 
 STAGES = [
     "data.synthetic.train_per_class=12",
@@ -143,15 +143,6 @@ def test_stage1_killed_then_resumed_ends_with_the_uninterrupted_weights(cfg, sta
 
 # ---------------------------------------------------------------------------------------------
 # Stage II
-
-
-@torch.no_grad()
-def refiner_errors(model: SemTok, batch) -> tuple[float, float]:
-    model.eval()
-    out = model(batch["latent"], stage="stage2")
-    latent = torch.nn.functional.mse_loss(out["latent"], batch["latent"]).item()
-    pixel = torch.nn.functional.mse_loss(out["image"], batch["image"]).item()
-    return latent, pixel
 
 
 def test_refiner_improves_pixel_error_over_the_untrained_refiner(cfg, stage2):
