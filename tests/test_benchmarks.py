@@ -12,25 +12,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_model_benchmarks_print_throughputs_and_ratios(tmp_path):
-    out = tmp_path / "models.csv"
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_models.py"),
-            "--scale",
-            "tiny",
-            "--steps",
-            "1",
-            "--csv",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_model_benchmarks_print_throughputs_and_ratios(tmp_path):
+    out = tmp_path / "models.csv"
+    done = run_benchmark("bench_models.py", "--scale", "tiny", "--steps", "1", "--csv", str(out))
     with open(out) as f:
         rows = {r["benchmark"]: r for r in csv.DictReader(f)}
     assert set(rows) == {
@@ -49,22 +45,7 @@ def test_model_benchmarks_print_throughputs_and_ratios(tmp_path):
 @pytest.mark.slow
 def test_data_benchmark_prints_its_ratio(tmp_path):
     out = tmp_path / "data.csv"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_data.py"),
-            "--images",
-            "64",
-            "--workers",
-            "1",
-            "--batch-size",
-            "16",
-            "--csv",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    done = run_benchmark(
+        "bench_data.py", "--images", "64", "--workers", "1", "--batch-size", "16", "--csv", str(out)
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     assert out.stat().st_size > 0 and "ImageFolder" in done.stdout
