@@ -98,7 +98,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
                 device=bits.device,
             )
         with tr.autocast():
-            logits = tr.modules["model"](bits, mask, net.drop_labels(labels))
+            logits = tr.modules["model"](bits, mask, labels)  # the model drops labels (class_dropout)
             loss, accuracy = net.loss(logits, bits, mask, label_smoothing=g.label_smoothing)
         return StepOutput(losses={"model": loss}, logs={"bit_accuracy": accuracy})
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from semtok import paths
-from semtok.config import to_dict
+from semtok.config import from_dict, to_dict
 from semtok.data.images import decode_rgb
 from semtok.data.shards import read_shard
 from semtok.eval.reference import val_batches
@@ -279,6 +279,36 @@ def test_generator_training_on_dumped_tokens_lowers_the_loss(cfg, generator):
     first, last = logs[0]["loss/model"], logs[-1]["loss/model"]
     print(f"generator loss {first:.4f} -> {last:.4f}")
     assert last < 0.9 * first
+
+
+def test_class_dropout_nulls_the_configured_fraction_of_labels_in_training(
+    cfg, tokens, tmp_path, monkeypatch
+):
+    """The real training step nulls class_dropout (0.1) of the labels once, not 1 - 0.9^2 = 0.19:
+    every label reaching the class embedding during train_generator is recorded."""
+    import semtok.train.ar as ar
+
+    seen: list[torch.Tensor] = []
+    build = ar.MaskedGenerator.build
+
+    def build_and_watch(config):
+        model = build(config)
+        model.class_embed.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().clone()))
+        return model
+
+    monkeypatch.setattr(ar.MaskedGenerator, "build", staticmethod(build_and_watch))
+    raw = to_dict(cfg)
+    raw["out_dir"] = str(tmp_path)
+    raw["generator"]["optim"].update(steps=8, batch_size=512, ckpt_every=8, log_every=8)
+
+    paths.tokenizer_dir(tmp_path, "b18", "stage2").parent.mkdir(parents=True)
+    os.symlink(paths.tokenizer_dir(cfg.out, "b18", "stage2"), paths.tokenizer_dir(tmp_path, "b18", "stage2"))
+    train_generator(from_dict(raw), "ar-l", [str(t) for t in tokens], tmp_path / "gen")
+    labels = torch.cat(seen)
+    assert labels.numel() == 8 * 512
+    rate = float((labels == cfg.data.synthetic.num_classes).float().mean())
+    print(f"null-label rate in training: {rate:.3f} (class_dropout {cfg.generator.class_dropout})")
+    assert abs(rate - cfg.generator.class_dropout) < 0.03
 
 
 def test_readme_generation_example_runs(generator, stage2):
