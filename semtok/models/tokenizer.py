@@ -112,10 +112,12 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
         stage: Literal["stage1", "stage2"] = "stage1",
         aux: bool = False,
     ) -> dict[str, Any]:
-        """Stage I: latents (B, C, h, w) normalised x_v, siglip (B, Ns, C_sig) → losses of Eq. 6
-        ("diff", "quant", "distill", "contra") and the quantizer output.
-        Stage II: → {"latent": x̂_v (B, C, h, w), "image": Î (B, 3, H, W) in [-1, 1]}, plus the
-        encoder's "quant"/"distill"/"contra" terms when `aux` (encoder trained in Stage II)."""
+        """Stage I: latents (B, C, h, w) normalised x_v, siglip (B, Ns, C_sig) → the loss terms of Eq. 6,
+        unweighted except "commit" ("diff", "quant" = L_quant the entropy loss, "commit" = LFQ's
+        commitment term already times its commit_weight (0 for BSQ), "distill", "contra") and the
+        quantizer output. Stage II: → {"latent": x̂_v (B, C, h, w), "image": Î (B, 3, H, W) in [-1, 1]},
+        plus the encoder's terms ("quant", "commit", "distill", "contra") when `aux` (encoder trained
+        in Stage II). `semtok.train.stage1.encoder_loss` weights and sums the encoder's terms."""
         if stage == "stage2":
             trainable = any(p.requires_grad for p in self.encoder.parameters())
             with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
@@ -123,23 +125,26 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
             x_hat = self.decoder.refine(q.codes, latents.shape[-2:])
             out = {"latent": x_hat, "image": self.latents_to_pixels(x_hat), "quantizer": q}
             if aux:
-                out |= {"quant": q.entropy_loss + q.commit_loss} | self.semantic_losses(enc, q, siglip)
+                out |= self.quantizer_losses(q) | self.semantic_losses(enc, q, siglip)
             return out
         enc, q = self.quantize(latents)
         t = sample_timesteps(latents.shape[0], device=latents.device)
         x_t, v = flow_matching_targets(latents, t, torch.randn_like(latents))
         v_hat = self.decoder(x_t, q.codes, t)
-        out: dict[str, Any] = {
-            "diff": F.mse_loss(v_hat.float(), v.float()),
-            "quant": q.entropy_loss + q.commit_loss,
-        }
-        out |= self.semantic_losses(enc, q, siglip)
+        out: dict[str, Any] = {"diff": F.mse_loss(v_hat.float(), v.float())}
+        out |= self.quantizer_losses(q) | self.semantic_losses(enc, q, siglip)
         out["quantizer"] = q
         return out
 
     def quantize(self, latents: torch.Tensor) -> tuple[EncoderOutput, QuantizerOutput]:
         enc = self.encoder(latents)
         return enc, self.quantizer(enc.z)
+
+    @staticmethod
+    def quantizer_losses(q: QuantizerOutput) -> dict[str, torch.Tensor]:
+        """{"quant": L_quant (entropy loss, weighted by λ_q in training), "commit": the commitment
+        term, already weighted by the quantizer's commit_weight (LFQ; zero for BSQ)}."""
+        return {"quant": q.entropy_loss, "commit": q.commit_loss}
 
     def semantic_losses(
         self, enc: EncoderOutput, q: QuantizerOutput, siglip: torch.Tensor | None

@@ -2,6 +2,7 @@
 
 Encoder, quantizer and decoder are trained jointly with rectified flow:
     min L_diff + λ_q·L_quant + λ_s·(L_contra + L_distill)            (paper Eq. 6)
+(plus commit_weight·L_commit for the LFQ ablation, outside λ_q: `encoder_loss`)
 on pre-encoded, normalised SD3.5-VAE latents (the flipped latent for flipped samples) and SigLIP
 patch features (precomputed, or computed online when `data.precompute_siglip` is false).
 """
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from semtok import paths, registry
-from semtok.config import Config, ConfigError
+from semtok.config import Config, ConfigError, TokenizerConfig
 from semtok.models.decoder import TokenDecoder
 from semtok.models.tokenizer import SemTok, encoder_fields
 from semtok.train.loop import Objective, StepOutput, Trainer
@@ -164,6 +165,18 @@ def data_stream(cfg: Config, trainer: Trainer, batch_size: int, features: tuple[
     return make_batches
 
 
+ENCODER_TERMS = ("quant", "commit", "distill", "contra")
+
+
+def encoder_loss(out: dict[str, Any], t: TokenizerConfig) -> torch.Tensor:
+    """The encoder's weighted terms, shared by Stage I and Stage II with a trained encoder:
+    λ_q·L_quant + commit_weight·L_commit + λ_s·(L_distill + L_contra). `out` holds SemTok.forward's
+    terms, whose "commit" already carries commit_weight (LFQ; zero for BSQ)."""
+    return (
+        t.entropy.weight * out["quant"] + out["commit"] + t.semantic.weight * (out["distill"] + out["contra"])
+    )
+
+
 def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     t = cfg.tokenizer_variant(variant)
     if t.stage1.from_variant is not None:
@@ -186,15 +199,14 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     siglip = SiglipOnline(cfg, trainer.device) if online else None
     features = ("latents",) if online or model.semantic is None else ("latents", "siglip")
     make_batches = data_stream(cfg, trainer, t.stage1.optim.batch_size, features, images=online)
-    lam_q, lam_s = t.entropy.weight, t.semantic.weight
 
     def step_fn(tr: Trainer, batch: dict[str, Any]) -> StepOutput:
         sig = siglip(batch["image"]) if siglip is not None else batch.get("siglip")
         with tr.autocast():
             out = tr.modules["model"](batch["latent"], sig, stage="stage1")
-        loss = out["diff"] + lam_q * out["quant"] + lam_s * (out["distill"] + out["contra"])
+        loss = out["diff"] + encoder_loss(out, t)
         q = out["quantizer"]
-        logs = {k: out[k].detach() for k in ("diff", "quant", "distill", "contra")} | q.metrics
+        logs = {k: out[k].detach() for k in ("diff", *ENCODER_TERMS)} | q.metrics
         return StepOutput(losses={"model": loss}, logs=logs)
 
     trainer.fit(make_batches, step_fn)

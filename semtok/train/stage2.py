@@ -8,7 +8,7 @@ discriminator switched on at `gan.start` (its own optimizer and lr, LeCam regula
 
 Encoder and quantizer are frozen by default (the tokens stay those of Stage I). With
 `freeze_encoder: false` (the `finetune-only` variant of Table 12, which has no Stage I and starts
-from the SD3.5 initialisation) they train too, with the entropy and semantic terms of Stage I added.
+from the SD3.5 initialisation) they train too, with Stage I's encoder terms added (`encoder_loss`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ from semtok.losses.perceptual import PerceptualLoss
 from semtok.models.discriminator import Discriminator
 from semtok.models.tokenizer import SemTok
 from semtok.train.loop import Objective, StepOutput, Trainer
-from semtok.train.stage1 import SiglipOnline, build_tokenizer, compile_blocks, data_stream
+from semtok.train.stage1 import (
+    ENCODER_TERMS,
+    SiglipOnline,
+    build_tokenizer,
+    compile_blocks,
+    data_stream,
+    encoder_loss,
+)
 
 NEEDS_CONFIG = True
 
@@ -113,11 +120,8 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
             }
             logs |= {f"per_{k}": v.detach() for k, v in per.items()}
             if aux:
-                loss = (
-                    loss
-                    + t.entropy.weight * out["quant"]
-                    + t.semantic.weight * (out["distill"] + out["contra"])
-                )
+                loss = loss + encoder_loss(out, t)
+                logs |= {k: out[k].detach() for k in ENCODER_TERMS}
             losses = {"model": loss}
             active = gan_active(tr.step, s2.gan.start)
             if active:
