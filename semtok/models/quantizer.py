@@ -34,7 +34,8 @@ MAX_BITS = 62
 @dataclass
 class QuantizerOutput:
     """codes: (B, K, d) quantized tokens carrying the STE gradient; bits: (B, K, d) bool;
-    indices: (B, K) int64; losses are scalar tensors; metrics hold detached scalar tensors."""
+    indices: (B, K) int64; losses are scalar tensors (entropy_loss unweighted, commit_loss already
+    times the quantizer's commit_weight); metrics hold detached scalar tensors."""
 
     codes: torch.Tensor
     bits: torch.Tensor
