@@ -249,6 +249,7 @@ class SampleConfig:
     cfg_scale: float = 6.0
     cfg_schedule: Literal["linear", "constant"] = "linear"
     temperature: float = 1.0
+    choice_temperature: float = 4.5  # Gumbel noise of confidence order, annealed to 0 (MaskGIT)
     per_class: int = 50
     batch_size: int = 250
     chunk: int = 5000  # images per resumable chunk

@@ -72,6 +72,7 @@ class Sampler:
                 cfg_scale=sc.cfg_scale,
                 cfg_schedule=sc.cfg_schedule,
                 temperature=sc.temperature,
+                choice_temperature=sc.choice_temperature,
                 generator=gen,
                 return_steps=return_steps,
             )

@@ -1,9 +1,11 @@
 """Iterative sampling from the masked generator, and raster decoding of its causal variant (SPEC §4).
 
-Masked sampling (MAR): all K tokens start masked; over N steps the number still masked follows
-floor(K cos(pi/2 (n+1)/N)). At each step the model predicts every token, the sampler draws bits
-for all masked positions, and commits the next ones: in a per-image random order (the paper) or by
-confidence (MaskGIT, Table 14). Committed tokens never change.
+Masked sampling (MAR): all K tokens start masked; over N steps (N forward passes, N <= K) the
+number still masked follows floor(K cos(pi/2 (n+1)/N)), clipped so that every step commits at least
+one token. At each step the model predicts every token, the sampler draws bits for all masked
+positions, and commits the next ones: in a per-image random order (the paper) or by confidence
+(MaskGIT, Table 14: log-probability of the drawn token plus Gumbel noise whose scale anneals
+linearly from `choice_temperature` to 0 over the steps). Committed tokens never change.
 
 Per-bit top-p: with two outcomes, nucleus filtering keeps only the more likely bit when its
 probability exceeds p (then the bit is the argmax), else samples from both. The "groups2" head
@@ -41,14 +43,48 @@ class SampleOutput:
 
 
 def masked_schedule(num_tokens: int, steps: int) -> list[int]:
-    """Tokens still masked after each step n = 0..N-1: floor(K cos(pi/2 (n+1)/N)), at least 1
-    before the last step and 0 after it. Non-increasing."""
+    """Tokens still masked after each step n = 0..N-1: floor(K cos(pi/2 (n+1)/N)), clipped to one
+    less than before the step (MAR's clip), so that every step commits at least one token.
+
+    Strictly decreasing from K to 0 after the last step; since K cos(pi/2 x) >= K (1 - x), at least
+    N-1-n >= 1 tokens stay masked before the last step without a lower clip. Needs 1 <= N <= K.
+    """
     if steps < 1:
-        raise ValueError(f"need at least one sampling step, got {steps}")
-    masked = [
-        max(1, math.floor(num_tokens * math.cos(math.pi / 2 * (n + 1) / steps))) for n in range(steps - 1)
-    ]
-    return [*masked, 0]
+        raise ValueError(f"need at least one sampling step, got steps={steps}")
+    if steps > num_tokens:
+        raise ValueError(
+            f"steps={steps} sampling steps for K={num_tokens} tokens: every step commits at least one "
+            f"token, so steps must be at most {num_tokens} (generator.sample.steps, evaluation.sweeps.steps)"
+        )
+    masked, left = [], num_tokens
+    for n in range(steps):
+        left = min(left - 1, math.floor(num_tokens * math.cos(math.pi / 2 * ((n + 1) / steps))))
+        masked.append(left)
+    return masked
+
+
+def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel samples -log(-log u), u ~ U(0, 1) kept away from 0 so that they are finite."""
+    u = torch.rand(shape, generator=generator, device=device).clamp_min(torch.finfo(torch.float32).tiny)
+    return -(-u.log()).log()
+
+
+def confidence_commit(
+    confidence: torch.Tensor,
+    known: torch.Tensor,
+    count: int,
+    noise_scale: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """MaskGIT's choice: the `count` masked positions with the highest confidence + noise_scale * Gumbel.
+
+    confidence: (B, K) log-probability of each position's drawn token; known: (B, K) bool.
+    Returns the positions to commit, (B, K) bool. With noise_scale t > 0 the first choice is drawn
+    from softmax(confidence / t) over the masked positions (the Gumbel-max trick); t = 0 is greedy.
+    """
+    noisy = confidence.float() + noise_scale * gumbel_noise(confidence.shape, generator, confidence.device)
+    best = noisy.masked_fill(known, -torch.inf).topk(count, dim=-1).indices
+    return torch.zeros_like(known).scatter_(1, best, True)
 
 
 def cfg_scale_at(known: int, num_tokens: int, cfg_scale: float, schedule: CfgSchedule) -> float:
@@ -136,14 +172,17 @@ def sample(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     return_steps: Sequence[int] = (),
+    choice_temperature: float = 4.5,
 ) -> SampleOutput:
     """Class-conditional tokens for labels: (B,) int64 on the model's device.
 
-    order "random": one permutation per image, committed front to back; "confidence": the masked
-    positions whose drawn bits have the highest summed log-probability (no added noise); "raster":
-    positions in index order (Fig. 5's progressive raster decoding of a masked model). A causal
-    model is decoded by `sample_raster` (K steps in raster order; `steps` and `order` do not apply).
-    `generator` must live on labels' device.
+    `steps` = N forward passes (one batched forward of 2B with CFG), 1 <= N <= K. order "random": one
+    permutation per image, committed front to back; "confidence": the masked positions whose drawn
+    token has the highest log-probability plus Gumbel noise scaled by choice_temperature (1 - (n+1)/N)
+    at step n (MaskGIT's default 4.5); "raster": positions in index order (Fig. 5's progressive
+    raster decoding of a masked model). A causal model is decoded by `sample_raster` (K steps in
+    raster order; `steps`, `order` and `choice_temperature` do not apply). `generator` must live on
+    labels' device.
     """
     if model.config.causal:
         return sample_raster(
@@ -153,6 +192,7 @@ def sample(
         raise ValueError(f"order must be 'random', 'confidence' or 'raster', got {order!r}")
     _check_eval(model)
     c = model.config
+    schedule = masked_schedule(c.num_tokens, steps)
     batch, device = labels.shape[0], labels.device
     bits = torch.zeros(batch, c.num_tokens, c.bits, dtype=torch.bool, device=device)
     known = torch.zeros(batch, c.num_tokens, dtype=torch.bool, device=device)
@@ -162,20 +202,19 @@ def sample(
         rank = torch.rand(batch, c.num_tokens, generator=generator, device=device).argsort(-1).argsort(-1)
     partial = {}
     num_known = 0
-    for step, still_masked in enumerate(masked_schedule(c.num_tokens, steps)):
+    for step, still_masked in enumerate(schedule):
         target = c.num_tokens - still_masked
-        if target > num_known:
-            scale = cfg_scale_at(num_known, c.num_tokens, cfg_scale, cfg_schedule)
-            logits = guided_logits(model, bits, ~known, labels, scale) / temperature
-            drawn, confidence = sample_bits(logits, c.head, top_p, generator)
-            if order in ("random", "raster"):
-                commit = (rank < target) & ~known
-            else:
-                best = confidence.masked_fill(known, -torch.inf).topk(target - num_known, dim=-1).indices
-                commit = torch.zeros_like(known).scatter_(1, best, True)
-            bits = torch.where(commit[..., None], drawn, bits)
-            known = known | commit
-            num_known = target
+        scale = cfg_scale_at(num_known, c.num_tokens, cfg_scale, cfg_schedule)
+        logits = guided_logits(model, bits, ~known, labels, scale) / temperature
+        drawn, confidence = sample_bits(logits, c.head, top_p, generator)
+        if order == "confidence":
+            noise_scale = choice_temperature * (1 - (step + 1) / steps)
+            commit = confidence_commit(confidence, known, target - num_known, noise_scale, generator)
+        else:
+            commit = (rank < target) & ~known
+        bits = torch.where(commit[..., None], drawn, bits)
+        known = known | commit
+        num_known = target
         if step in return_steps:
             partial[step] = (bits.clone(), known.clone())
     return SampleOutput(bits, BinarySphericalQuantizer.bits_to_indices(bits), partial)

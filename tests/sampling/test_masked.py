@@ -1,11 +1,15 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from semtok.config import load
 from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
+from semtok.report.settings import generator_settings, sample_config
 from semtok.sampling.masked import (
     cfg_scale_at,
+    confidence_commit,
     guided_logits,
     masked_schedule,
     sample,
@@ -14,6 +18,7 @@ from semtok.sampling.masked import (
 )
 
 K, D, CLASSES = 16, 8, 10
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny(**overrides) -> MaskedGenerator:
@@ -24,14 +29,152 @@ def tiny(**overrides) -> MaskedGenerator:
     return MaskedGenerator.build(config).eval()
 
 
-@pytest.mark.parametrize(("tokens", "steps"), [(256, 64), (256, 8), (16, 64), (16, 4), (5, 1), (1, 3)])
-def test_schedule_is_monotone_and_ends_at_zero(tokens, steps):
+@pytest.mark.parametrize(
+    ("tokens", "steps"), [(256, 64), (256, 128), (256, 8), (16, 16), (16, 4), (5, 1), (1, 1)]
+)
+def test_schedule_commits_at_least_one_token_every_step_and_ends_at_zero(tokens, steps):
     schedule = masked_schedule(tokens, steps)
-    assert len(schedule) == steps
-    assert schedule[-1] == 0 and all(m >= 1 for m in schedule[:-1])
-    assert all(a >= b for a, b in zip([tokens, *schedule], schedule, strict=False))
+    assert len(schedule) == steps and schedule[-1] == 0
+    assert all(a > b for a, b in zip([tokens, *schedule], schedule, strict=False))  # >= 1 commit a step
+    assert all(m >= steps - 1 - n for n, m in enumerate(schedule))  # the remaining steps can commit
+    cosine = [math.floor(tokens * math.cos(math.pi / 2 * (n + 1) / steps)) for n in range(steps)]
+    assert all(m <= c for m, c in zip(schedule, cosine, strict=True))  # the clip only brings commits forward
     if steps > 1:
-        assert schedule[0] == max(1, math.floor(tokens * math.cos(math.pi / 2 / steps)))
+        assert schedule[0] == min(tokens - 1, cosine[0])
+    if steps <= tokens // 4:
+        assert schedule[steps // 2 :] == cosine[steps // 2 :]  # the cosine itself once the clip is past
+
+
+def test_schedule_invariants_for_every_step_count_up_to_k():
+    for tokens in [*range(1, 65), 128, 255, 256, 1024]:
+        for steps in range(1, tokens + 1):
+            schedule = masked_schedule(tokens, steps)
+            steps_taken = [a - b for a, b in zip([tokens, *schedule], schedule, strict=False)]
+            assert len(schedule) == steps and schedule[-1] == 0 and min(steps_taken) >= 1, (tokens, steps)
+
+
+@pytest.mark.parametrize(("tokens", "steps"), [(16, 17), (16, 64), (1, 3)])
+def test_more_steps_than_tokens_is_refused(tokens, steps):
+    with pytest.raises(ValueError, match=rf"steps={steps} .* K={tokens} tokens"):
+        masked_schedule(tokens, steps)
+    model = tiny() if tokens == K else None
+    if model is not None:
+        with pytest.raises(ValueError, match="at most 16"):
+            sample(model, torch.tensor([0]), steps=steps)
+
+
+def count_forwards(model: MaskedGenerator) -> list[int]:
+    """Batch size of every forward pass of `model` from now on."""
+    calls: list[int] = []
+    model.register_forward_hook(lambda _module, args, _out: calls.append(args[0].shape[0]))
+    return calls
+
+
+@pytest.mark.parametrize("order", ["random", "confidence", "raster"])
+@pytest.mark.parametrize(("tokens", "steps"), [(16, 1), (16, 2), (16, 8), (16, 16), (256, 64)])
+def test_steps_is_the_number_of_forward_passes(order, tokens, steps):
+    """N steps = N forward passes (Fig. 9's x axis); with CFG one batched forward of 2B per step."""
+    torch.manual_seed(0)
+    model = MaskedGenerator.build(
+        GeneratorConfig(depth=1, width=32, heads=2, num_tokens=tokens, bits=4, num_classes=3)
+    ).eval()
+    calls = count_forwards(model)
+    labels = torch.tensor([0, 2])
+    out = sample(model, labels, steps=steps, order=order, cfg_scale=3.0, cfg_schedule="constant")
+    assert calls == [4] * steps
+    assert out.bits.shape == (2, tokens, 4)
+    calls.clear()
+    sample(model, labels, steps=steps, order=order, cfg_scale=1.0)
+    assert calls == [2] * steps
+
+
+def test_confidence_choice_is_greedy_without_noise_and_never_picks_known_positions():
+    confidence = torch.tensor([[-0.1, -3.0, -0.5, -0.2, -2.0], [-1.0, -0.1, -0.3, -4.0, -0.2]])
+    known = torch.tensor([[True, False, False, False, False], [False, True, False, False, False]])
+    commit = confidence_commit(confidence, known, 2, 0.0)
+    assert commit.tolist() == [[False, False, True, True, False], [False, False, True, False, True]]
+    noisy = confidence_commit(
+        confidence.repeat(250, 1), known.repeat(250, 1), 4, 4.5, torch.Generator().manual_seed(0)
+    )
+    assert not (noisy & known.repeat(250, 1)).any() and noisy.sum(-1).eq(4).all()
+
+
+@pytest.mark.parametrize("noise_scale", [1.0, 2.0])
+def test_confidence_choice_with_gumbel_noise_draws_from_the_tempered_softmax(noise_scale):
+    """Gumbel-max: the first committed position is drawn from softmax(confidence / t) (MaskGIT)."""
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    n = 40000
+    commit = confidence_commit(
+        probs.log().expand(n, 4),
+        torch.zeros(n, 4, dtype=torch.bool),
+        1,
+        noise_scale,
+        torch.Generator().manual_seed(0),
+    )
+    frequency = commit.float().mean(0)
+    expected = (probs.log() / noise_scale).softmax(-1)
+    print(f"t = {noise_scale}: chosen {frequency.tolist()}, softmax(c/t) {expected.tolist()}")
+    torch.testing.assert_close(frequency, expected, atol=0.01, rtol=0)
+
+
+def test_confidence_order_anneals_the_gumbel_scale_linearly_to_zero(monkeypatch):
+    """At step n the noise scale is choice_temperature (1 - (n+1)/N), as MaskGIT's."""
+    import semtok.sampling.masked as masked
+
+    scales: list[float] = []
+    choose = masked.confidence_commit
+
+    def watched(confidence, known, count, noise_scale, generator=None):
+        scales.append(noise_scale)
+        return choose(confidence, known, count, noise_scale, generator)
+
+    monkeypatch.setattr(masked, "confidence_commit", watched)
+    steps = 8
+    sample(tiny(), torch.tensor([1, 2]), steps=steps, order="confidence", choice_temperature=3.0)
+    assert scales == pytest.approx([3.0 * (1 - (n + 1) / steps) for n in range(steps)])
+    assert scales[-1] == 0
+
+
+def test_choice_temperature_changes_confidence_order_only():
+    model = tiny()
+    labels = torch.arange(8) % CLASSES
+
+    def bits(order: str, choice_temperature: float) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        out = sample(
+            model, labels, steps=4, order=order, choice_temperature=choice_temperature, generator=generator
+        )
+        return out.bits
+
+    assert not torch.equal(bits("confidence", 0.0), bits("confidence", 4.5))
+    assert torch.equal(bits("random", 0.0), bits("random", 4.5))
+
+
+def token_count(cfg, variant: str) -> int:
+    """K of a generator variant's tokenizer: num_tokens, or the image-token grid for grid2d (the
+    SD3.5 VAE downsamples 8x; a configured VAE by 2^(blocks - 1))."""
+    t = cfg.tokenizer_variant(cfg.generator_variant(variant).tokenizer)
+    if t.encoder.mode != "grid2d":
+        return t.num_tokens
+    arch = cfg.pretrained.vae.arch
+    factor = 2 ** (len(arch["block_out_channels"]) - 1) if arch else 8
+    return (cfg.data.resolution // factor // t.patch_size) ** 2
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_every_configured_sampling_setting_fits_its_token_count(name):
+    """Main settings and the steps sweep (tiny: [2, 8, 16] for K = 16) are valid step counts."""
+    cfg = load(ROOT / "config" / name)
+    checked = 0
+    for variant, settings in generator_settings(cfg).items():
+        if cfg.generator_variant(variant).arch.causal:
+            continue  # raster decoding: K steps, `steps` does not apply
+        tokens = token_count(cfg, variant)
+        for setting in settings:
+            steps = sample_config(cfg, variant, setting).steps
+            assert len(masked_schedule(tokens, steps)) == steps, (variant, setting)
+            checked += 1
+    assert checked > len(cfg.evaluation.sweeps.steps)
 
 
 def test_top_p_is_deterministic_above_p_and_random_below():
@@ -95,6 +238,7 @@ def test_each_position_is_committed_exactly_once(order, head):
     for step in range(steps):
         bits, known = out.partial[step]
         assert (known.sum(-1) == K - schedule[step]).all()
+        assert (known.sum(-1) > previous_known.sum(-1)).all()  # every step commits a token
         assert (known | ~previous_known).all()  # committed tokens stay committed
         assert torch.equal(bits[previous_known], out.bits[previous_known])  # and keep their bits
         assert not bits[~known].any()
