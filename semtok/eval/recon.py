@@ -28,7 +28,7 @@ from semtok import paths, registry
 from semtok.config import Config, section_hash
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
-from semtok.eval.records import VAE, protocol, write_metrics
+from semtok.eval.records import PSNR_DEFINITION, SSIM_DEFINITION, VAE, protocol, write_metrics
 from semtok.eval.reference import data_tag, fid_setup, images_uint8, load_reference, on_gpu, val_batches
 from semtok.utils.io import save_npz
 
@@ -141,8 +141,8 @@ def image_metrics(
     data = data_tag(cfg)
     protocols = {
         "rFID": protocol(fid=setup.protocol, ref=f"val-images({n})", data=data, n=n),
-        "PSNR": protocol(definition="uint8-rgb-per-image-mean", data=data, n=n),
-        "SSIM": protocol(definition="uint8-rgb-gaussian11-sigma1.5-per-image-mean", data=data, n=n),
+        "PSNR": protocol(definition=PSNR_DEFINITION, data=data, n=n),
+        "SSIM": protocol(definition=SSIM_DEFINITION, data=data, n=n),
         "LPIPS": protocol(net=registry.lpips_metric_protocol(cfg), data=data, n=n),
         "class_acc": protocol(classifier=classifier.protocol, labels="true", data=data, n=n),
     }

@@ -39,6 +39,8 @@ COLUMNS = (
 
 ORIGINAL = ("original", "val")  # (variant, setting) of the validation images' own row
 VAE = ("vae", "frozen")  # (variant, setting) of the frozen VAE's reconstruction row
+PSNR_DEFINITION = "uint8-rgb-per-image-mean"
+SSIM_DEFINITION = "uint8-rgb-gaussian11-sigma1.5-per-image-mean"
 
 
 def protocol(**fields: object) -> str:
