@@ -3,6 +3,9 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 
 from semtok.eval.metrics import (
     FeatureStats,
@@ -16,9 +19,6 @@ from semtok.eval.metrics import (
     ssim_uint8,
     stats_from_features,
 )
-from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.metric_prc import prc_features_to_metric
 
 
 @pytest.fixture
