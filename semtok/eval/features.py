@@ -11,6 +11,10 @@ Two kinds, both torch-fidelity `FeatureExtractorBase` modules taking uint8 (B, 3
 
 Each build returns a protocol string ("inception-v3-compat:<sha8>", "classifier:<sha8>", sha8 = the
 first 8 hex digits of the weights file's SHA-256) to record beside every number it produces.
+
+The class_acc metric uses an `ImageClassifier` (uint8 images → logits): a bootstrapped classifier
+(`bootstrapped_classifier`) or torchvision's ResNet-50 with ImageNet weights and their own
+preprocessing (`torchvision_resnet50`); `top1_accuracy` scores it against labels.
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ Sampling settings name one way of sampling a generator variant; they appear in f
 Sweep values come from `evaluation.sweeps` and are written with `format_value` (floats as
 `str(float)`, ints as `str(int)`), so that a setting name has exactly one spelling.
 
-The rules (workflow/rules/report.smk) and the builders (tables.py, figures.py) both take their input
-lists from `table_inputs` and `figure_inputs`; upstream rules can enumerate what to sample and
-evaluate with `generator_settings` and `tokenizer_modes`.
+The rules (workflow/rules/report.smk) and the builders (tables.py, learning.py, figures.py) all take
+their input lists from `table_inputs` and `figure_inputs` (table "learning": `learning_needs`);
+upstream rules can enumerate what to sample and evaluate with `generator_settings` and
+`tokenizer_modes`. Two recon rows are not tokenizers: the validation images (`original-val`, rule
+eval_reference) and the frozen VAE (`vae-frozen`, rule eval_vae).
 """
 
 from __future__ import annotations
