@@ -157,8 +157,8 @@ def footer(cfg: Config, values: dict[Line, dict[str, Measured | None]]) -> dict[
             f"class_acc: top-1 accuracy of the frozen classifier; chance = {p:.3f} (1/{round(1 / p)} classes). "
             "Reconstructions are scored against the images' true labels, samples against the labels they "
             "were requested with; the validation images' own class_acc is what a perfect reconstruction keeps.",
-            "A model has learned when its class_acc is well above chance and its PSNR above the untrained "
-            "decoder's; the frozen VAE bounds every tokenizer from above.",
+            "A model has learned what its images should show when its class_acc is well above chance; the "
+            "frozen VAE's reconstructions are the ceiling the tokenizers decode towards.",
             f"{MISSING}: the run's CSV or metric does not exist yet.",
         ],
         "Protocols": [
@@ -169,7 +169,7 @@ def footer(cfg: Config, values: dict[Line, dict[str, Measured | None]]) -> dict[
 
 
 def to_markdown(cfg: Config, values: dict[Line, dict[str, Measured | None]]) -> str:
-    out = [f"**Learning: {LEARNING_CAPTION}**"]
+    out = [f"**{LEARNING_CAPTION}**"]
     for title, head, rows in blocks(values):
         out += ["", f"*{title}*", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(row) + " |" for row in rows]
