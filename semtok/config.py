@@ -290,7 +290,10 @@ class SweepConfig:
 class EvalConfig:
     recon_images: int = 50_000  # val images for rFID/PSNR/SSIM/LPIPS (capped at the val size)
     batch_size: int = 64
-    fid_reference: str | None = None  # ADM npz (mu/sigma), e.g. VIRTUAL_imagenet256_labeled.npz
+    # ADM's reference batch (arr_0 images, mu/sigma), a local path or a URL that `prefetch` downloads:
+    # gFID against its mu/sigma, precision/recall against its images. None: the validation images.
+    fid_reference: str | None = None
+    classifier: str = "IMAGENET1K_V2"  # class_acc: torchvision ResNet50_Weights with real Inception
     fid_extractor: Literal["inception", "classifier"] = "inception"
     pr_k: int = 3
     sweeps: SweepConfig = field(default_factory=SweepConfig)

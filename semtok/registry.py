@@ -1,5 +1,6 @@
 """One registry for every pretrained component: SD3.5 VAE, SigLIP vision tower, SD3.5-Medium
-transformer, LPIPS (VGG), ResNet-50, Inception (FID), LPIPS metric (AlexNet).
+transformer, LPIPS (VGG), ResNet-50, Inception (FID), LPIPS metric (AlexNet); and the evaluation's
+frozen class_acc classifier and ADM reference batch.
 
 Each entry of `cfg.pretrained` says where its weights come from (semtok/config.py,
 `ComponentConfig`): a hub id or a local path ("pretrained"), a tiny model of the same class trained
@@ -14,6 +15,7 @@ import argparse
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from semtok import paths
 from semtok.config import ComponentConfig, Config, ConfigError
@@ -237,6 +239,55 @@ def load_fid_extractor(cfg: Config) -> tuple[Any, dict[str, str], str]:
     raise ConfigError("pretrained.inception.source: use 'pretrained' (Inception) or 'bootstrap' (classifier)")
 
 
+def load_accuracy_classifier(cfg: Config) -> nn.Module:
+    """The frozen classifier of the `class_acc` metric (an `ImageClassifier`: uint8 images → logits).
+
+    It follows the FID extractor's entry: with `pretrained.inception.source: bootstrap` (offline) it
+    is that entry's stand-in classifier — trained on training images only, and never the network
+    Stage II optimises against (that is `resnet`); with real Inception weights it is torchvision's
+    ResNet-50 with the ImageNet weights `evaluation.classifier` and their preprocessing at 224 px.
+    """
+    from semtok.eval.features import bootstrapped_classifier, torchvision_resnet50
+
+    source = component(cfg, "inception").source
+    if source == "bootstrap":
+        return bootstrapped_classifier(location(cfg, "inception"))
+    if source == "pretrained":
+        return torchvision_resnet50(cfg.evaluation.classifier)
+    raise ConfigError("pretrained.inception.source: use 'pretrained' (Inception) or 'bootstrap' (classifier)")
+
+
+def reference_source(cfg: Config) -> tuple[Path, str | None] | None:
+    """Where `evaluation.fid_reference` (ADM's reference batch) lives: (local path, the URL it is
+    downloaded from or None), or None when unset. A URL's copy is
+    `<pretrained.cache_dir or ~/.cache/semtok>/ref_batches/<file name>`."""
+    ref = cfg.evaluation.fid_reference
+    if not ref:
+        return None
+    if urlparse(ref).scheme in ("http", "https"):
+        cache = Path(cfg.pretrained.cache_dir or "~/.cache/semtok").expanduser() / "ref_batches"
+        return cache / Path(urlparse(ref).path).name, ref
+    return Path(ref).expanduser(), None
+
+
+def reference_batch(cfg: Config) -> Path | None:
+    """The local copy of `evaluation.fid_reference`, or None when unset; FileNotFoundError saying
+    what to set when it is missing."""
+    source = reference_source(cfg)
+    if source is None:
+        return None
+    path, url = source
+    if not path.is_file():
+        fix = (
+            f"run `snakemake prefetch_weights` on a node with internet access (it downloads {url}), or set "
+            f"evaluation.fid_reference to a local copy of {path.name}"
+            if url
+            else "set evaluation.fid_reference to a local copy of ADM's reference batch, or to its URL"
+        )
+        raise FileNotFoundError(f"evaluation.fid_reference: {path} does not exist; {fix}")
+    return path
+
+
 def load_lpips_metric(cfg: Config) -> nn.Module:
     """LPIPS used as a reconstruction *metric* (AlexNet by convention; recorded in the CSV)."""
     import lpips
@@ -287,7 +338,17 @@ def prefetch(cfg: Config) -> list[str]:
             fetched.append(name)
     if component(cfg, "inception").source == "pretrained":
         load_fid_extractor(cfg)
-        fetched.append("inception")
+        load_accuracy_classifier(cfg)
+        fetched += ["inception", f"class_acc classifier: ResNet-50 {cfg.evaluation.classifier}"]
+    source = reference_source(cfg)
+    if source is not None and source[1] is not None:
+        path, url = source
+        if not path.is_file():
+            import torch
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path))  # to a temporary file, then renamed
+        fetched.append(f"reference batch: {path}")
     return fetched
 
 

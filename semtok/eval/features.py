@@ -11,6 +11,10 @@ Two kinds, both torch-fidelity `FeatureExtractorBase` modules taking uint8 (B, 3
 
 Each build returns a protocol string ("inception-v3-compat:<sha8>", "classifier:<sha8>", sha8 = the
 first 8 hex digits of the weights file's SHA-256) to record beside every number it produces.
+
+The class_acc metric uses an `ImageClassifier` (uint8 images → logits): a bootstrapped classifier
+(`bootstrapped_classifier`) or torchvision's ResNet-50 with ImageNet weights and their own
+preprocessing (`torchvision_resnet50`); `top1_accuracy` scores it against labels.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 import torchvision
+from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.helpers import text_to_dtype
@@ -122,6 +127,27 @@ def file_digest(path: str | Path) -> str:
     return sha.hexdigest()[:8]
 
 
+class ResizeNormalise(nn.Module):
+    """uint8 (B, 3, H, W) → float32 (B, 3, size, size): bilinear antialiased resize (skipped at the
+    right size), then ImageNet mean/std normalisation — the input of the bootstrapped classifiers."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("mean", 255.0 * torch.tensor(IMAGENET_MEAN)[None, :, None, None])
+        self.register_buffer("std", 255.0 * torch.tensor(IMAGENET_STD)[None, :, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
+        x = x.float()
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
+        return (x - self.mean) / self.std
+
+
 class ClassifierFeatureExtractor(FeatureExtractorBase):
     """torch-fidelity feature extractor around a `save_classifier` directory.
 
@@ -145,8 +171,7 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
                 f"({CONFIG_FILE} + {WEIGHTS_FILE})"
             )
         self.model, self.config = load_classifier(feature_extractor_weights_path)
-        self.register_buffer("mean", 255.0 * torch.tensor(IMAGENET_MEAN)[None, :, None, None])
-        self.register_buffer("std", 255.0 * torch.tensor(IMAGENET_STD)[None, :, None, None])
+        self.preprocess = ResizeNormalise(self.config.image_size)
         self.internal_dtype = text_to_dtype(feature_extractor_internal_dtype, "float32")
         self.to(self.internal_dtype)
         self.requires_grad_(False)
@@ -154,13 +179,7 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, 3, H, W) uint8 → features in the order of `features_list`, float32."""
-        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected uint8 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
-        x = x.to(self.internal_dtype)
-        size = self.config.image_size
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        x = (x - self.mean) / self.std
+        x = self.preprocess(x).to(self.internal_dtype)
         m = self.model
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
         x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
@@ -276,3 +295,65 @@ def extract_features(
                 collected[name].append(value.cpu())
             progress.update(len(batch))
     return {name: torch.cat(values).numpy() for name, values in collected.items()}
+
+
+class ImageClassifier(nn.Module):
+    """A frozen classifier on uint8 images, for the `class_acc` metric.
+
+    preprocess: uint8 (B, 3, H, W) → the network's float input (B, 3, h, w); model: → logits
+    (B, classes). `protocol` names the network and its weights for the metric CSVs.
+    """
+
+    def __init__(self, model: nn.Module, preprocess: nn.Module, protocol: str) -> None:
+        super().__init__()
+        self.model, self.preprocess, self.protocol = model, preprocess, protocol
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: uint8 (B, 3, H, W) → logits (B, classes) float32."""
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
+        return self.model(self.preprocess(x)).float()
+
+
+@torch.no_grad()
+def top1_accuracy(
+    classifier: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    batch_size: int = 64,
+) -> float:
+    """Fraction of images (N, H, W, 3) uint8 whose arg-max class is `labels` (N,) int, computed on the
+    classifier's device."""
+    images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
+    if len(images) != len(labels) or len(images) == 0:
+        raise ValueError(
+            f"need as many labels as images (> 0), got {len(labels)} labels, {len(images)} images"
+        )
+    device = next(classifier.parameters()).device
+    correct = 0
+    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+        predicted = classifier(x.permute(0, 3, 1, 2).to(device)).argmax(dim=1).cpu()
+        correct += int((predicted == y).sum())
+    return correct / len(labels)
+
+
+def bootstrapped_classifier(directory: str | Path) -> ImageClassifier:
+    """A `save_classifier` directory as the class_acc classifier (protocol `classifier:<sha8>`)."""
+    model, config = load_classifier(directory)
+    protocol = f"classifier:{file_digest(Path(directory) / WEIGHTS_FILE)}"
+    return ImageClassifier(model, ResizeNormalise(config.image_size), protocol)
+
+
+def torchvision_resnet50(weights_name: str) -> ImageClassifier:
+    """torchvision's ResNet-50 with ImageNet weights `weights_name` (a `ResNet50_Weights` member,
+    downloaded into TORCH_HOME on first use) and those weights' own preprocessing (resize, centre
+    crop 224 px, ImageNet normalisation); protocol `resnet50-<weights_name>`."""
+    try:
+        weights = torchvision.models.ResNet50_Weights[weights_name]
+    except KeyError:
+        known = [w.name for w in torchvision.models.ResNet50_Weights]
+        raise ValueError(f"unknown torchvision ResNet50_Weights {weights_name!r}; known: {known}") from None
+    model = torchvision.models.resnet50(weights=weights)
+    return ImageClassifier(model, weights.transforms(), f"resnet50-{weights_name}")

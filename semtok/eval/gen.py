@@ -1,10 +1,11 @@
 """`semtok eval-gen --variant G --setting S --samples NPZ ...`: generation metrics (SPEC §5).
 
-gFID against `evaluation.fid_reference` (an ADM statistics npz such as
-`VIRTUAL_imagenet256_labeled.npz`, for numbers comparable with published ones) when set, else against
-the validation-image statistics of `semtok eval-reference`; Inception Score; Precision and Recall
-(k = `evaluation.pr_k`) against the validation features. The protocol column records which
-extractor, reference and sample count produced each number.
+gFID and Precision/Recall (k = `evaluation.pr_k`) against the generation reference of
+`semtok eval-reference` — ADM's `VIRTUAL_imagenet256_labeled.npz` (its `mu`/`sigma`; the features of
+its `arr_0` images) when `evaluation.fid_reference` is set, else the validation images; Inception
+Score over 10 splits of the shuffled samples; `class_acc`, the frozen classifier's accuracy on the
+samples against the labels they were requested with; the generator's parameter count. The protocol
+column records which extractor, reference and sample count produced each number.
 """
 
 from __future__ import annotations
@@ -15,20 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from semtok import paths
+from semtok import paths, registry
 from semtok.config import Config, section_hash
-from semtok.eval.features import extract_features
-from semtok.eval.metrics import (
-    frechet_distance,
-    inception_score,
-    load_stats,
-    precision_recall,
-    stats_from_features,
-)
-from semtok.eval.records import write_metrics
-from semtok.eval.reference import fid_setup, load_reference
+from semtok.eval.features import extract_features, top1_accuracy
+from semtok.eval.metrics import frechet_distance, inception_score, precision_recall, stats_from_features
+from semtok.eval.records import protocol, write_metrics
+from semtok.eval.reference import fid_setup, load_reference, on_gpu
 
 NEEDS_CONFIG = True
+IS_SPLITS = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,48 +48,64 @@ def generator_parameters(folder: Path) -> int:
     return total
 
 
-def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    with np.load(args.samples) as f:
-        images = f["arr_0"]
+def read_samples(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An ADM-style sample file: `arr_0` (N, H, W, 3) uint8 and the requested `labels` (N,)."""
+    with np.load(path) as f:
+        missing = [key for key in ("arr_0", "labels") if key not in f.files]
+        if missing:
+            raise ValueError(
+                f"{path}: missing key(s) {missing} (found {f.files}); `semtok sample` writes both"
+            )
+        images, labels = f["arr_0"], f["labels"]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(
-            f"{args.samples}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
-        )
+        raise ValueError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if labels.shape != (len(images),):
+        raise ValueError(f"{path}: labels {labels.shape} do not match {len(images)} images")
+    return images, labels
+
+
+def generation_metrics(
+    cfg: Config, images: np.ndarray, labels: np.ndarray, reference: Path
+) -> tuple[dict[str, float], dict[str, str]]:
+    """gFID, IS, precision/recall and class_acc of samples (N, H, W, 3) uint8 with requested labels
+    (N,), and the protocol of each."""
     setup = fid_setup(cfg)
+    ref = load_reference(reference)
+    if ref.protocol != setup.protocol:
+        raise RuntimeError(
+            f"{reference} was made with {ref.protocol}, not {setup.protocol}: rerun eval-reference"
+        )
     feats = extract_features(setup.extractor, images, batch_size=cfg.evaluation.batch_size)
     fake = feats[setup.feature_names["fid"]]
-    ref_feats, ref_protocol = load_reference(Path(args.reference))
-    if ref_protocol != setup.protocol:
-        raise RuntimeError(
-            f"{args.reference} was made with {ref_protocol}, not {setup.protocol}: rerun eval-reference"
-        )
+    is_mean, is_std = inception_score(feats[setup.feature_names["is"]], splits=IS_SPLITS)
+    precision, recall = precision_recall(ref.gen_fid, fake, k=cfg.evaluation.pr_k)
+    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
     n = len(images)
-    if cfg.evaluation.fid_reference:
-        ref_stats, ref_name = (
-            load_stats(cfg.evaluation.fid_reference),
-            Path(cfg.evaluation.fid_reference).name,
-        )
-    else:
-        ref_stats, ref_name = stats_from_features(ref_feats), f"val-images({len(ref_feats)})"
-    is_mean, is_std = inception_score(feats[setup.feature_names["is"]])
-    precision, recall = precision_recall(ref_feats, fake, k=cfg.evaluation.pr_k)
     values = {
-        "gFID": frechet_distance(stats_from_features(fake), ref_stats),
+        "gFID": frechet_distance(stats_from_features(fake), ref.gen_stats),
         "IS": is_mean,
         "IS_std": is_std,
         "Precision": precision,
         "Recall": recall,
+        "class_acc": top1_accuracy(classifier, images, labels, cfg.evaluation.batch_size),
     }
-    base = f"fid={setup.protocol} n={n}"
+    pr = protocol(fid=setup.protocol, ref=ref.gen_name, k=cfg.evaluation.pr_k, n=n)
     protocols = {
-        "gFID": f"{base} ref={ref_name}",
-        "IS": f"{base} splits=10",
-        "IS_std": f"{base} splits=10",
-        "Precision": f"{base} ref=val-images({len(ref_feats)}) k={cfg.evaluation.pr_k}",
-        "Recall": f"{base} ref=val-images({len(ref_feats)}) k={cfg.evaluation.pr_k}",
+        "gFID": protocol(fid=setup.protocol, ref=ref.gen_name, n=n),
+        "IS": protocol(fid=setup.protocol, splits=IS_SPLITS, n=n),
+        "IS_std": protocol(fid=setup.protocol, splits=IS_SPLITS, n=n),
+        "Precision": pr,
+        "Recall": pr,
+        "class_acc": protocol(classifier=classifier.protocol, labels="requested", n=n),
     }
+    return values, protocols
+
+
+def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    images, labels = read_samples(Path(args.samples))
+    values, protocols = generation_metrics(cfg, images, labels, Path(args.reference))
     values["params"] = float(generator_parameters(paths.generator_dir(cfg.out, args.variant)))
-    protocols["params"] = "safetensors element count"
+    protocols["params"] = protocol(definition="safetensors-element-count")
     g = cfg.generator_variant(args.variant)
     config_hash = section_hash(
         g, cfg.tokenizer_variant(g.tokenizer), cfg.evaluation.fid_reference, args.setting
@@ -107,7 +119,7 @@ def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
         values=values,
         protocols=protocols,
         config_hash=config_hash,
-        n_samples=n,
+        n_samples=len(images),
     )
     return {"variant": args.variant, "setting": args.setting, **values}
 

@@ -1,28 +1,33 @@
-"""Image-quality metrics as plain array math (SPEC §5).
+"""Image-quality metrics (SPEC §5).
 
-Generation: FID (Fréchet distance between Gaussian fits of features), Inception Score, and
-improved Precision/Recall with k-NN manifolds (Kynkäänniemi et al. 2019, k = 3). Reconstruction:
-PSNR, SSIM and LPIPS on uint8 RGB images. Features come from `semtok.eval.features`; nothing here
-knows about files other than the ADM reference-statistics `.npz` convention (keys `mu`, `sigma`),
-so the pipeline's numbers can be compared with published ones computed against
+Generation: FID (Fréchet distance between Gaussian fits of features), Inception Score (samples
+shuffled before the 10 splits) and improved Precision/Recall with k-NN manifolds (Kynkäänniemi et al.
+2019, k = 3), each computed by torch-fidelity's own metric function on the features that
+`semtok.eval.features` extracts — the "torch-fidelity protocol" of the metric CSVs. Reconstruction:
+PSNR and SSIM on uint8 RGB images (ours, equal to scikit-image's) and LPIPS. Nothing here knows
+about files other than the ADM reference-statistics `.npz` convention (keys `mu`, `sigma`), so the
+pipeline's numbers can be compared with published ones computed against
 `VIRTUAL_imagenet256_labeled.npz`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 from semtok.utils.io import save_npz
 
 ArrayLike = np.ndarray | torch.Tensor
+ISC_SEED = 2020  # torch-fidelity's default `rng_seed` for the IS shuffle
+PRC_BATCH_SIZE = 10_000  # torch-fidelity's default `prc_batch_size`
 
 
 @dataclass(frozen=True)
@@ -71,80 +76,56 @@ def load_stats(path: str | Path) -> FeatureStats:
         return FeatureStats(mu=data["mu"].astype(np.float64), sigma=data["sigma"].astype(np.float64), n=n)
 
 
-def frechet_distance(stats1: FeatureStats, stats2: FeatureStats, eps: float = 1e-6) -> float:
-    """FID = ||mu1 − mu2||² + Tr(S1 + S2 − 2 (S1 S2)^½) (Heusel et al. 2017).
-
-    When the square root is not finite (near-singular product), eps·I is added to both covariances
-    and it is recomputed. A complex part from round-off is dropped; a large one (> 1e-3 on the
-    diagonal) means the statistics are broken and raises.
-    """
+def frechet_distance(stats1: FeatureStats, stats2: FeatureStats) -> float:
+    """FID = ||mu1 − mu2||² + Tr(S1 + S2 − 2 (S1 S2)^½) (Heusel et al. 2017), computed by
+    torch-fidelity's `fid_statistics_to_metric` (trace of the square root from the eigenvalues of
+    S1 S2) on float64 statistics."""
     mu1, mu2 = np.atleast_1d(stats1.mu), np.atleast_1d(stats2.mu)
     sigma1, sigma2 = np.atleast_2d(stats1.sigma), np.atleast_2d(stats2.sigma)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"statistics of different dimension: {mu1.shape} vs {mu2.shape}")
-    diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        max_imag = np.abs(np.diagonal(covmean).imag).max()
-        if max_imag > 1e-3:
-            raise ValueError(f"matrix square root has a large imaginary component ({max_imag:.3g})")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    stat_1 = {"mu": mu1.astype(np.float64), "sigma": sigma1.astype(np.float64)}
+    stat_2 = {"mu": mu2.astype(np.float64), "sigma": sigma2.astype(np.float64)}
+    return float(fid_statistics_to_metric(stat_1, stat_2, verbose=False)[KEY_METRIC_FID])
 
 
-def inception_score(logits: ArrayLike, splits: int = 10) -> tuple[float, float]:
-    """IS = exp(E_x KL(p(y|x) || p(y))) over `splits` consecutive chunks (Salimans et al. 2016).
+def inception_score(logits: ArrayLike, splits: int = 10, seed: int = ISC_SEED) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) over `splits` chunks (Salimans et al. 2016), computed by
+    torch-fidelity's `isc_features_to_metric`.
 
-    logits: (N, C); softmax is taken here, in float64. Samples are split in their given order
-    (generated samples are already in random order). Returns (mean, std) over the chunks.
+    logits: (N, C), in any order: the samples are shuffled (a fixed permutation drawn with `seed`,
+    torch-fidelity's default) before they are cut into chunks, so that a file written class by class
+    does not give each chunk a handful of classes. Returns (mean, std) over the chunks.
     """
-    log_p = torch.log_softmax(torch.as_tensor(_float64(logits)), dim=1)
-    scores = []
-    for chunk in torch.tensor_split(log_p, splits):
-        log_py = torch.logsumexp(chunk, dim=0) - math.log(chunk.shape[0])
-        kl = (chunk.exp() * (chunk - log_py)).sum(dim=1).mean()
-        scores.append(kl.exp().item())
-    return float(np.mean(scores)), float(np.std(scores))
-
-
-def _kth_neighbour_radii(feats: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
-    """Distance from each row of feats (N, D) to its k-th nearest other row: (N,)."""
-    return torch.cat(
-        [torch.cdist(block, feats).kthvalue(k + 1, dim=1).values for block in feats.split(chunk)]
-    )
-
-
-def _fraction_in_manifold(
-    query: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int
-) -> float:
-    """Fraction of query rows lying inside at least one ball (support[j], radii[j])."""
-    inside = [(torch.cdist(block, support) <= radii[None]).any(dim=1) for block in query.split(chunk)]
-    return torch.cat(inside).double().mean().item()
+    feats = torch.as_tensor(_float64(logits))
+    if feats.ndim != 2 or len(feats) < splits:
+        raise ValueError(f"need logits of shape (N >= splits={splits}, C), got {tuple(feats.shape)}")
+    out = isc_features_to_metric(feats, splits=splits, shuffle=True, rng_seed=seed)
+    return float(out[KEY_METRIC_ISC_MEAN]), float(out[KEY_METRIC_ISC_STD])
 
 
 def precision_recall(
     real_feats: ArrayLike,
     fake_feats: ArrayLike,
     k: int = 3,
-    chunk: int = 2048,
+    batch_size: int = PRC_BATCH_SIZE,
     device: torch.device | str | None = None,
 ) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019).
+    """Improved precision and recall (Kynkäänniemi et al. 2019), computed by torch-fidelity's
+    `prc_features_to_metric`.
 
     real_feats: (N, D), fake_feats: (M, D). Each set's manifold is the union of balls around its
     samples with radius = distance to the k-th nearest neighbour in the same set. Precision is the
     fraction of fakes inside the real manifold, recall the fraction of reals inside the fake one.
-    Distances are computed `chunk` rows at a time (chunk × N float32 in memory), on `device`
-    (default: where the inputs are, CPU for numpy).
+    Distances are computed `batch_size` rows at a time (batch_size × max(N, M) float32 in memory), on
+    `device` (default: where the inputs are, CPU for numpy).
     """
     real = torch.as_tensor(real_feats, device=device).float()
     fake = torch.as_tensor(fake_feats, device=device).float()
-    precision = _fraction_in_manifold(fake, real, _kth_neighbour_radii(real, k, chunk), chunk)
-    recall = _fraction_in_manifold(real, fake, _kth_neighbour_radii(fake, k, chunk), chunk)
-    return precision, recall
+    out = prc_features_to_metric(
+        fake, real, prc_neighborhood=k, prc_batch_size=batch_size, save_cpu_ram=True, verbose=False
+    )
+    return float(out[KEY_METRIC_PRECISION]), float(out[KEY_METRIC_RECALL])
 
 
 def _paired_batches(

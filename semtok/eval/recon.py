@@ -1,16 +1,23 @@
-"""`semtok eval-recon --variant V --mode refiner|diffusion ...`: reconstruction metrics (SPEC §5).
+"""`semtok eval-recon --variant V --mode refiner|diffusion ...` and `semtok eval-recon --mode vae ...`:
+reconstruction metrics (SPEC §5).
 
 Validation images (the first `evaluation.recon_images`, key order) → pre-encoded latents → tokens →
-decoder (one-step refiner of Stage II, or Stage I's 25-step flow sampler) → VAE → uint8. Metrics:
-rFID (reconstructions vs the same validation images, the configured extractor), PSNR and SSIM on
-uint8 RGB per image then averaged, LPIPS (the metric network of the registry, AlexNet by
-convention), bits per pixel d·K/(H·W), codebook usage. Also writes reconstruction examples
-(Fig. 3, Table 7 visual) and, in refiner mode, the mean-pooled encoder features of Fig. 6.
+decoder (one-step refiner of Stage II, or Stage I's flow sampler) → VAE → uint8. Mode `vae` skips the
+tokenizer: the frozen VAE alone decodes the latents it encoded, the ceiling every tokenizer is
+measured against (CSV variant `vae`, setting `frozen`). Metrics: rFID (reconstructions vs the same
+validation images, the configured extractor), PSNR and SSIM on uint8 RGB per image then averaged,
+LPIPS (the metric network of the registry, AlexNet by convention), `class_acc` (the frozen
+classifier's accuracy on the reconstructions against the images' true labels), bits per pixel
+(d·K/(H·W); for the VAE, its fp16 latent: 16·C·h·w/(H·W)) and, for tokenizers, codebook usage.
+Also writes reconstruction examples (Fig. 3, Table 7 visual) and, in refiner mode, the mean-pooled
+encoder features of Fig. 6.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,97 +26,193 @@ import torch
 
 from semtok import paths, registry
 from semtok.config import Config, section_hash
-from semtok.eval.features import extract_features
+from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
-from semtok.eval.records import write_metrics
-from semtok.eval.reference import fid_setup, images_uint8, load_reference, val_batches
+from semtok.eval.records import PSNR_DEFINITION, SSIM_DEFINITION, VAE, protocol, write_metrics
+from semtok.eval.reference import data_tag, fid_setup, images_uint8, load_reference, on_gpu, val_batches
 from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True
+MODES = ("refiner", "diffusion", "vae")
+LATENT_BITS = 16  # the VAE latents are stored and decoded as fp16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", required=True, help="tokenizer variant")
-    parser.add_argument("--mode", choices=("refiner", "diffusion"), default="refiner")
+    parser.add_argument("--variant", help="tokenizer variant (not with --mode vae)")
+    parser.add_argument("--mode", choices=MODES, default="refiner")
     parser.add_argument("--reference", required=True, help="validation features (semtok eval-reference)")
     parser.add_argument("--output", required=True, help="metrics CSV")
     parser.add_argument("--examples", required=True, help="npz of a few originals and reconstructions")
     parser.add_argument("--features", help="npz of pooled encoder features (Fig. 6); refiner mode")
 
 
-def load_for_mode(cfg: Config, variant: str, mode: str, device: torch.device) -> Any:
+@dataclass
+class Reconstructions:
+    """original, recon: (N, H, W, 3) uint8; labels: (N,) true classes; pooled: (N, width) mean-pooled
+    encoder features and indices: every token's code index (tokenizers only)."""
+
+    original: np.ndarray
+    recon: np.ndarray
+    labels: np.ndarray
+    pooled: np.ndarray | None = None
+    indices: torch.Tensor | None = None
+
+
+Decode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
+
+
+def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstructions:
+    """Run `decode` (normalised latents (B, C, h, w) → images (B, 3, H, W) in [-1, 1], pooled encoder
+    features (B, width) or None, code indices or None) over the validation batches."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    parts: dict[str, list[Any]] = {"original": [], "recon": [], "labels": [], "pooled": [], "indices": []}
+    for batch in val_batches(cfg, cfg.evaluation.batch_size, features=("latents",)):
+        with torch.no_grad(), autocast:
+            recon, pooled, indices = decode(batch["latent"].to(device))
+        parts["original"].append(images_uint8(batch["image"]))
+        parts["recon"].append(images_uint8(recon.float().cpu()))
+        parts["labels"].append(batch["cls"].numpy())
+        if pooled is not None:
+            parts["pooled"].append(pooled.float().cpu().numpy())
+            parts["indices"].append(indices.cpu())
+    return Reconstructions(
+        original=np.concatenate(parts["original"]),
+        recon=np.concatenate(parts["recon"]),
+        labels=np.concatenate(parts["labels"]),
+        pooled=np.concatenate(parts["pooled"]) if parts["pooled"] else None,
+        indices=torch.cat(parts["indices"]) if parts["indices"] else None,
+    )
+
+
+def tokenizer_decoder(cfg: Config, variant: str, mode: str, device: torch.device) -> tuple[Decode, Any]:
+    """Decode through tokenizer `variant`: Stage II's refiner, or Stage I's flow sampler."""
     from semtok.models.tokenizer import SemTok
 
     stage = "stage2" if mode == "refiner" else "stage1"
-    return SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, stage)).to(device).eval()
-
-
-@torch.no_grad()
-def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tok = load_for_mode(cfg, args.variant, args.mode, device)
-    t = cfg.tokenizer_variant(args.variant)
+    tok = SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, stage)).to(device).eval()
+    sampler = cfg.tokenizer_variant(variant).sampler
     gen = torch.Generator().manual_seed(cfg.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    originals, recons, pooled, labels, indices = [], [], [], [], []
-    for batch in val_batches(cfg, cfg.evaluation.batch_size, features=("latents",)):
-        latents = batch["latent"].to(device)
-        with autocast:
-            enc, q = tok.quantize(latents)
-            recon = tok.decode_codes(q.codes, args.mode, t.sampler.steps, t.sampler.shift, gen)
-        originals.append(images_uint8(batch["image"]))
-        recons.append(images_uint8(recon.float().cpu()))
-        pooled.append(enc.features.float().mean(1).cpu().numpy())
-        labels.append(batch["cls"].numpy())
-        indices.append(q.indices.cpu())
-    orig, rec = np.concatenate(originals), np.concatenate(recons)
+
+    def decode(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc, q = tok.quantize(latents)
+        recon = tok.decode_codes(q.codes, mode, sampler.steps, sampler.shift, gen)
+        return recon, enc.features.float().mean(1), q.indices
+
+    return decode, tok
+
+
+def vae_decoder(cfg: Config, device: torch.device) -> Decode:
+    """Decode the stored latents with the frozen VAE alone (its encode → decode)."""
+    from semtok.data.loader import latent_normalisation
+
+    vae = registry.load_vae(cfg).to(device)
+    shift, scale = latent_normalisation(cfg)
+
+    def decode(latents: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return vae.decode((latents / scale + shift).to(vae.dtype)).sample, None, None
+
+    return decode
+
+
+def image_metrics(
+    cfg: Config, rec: Reconstructions, reference: Path, device: torch.device
+) -> tuple[dict[str, float], dict[str, str]]:
+    """rFID, PSNR, SSIM, LPIPS and class_acc of reconstructions, with their protocols."""
     setup = fid_setup(cfg)
-    ref_feats, ref_protocol = load_reference(Path(args.reference))
-    if ref_protocol != setup.protocol or len(ref_feats) != len(orig):
+    ref = load_reference(reference)
+    n = len(rec.original)
+    if ref.protocol != setup.protocol or len(ref.val_fid) != n:
         raise RuntimeError(
-            f"{args.reference} was made with {ref_protocol} on {len(ref_feats)} images; this evaluation uses "
-            f"{setup.protocol} on {len(orig)}: rerun `semtok eval-reference`"
+            f"{reference} was made with {ref.protocol} on {len(ref.val_fid)} images; this evaluation uses "
+            f"{setup.protocol} on {n}: rerun `semtok eval-reference`"
         )
-    rec_feats = extract_features(setup.extractor, rec, batch_size=cfg.evaluation.batch_size)[
-        setup.feature_names["fid"]
-    ]
+    feats = extract_features(setup.extractor, rec.recon, batch_size=cfg.evaluation.batch_size)
     lpips_net = registry.load_lpips_metric(cfg).to(device)
-    all_indices = torch.cat(indices)
-    n = len(orig)
+    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
     values = {
-        "rFID": frechet_distance(stats_from_features(rec_feats), stats_from_features(ref_feats)),
-        "PSNR": psnr_uint8(orig, rec),
-        "SSIM": ssim_uint8(orig, rec),
-        "LPIPS": lpips_distance(lpips_net, orig, rec, batch_size=cfg.evaluation.batch_size),
-        "bpp": tok.bits * tok.num_tokens / float(orig.shape[1] * orig.shape[2]),
-        "codebook_usage": float(all_indices.unique().numel()) / min(all_indices.numel(), 2**tok.bits),
+        "rFID": frechet_distance(
+            stats_from_features(feats[setup.feature_names["fid"]]), stats_from_features(ref.val_fid)
+        ),
+        "PSNR": psnr_uint8(rec.original, rec.recon),
+        "SSIM": ssim_uint8(rec.original, rec.recon),
+        "LPIPS": lpips_distance(lpips_net, rec.original, rec.recon, batch_size=cfg.evaluation.batch_size),
+        "class_acc": top1_accuracy(classifier, rec.recon, rec.labels, cfg.evaluation.batch_size),
+    }
+    data = data_tag(cfg)
+    protocols = {
+        "rFID": protocol(fid=setup.protocol, ref=f"val-images({n})", data=data, n=n),
+        "PSNR": protocol(definition=PSNR_DEFINITION, data=data, n=n),
+        "SSIM": protocol(definition=SSIM_DEFINITION, data=data, n=n),
+        "LPIPS": protocol(net=registry.lpips_metric_protocol(cfg), data=data, n=n),
+        "class_acc": protocol(classifier=classifier.protocol, labels="true", data=data, n=n),
+    }
+    return values, protocols
+
+
+def code_metrics(tok: Any, rec: Reconstructions) -> tuple[dict[str, float], dict[str, str]]:
+    """Bits per pixel d·K/(H·W) and the fraction of the codebook used."""
+    h, w = rec.original.shape[1:3]
+    indices = rec.indices
+    values = {
+        "bpp": tok.bits * tok.num_tokens / float(h * w),
+        "codebook_usage": float(indices.unique().numel()) / min(indices.numel(), 2**tok.bits),
     }
     protocols = {
-        "rFID": f"fid={setup.protocol} ref=val-images({n}) n={n}",
-        "PSNR": "uint8-rgb-per-image-mean",
-        "SSIM": "uint8-rgb-gaussian11-sigma1.5-per-image-mean",
-        "LPIPS": registry.lpips_metric_protocol(cfg),
-        "bpp": "bits*tokens/(H*W)",
-        "codebook_usage": f"distinct-indices/min(tokens,2^d) over {n} images",
+        "bpp": protocol(definition="bits*tokens/(H*W)"),
+        "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=len(rec.original)),
     }
-    config_hash = section_hash(t, cfg.data, cfg.pretrained, cfg.evaluation.recon_images)
+    return values, protocols
+
+
+def latent_bits(cfg: Config, rec: Reconstructions) -> tuple[dict[str, float], dict[str, str]]:
+    """Bits per pixel of the VAE's fp16 latent, 16·C·h·w/(H·W) (the paper's 1.000 for SD-VAE)."""
+    vae = registry.vae_config(cfg)
+    h, w = rec.original.shape[1:3]
+    factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    bits = LATENT_BITS * vae["latent_channels"] * (h // factor) * (w // factor)
+    return {"bpp": bits / float(h * w)}, {"bpp": protocol(definition="16*C*h*w/(H*W)")}
+
+
+def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.mode == "vae":
+        if args.variant not in (None, VAE[0]):
+            raise ValueError(f"--mode vae evaluates the VAE alone; drop --variant {args.variant}")
+        variant, setting = VAE
+        rec = reconstruct(cfg, vae_decoder(cfg, device), device)
+        extra = latent_bits(cfg, rec)
+        config_hash = section_hash(cfg.data, cfg.pretrained, cfg.evaluation.recon_images)
+    else:
+        if args.variant is None:
+            raise ValueError(f"--mode {args.mode} needs --variant (a tokenizer variant)")
+        variant, setting = args.variant, args.mode
+        decode, tok = tokenizer_decoder(cfg, variant, args.mode, device)
+        rec = reconstruct(cfg, decode, device)
+        extra = code_metrics(tok, rec)
+        config_hash = section_hash(
+            cfg.tokenizer_variant(variant), cfg.data, cfg.pretrained, cfg.evaluation.recon_images
+        )
+    values, protocols = image_metrics(cfg, rec, Path(args.reference), device)
+    values, protocols = {**values, **extra[0]}, {**protocols, **extra[1]}
     write_metrics(
         Path(args.output),
         run_id=cfg.run_id,
         kind="recon",
-        variant=args.variant,
-        setting=args.mode,
+        variant=variant,
+        setting=setting,
         values=values,
         protocols=protocols,
         config_hash=config_hash,
-        n_samples=n,
+        n_samples=len(rec.original),
     )
     k = cfg.evaluation.grid_images
-    save_npz(Path(args.examples), original=orig[:k], recon=rec[:k])
+    save_npz(Path(args.examples), original=rec.original[:k], recon=rec.recon[:k])
     if args.features:
+        if rec.pooled is None:
+            raise ValueError("--features needs a tokenizer (mode refiner or diffusion)")
         m = cfg.evaluation.tsne_images
-        save_npz(Path(args.features), features=np.concatenate(pooled)[:m], labels=np.concatenate(labels)[:m])
-    return {"variant": args.variant, "mode": args.mode, **values}
+        save_npz(Path(args.features), features=rec.pooled[:m], labels=rec.labels[:m])
+    return {"variant": variant, "mode": setting, **values}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:

@@ -1,16 +1,22 @@
-"""`semtok eval-reference --output NPZ`: the real-image side of every FID/PR number, computed once.
+"""`semtok eval-reference --output NPZ --metrics CSV`: the real-image side of every FID/PR number,
+computed once.
 
-Features of the validation images (the first `evaluation.recon_images`, in key order) with the
-configured extractor: `fid` features (N, D), their `mu`/`sigma` (ADM's npz keys, so the file can
-also serve as a statistics file), and the extractor's protocol string. Reconstruction FID compares
-against these images; generation FID against `evaluation.fid_reference` (ADM's
-`VIRTUAL_imagenet256_labeled.npz` on a cluster) when set, else against these statistics.
+- The validation images (the first `evaluation.recon_images`, in key order): features `fid` (N, D)
+  of the configured extractor and their `mu`/`sigma` (ADM's npz keys). Reconstruction FID compares
+  against these images.
+- The generation reference. With `evaluation.fid_reference` (ADM's `VIRTUAL_imagenet256_labeled.npz`
+  in the paper config) it is that batch, used as ADM's evaluator uses it: gFID against the file's
+  own `mu`/`sigma`, precision/recall against the features of its `arr_0` images (`gen_mu`,
+  `gen_sigma`, `gen_fid`, `gen_ref`). Without it, the validation images stand in.
+- `class_acc` of the frozen classifier (registry.load_accuracy_classifier) on the validation images,
+  the accuracy a perfect reconstruction would keep: a metrics CSV row of variant `original`.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +24,10 @@ import numpy as np
 import torch
 
 from semtok import registry
-from semtok.config import Config
-from semtok.eval.features import FeatureSetup, extract_features
-from semtok.eval.metrics import stats_from_features
+from semtok.config import Config, section_hash
+from semtok.eval.features import FeatureSetup, extract_features, top1_accuracy
+from semtok.eval.metrics import FeatureStats, stats_from_features
+from semtok.eval.records import ORIGINAL, protocol, write_metrics
 from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True
@@ -28,6 +35,7 @@ NEEDS_CONFIG = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="the reference .npz to write")
+    parser.add_argument("--metrics", required=True, help="CSV of the validation images' class_acc")
 
 
 def val_batches(cfg: Config, batch_size: int, features: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -60,27 +68,128 @@ def images_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def data_tag(cfg: Config) -> str:
+    """The images a reconstruction metric is computed on, for its protocol: `imagenet-val-256px`."""
+    return f"{cfg.data.source}-val-{cfg.data.resolution}px"
+
+
+def on_gpu(module: torch.nn.Module) -> torch.nn.Module:
+    return module.cuda() if torch.cuda.is_available() else module
+
+
 def fid_setup(cfg: Config) -> FeatureSetup:
     setup = registry.load_fid_extractor(cfg)
-    if torch.cuda.is_available():
-        setup.extractor.cuda()
+    on_gpu(setup.extractor)
     return setup
 
 
-def compute_reference(cfg: Config, output: Path) -> dict[str, Any]:
-    setup = fid_setup(cfg)
-    images = np.concatenate([images_uint8(b["image"]) for b in val_batches(cfg, cfg.evaluation.batch_size)])
+def read_reference_batch(path: Path) -> tuple[np.ndarray, FeatureStats]:
+    """ADM's reference-batch layout: `arr_0` (N, H, W, 3) uint8 images, `mu` (D,), `sigma` (D, D)."""
+    with np.load(path) as data:
+        missing = [key for key in ("arr_0", "mu", "sigma") if key not in data.files]
+        if missing:
+            raise ValueError(
+                f"{path}: not an ADM reference batch, missing key(s) {missing} (found {data.files}); "
+                "expected arr_0 (N, H, W, 3) uint8, mu (D,), sigma (D, D)"
+            )
+        images, mu, sigma = data["arr_0"], data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not (D,) and (D, D)")
+    return images, FeatureStats(mu=mu, sigma=sigma, n=None)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The contents of an eval-reference npz.
+
+    val_fid: (N, D) validation features; gen_fid: (M, D) features of the generation reference's
+    images and gen_stats the statistics gFID uses; gen_name: what the protocol calls that reference.
+    """
+
+    protocol: str
+    val_fid: np.ndarray
+    gen_fid: np.ndarray
+    gen_stats: FeatureStats
+    gen_name: str
+
+
+def generation_reference(
+    cfg: Config, setup: FeatureSetup, val_fid: np.ndarray
+) -> tuple[np.ndarray, FeatureStats, str]:
+    """(features, statistics, name) of the generation reference: ADM's batch when configured."""
+    path = registry.reference_batch(cfg)
+    if path is None:
+        return val_fid, stats_from_features(val_fid), f"val-images({len(val_fid)})"
+    images, stats = read_reference_batch(path)
     feats = extract_features(setup.extractor, images, batch_size=cfg.evaluation.batch_size)
-    fid = feats[setup.feature_names["fid"]]
-    stats = stats_from_features(fid)
-    save_npz(output, fid=fid, mu=stats.mu, sigma=stats.sigma, protocol=np.asarray(setup.protocol))
-    return {"images": len(images), "protocol": setup.protocol, "output": str(output)}
+    feats = feats[setup.feature_names["fid"]]
+    if feats.shape[1] != len(stats.mu):
+        raise ValueError(
+            f"evaluation.fid_reference: {path} holds {len(stats.mu)}-dimensional statistics, but the "
+            f"extractor {setup.protocol} gives {feats.shape[1]} features; ADM's batch needs "
+            "pretrained.inception.source: pretrained"
+        )
+    return feats, stats, path.name
 
 
-def load_reference(path: Path) -> tuple[np.ndarray, str]:
+def compute_reference(cfg: Config, output: Path, metrics: Path) -> dict[str, Any]:
+    setup = fid_setup(cfg)
+    batches = list(val_batches(cfg, cfg.evaluation.batch_size))
+    images = np.concatenate([images_uint8(b["image"]) for b in batches])
+    labels = np.concatenate([b["cls"].numpy() for b in batches])
+    val_fid = extract_features(setup.extractor, images, batch_size=cfg.evaluation.batch_size)
+    val_fid = val_fid[setup.feature_names["fid"]]
+    gen_fid, gen_stats, gen_name = generation_reference(cfg, setup, val_fid)
+    val_stats = stats_from_features(val_fid)
+    save_npz(
+        output,
+        fid=val_fid,
+        mu=val_stats.mu,
+        sigma=val_stats.sigma,
+        protocol=np.asarray(setup.protocol),
+        gen_fid=gen_fid,
+        gen_mu=gen_stats.mu,
+        gen_sigma=gen_stats.sigma,
+        gen_ref=np.asarray(gen_name),
+    )
+    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
+    accuracy = top1_accuracy(classifier, images, labels, cfg.evaluation.batch_size)
+    write_metrics(
+        metrics,
+        run_id=cfg.run_id,
+        kind="recon",
+        variant=ORIGINAL[0],
+        setting=ORIGINAL[1],
+        values={"class_acc": accuracy},
+        protocols={
+            "class_acc": protocol(
+                classifier=classifier.protocol, labels="true", data=data_tag(cfg), n=len(images)
+            )
+        },
+        config_hash=section_hash(cfg.data, cfg.pretrained.inception, cfg.evaluation),
+        n_samples=len(images),
+    )
+    return {
+        "images": len(images),
+        "protocol": setup.protocol,
+        "generation_reference": gen_name,
+        "class_acc": accuracy,
+        "output": str(output),
+    }
+
+
+def load_reference(path: Path) -> Reference:
     with np.load(path) as ref:
-        return ref["fid"], str(ref["protocol"])
+        return Reference(
+            protocol=str(ref["protocol"]),
+            val_fid=ref["fid"],
+            gen_fid=ref["gen_fid"],
+            gen_stats=FeatureStats(mu=ref["gen_mu"], sigma=ref["gen_sigma"], n=None),
+            gen_name=str(ref["gen_ref"]),
+        )
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    return compute_reference(cfg, Path(args.output))
+    return compute_reference(cfg, Path(args.output), Path(args.metrics))

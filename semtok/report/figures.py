@@ -4,12 +4,14 @@ Figures 3/11 (reconstruction grids), Table 7's visual (diffusion vs refiner), 4/
 5 (progressive raster-order decoding, 1D vs 2D tokens), 6 (t-SNE of encoder features), 7/8 (CFG scale
 sweeps, linear/constant), 9 (sampling steps) and 10 (top-p). What each shows and reads:
 `semtok.report.settings.FIGURES` and `figure_needs`. The paper's curves exist only as pictures, so
-the sweeps plot our numbers alone. Drawn with matplotlib's object-oriented API (Agg for PNG).
+the sweeps plot our numbers alone; a sweep measured under a stand-in protocol (not the paper's
+extractor, reference or sample count) says so in its title. Drawn with matplotlib's object-oriented API (Agg for PNG).
 """
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from semtok import paths as P
 from semtok.config import Config
+from semtok.report.protocols import not_comparable
 from semtok.report.settings import (
     FIGURES,
     MAIN,
@@ -171,12 +174,14 @@ def tsne(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
 
 
 def sweep(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
-    """gFID and IS of the sweep generator against the swept value; the config's value is dashed."""
+    """gFID and IS of the sweep generator against the swept value; the config's value is dashed. A
+    metric not measured under the paper's protocol says so, and why, above its axes."""
     sw = SWEEPS[spec.sweep]
     points = sorted((parse_setting(need.setting)[1], read_metrics(path, need)) for need, path in inputs)
     generator = inputs[0][0].variant
     own = sample_config(cfg, generator, MAIN)
-    fig = MplFigure(figsize=(8, 3.2), layout="constrained")
+    fig = MplFigure(figsize=(8, 3.6), layout="constrained")
+    stand_in = False
     axes = fig.subplots(1, 2)
     xs = [x for x, _ in points]
     for ax, metric, better in zip(axes, ("gFID", "IS"), ("lower", "higher"), strict=True):
@@ -184,6 +189,10 @@ def sweep(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
         if missing:
             raise ValueError(f"{spec.name}: no {metric} in the {sw.prefix} CSVs of values {missing}")
         ys = [m[metric].value for _, m in points]
+        why = sorted({r for _, m in points if (r := not_comparable(metric, m[metric].protocol))})
+        if why:
+            stand_in = True
+            ax.set_title(textwrap.fill(f"{metric}: {'; '.join(why)}", 70), fontsize=7)
         ax.plot(xs, ys, marker="o")
         best = int(np.argmin(ys) if better == "lower" else np.argmax(ys))
         ax.plot([xs[best]], [ys[best]], marker="*", markersize=12, color="tab:red", linestyle="none")
@@ -193,7 +202,10 @@ def sweep(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
         ax.set_xlabel(sw.label)
         ax.set_ylabel(f"{metric} ({better} is better)")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{LABELS.get(generator, generator)}: {sw.label}", fontsize=10)
+    title = f"{LABELS.get(generator, generator)}: {sw.label}"
+    if stand_in:
+        title += " (stand-in protocol: not comparable with the paper)"
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

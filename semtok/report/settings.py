@@ -14,9 +14,11 @@ Sampling settings name one way of sampling a generator variant; they appear in f
 Sweep values come from `evaluation.sweeps` and are written with `format_value` (floats as
 `str(float)`, ints as `str(int)`), so that a setting name has exactly one spelling.
 
-The rules (workflow/rules/report.smk) and the builders (tables.py, figures.py) both take their input
-lists from `table_inputs` and `figure_inputs`; upstream rules can enumerate what to sample and
-evaluate with `generator_settings` and `tokenizer_modes`.
+The rules (workflow/rules/report.smk) and the builders (tables.py, learning.py, figures.py) all take
+their input lists from `table_inputs` and `figure_inputs` (table "learning": `learning_needs`);
+upstream rules can enumerate what to sample and evaluate with `generator_settings` and
+`tokenizer_modes`. Two recon rows are not tokenizers: the validation images (`original-val`, rule
+eval_reference) and the frozen VAE (`vae-frozen`, rule eval_vae).
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ from typing import Any, Literal
 
 from semtok import paths as P
 from semtok.config import Config, ConfigError, SampleConfig
+from semtok.eval.records import ORIGINAL, VAE
 from semtok.report.reported import TABLES
 
 MAIN = "main"
 PROGRESSIVE = "progressive"
+LEARNING = "learning"
+LEARNING_CAPTION = (
+    "Learning evidence: a frozen classifier's accuracy (class_acc) on the validation images, on "
+    "reconstructions (true labels) and on samples (requested labels), with reconstruction PSNR."
+)
+REFERENCE_RULES = {ORIGINAL: "eval_reference", VAE: "eval_vae"}  # recon rows that are not tokenizers
 
 
 class SettingError(ValueError):
@@ -179,9 +188,18 @@ class Input:
     @property
     def rule(self) -> str:
         """The upstream rule that writes this file."""
-        if self.kind in ("recon", "examples") and self.setting == "diffusion":
-            return "eval_recon_diffusion"
+        if self.kind in ("recon", "examples"):
+            run = (self.variant, self.setting)
+            if run in REFERENCE_RULES:
+                return REFERENCE_RULES[run]
+            if self.setting == "diffusion":
+                return "eval_recon_diffusion"
         return {"gen": "eval_gen", "samples": "sample"}.get(self.kind, "eval_recon")
+
+    @property
+    def reference(self) -> bool:
+        """The validation images' or the frozen VAE's row, not a tokenizer's."""
+        return self.kind in ("recon", "examples") and (self.variant, self.setting) in REFERENCE_RULES
 
     @property
     def generator(self) -> bool:
@@ -287,7 +305,14 @@ _FIGURE_INPUT = {
 
 
 def _check_variants(cfg: Config, target: str, needs: list[Input]) -> list[Input]:
+    for name, _ in REFERENCE_RULES:
+        if name in cfg.tokenizer_variants:
+            raise ConfigError(
+                f"tokenizer_variants.{name}: the name is reserved for a reference row of the metrics"
+            )
     for need in needs:
+        if need.reference:
+            continue
         section = "generator_variants" if need.generator else "tokenizer_variants"
         if need.variant not in getattr(cfg, section):
             raise ConfigError(f"{target} needs {section}.{need.variant}, which the config does not define")
@@ -296,10 +321,28 @@ def _check_variants(cfg: Config, target: str, needs: list[Input]) -> list[Input]
     return list(dict.fromkeys(needs))
 
 
+def learning_needs(cfg: Config) -> list[Input]:
+    """The metric CSVs of the learning table: the validation images and the frozen VAE; every
+    tokenizer variant's refiner and, where it has its own Stage I, flow decoding; every generator's
+    main samples; the CFG sweeps (linear and constant) of the sweep generator."""
+    needs = [Input("recon", *ORIGINAL), Input("recon", *VAE)]
+    for tok in cfg.tokenizer_variants:
+        needs.append(Input("recon", tok, "refiner"))
+        if cfg.stage1_source(tok) == tok:
+            needs.append(Input("recon", tok, "diffusion"))
+    needs += [Input("gen", gen, MAIN) for gen in cfg.generator_variants]
+    sweeps = sweep_settings(cfg)
+    generator = cfg.evaluation.sweeps.generator
+    needs += [Input("gen", generator, s) for key in ("cfg_linear", "cfg_constant") for s in sweeps[key]]
+    return _check_variants(cfg, LEARNING, needs)
+
+
 def table_needs(cfg: Config, name: str) -> list[Input]:
-    """The metric CSVs of table `name`, in row order (each once)."""
+    """The metric CSVs of table `name` (a paper table or "learning"), in row order (each once)."""
+    if name == LEARNING:
+        return learning_needs(cfg)
     if name not in TABLES:
-        raise KeyError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+        raise KeyError(f"unknown table {name!r}; known: {', '.join([*TABLES, LEARNING])}")
     needs: list[Input] = []
     for row in TABLES[name].rows:
         needs += [Input(kind, *row.run(kind)) for kind in ("recon", "gen") if row.run(kind) is not None]
@@ -328,7 +371,7 @@ def figure_inputs(cfg: Config, name: str) -> list[Path]:
 
 
 def all_needs(cfg: Config) -> list[Input]:
-    needs = [n for t in TABLES for n in table_needs(cfg, t)] + [
+    needs = [n for t in [*TABLES, LEARNING] for n in table_needs(cfg, t)] + [
         n for f in FIGURES for n in figure_needs(cfg, f)
     ]
     return list(dict.fromkeys(needs))
@@ -348,7 +391,7 @@ def tokenizer_modes(cfg: Config) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for need in all_needs(cfg):
         mode = "features" if need.kind == "features" else need.setting
-        if not need.generator and mode not in out.setdefault(need.variant, []):
+        if not need.generator and not need.reference and mode not in out.setdefault(need.variant, []):
             out[need.variant].append(mode)
     return out
 

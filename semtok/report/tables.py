@@ -1,10 +1,14 @@
-"""`semtok table --name tableN`: one paper table from the tidy metric CSVs, as CSV, Markdown and LaTeX.
+"""`semtok table --name tableN`: one paper table from the tidy metric CSVs, as CSV, Markdown and LaTeX
+(`--name learning`: the learning table of semtok.report.learning).
 
 Every metric cell shows our reproduced value, the paper's reported value and their difference
-(ours − paper). Rows of other methods are copied from the paper and marked "reported only". A footer
-lists the table's notes, each of our runs (its config), the protocol of every reproduced number (the
-CSV `protocol`, `config_hash` and `n_samples` columns) and the hash of the config the table was
-built with. Inputs: `semtok.report.settings.table_needs` (the same list the Snakemake rule declares).
+(ours − paper) — the difference only where ours was measured under the paper's protocol (same
+definition, extractor, reference and sample count: semtok.report.protocols), else `n/c` with the
+reason in the notes. Rows of other methods are copied from the paper and marked "reported only". A
+footer lists the table's notes, each of our runs (its config), the protocol of every reproduced
+number (the CSV `protocol`, `config_hash` and `n_samples` columns) and the hash of the config the
+table was built with. Inputs: `semtok.report.settings.table_needs` (the same list the Snakemake rule
+declares).
 """
 
 from __future__ import annotations
@@ -20,15 +24,21 @@ import pandas as pd
 
 from semtok import paths as P
 from semtok.config import Config, section_hash
-from semtok.eval.records import COLUMNS
+from semtok.eval.records import COLUMNS, ORIGINAL, VAE
+from semtok.report.protocols import not_comparable
 from semtok.report.reported import TABLES, Column, PaperTable, Row
-from semtok.report.settings import Input, require, sample_config, table_needs
+from semtok.report.settings import LEARNING, Input, require, sample_config, table_needs
 
 NEEDS_CONFIG = True
 
 CSV_COLUMNS = COLUMNS
 REPORTED_ONLY = "reported only"
 NA = "–"
+NOT_COMPARABLE = "n/c"
+REFERENCE_RUNS = {
+    ORIGINAL: "the validation images themselves (the class_acc classifier's own accuracy)",
+    VAE: "the frozen VAE alone, encode → decode of the validation images (the ceiling of every tokenizer)",
+}
 
 
 class TableError(ValueError):
@@ -49,10 +59,21 @@ class Measured:
 class Cell:
     ours: Measured | None  # None: reported-only row, or an optional metric the CSV lacks
     paper: float | None  # None: "-" in the paper
+    why_not: str | None = None  # why ours is not comparable with paper (None: comparable, or no pair)
+
+    @classmethod
+    def make(cls, metric: str, ours: Measured | None, paper: float | None) -> Cell:
+        pair = ours is not None and paper is not None
+        return cls(ours, paper, not_comparable(metric, ours.protocol) if pair else None)
+
+    @property
+    def comparable(self) -> bool | None:
+        """None when there is no pair to compare."""
+        return None if self.ours is None or self.paper is None else self.why_not is None
 
     @property
     def diff(self) -> float | None:
-        return None if self.ours is None or self.paper is None else self.ours.value - self.paper
+        return self.ours.value - self.paper if self.comparable else None
 
 
 def read_metrics(path: Path, need: Input) -> dict[str, Measured]:
@@ -116,7 +137,7 @@ def build(table: PaperTable, cfg: Config, out: Path) -> list[list[Cell]]:
             if run is not None:
                 need = Input(col.kind, *run)
                 ours = _measure(cfg, col, need, metrics[need], paths[need])
-            line.append(Cell(ours, row.reported[col.metric]))
+            line.append(Cell.make(col.metric, ours, row.reported[col.metric]))
         cells.append(line)
     return cells
 
@@ -131,8 +152,9 @@ def load_metrics(results: Path, kind: str) -> pd.DataFrame:
 
 def comparison(metrics: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
     """Our rows of the paper tables against whatever tidy metrics are at hand (NaN where a run is
-    missing): columns table, row, run, metric, ours, paper, diff. For notebooks; `build` is strict."""
-    values = metrics.set_index(["kind", "variant", "setting", "metric"]).value
+    missing): columns table, row, run, metric, ours, paper, diff (NaN where not comparable),
+    comparable. For notebooks; `build` is strict."""
+    indexed = metrics.set_index(["kind", "variant", "setting", "metric"])
     records = []
     for name in names or list(TABLES):
         table = TABLES[name]
@@ -141,9 +163,14 @@ def comparison(metrics: pd.DataFrame, names: list[str] | None = None) -> pd.Data
                 run = row.run(col.kind)
                 if run is None or col.count:
                     continue
-                ours = values.get((col.kind, *run, col.metric), float("nan"))
-                paper = row.reported[col.metric]
-                paper = float("nan") if paper is None else paper
+                key = (col.kind, *run, col.metric)
+                measured = None
+                if key in indexed.index:
+                    found = indexed.loc[key]
+                    measured = Measured(float(found.value), str(found.protocol), "", None)
+                cell = Cell.make(col.metric, measured, row.reported[col.metric])
+                ours = float("nan") if measured is None else measured.value
+                paper = float("nan") if cell.paper is None else cell.paper
                 records.append(
                     {
                         "table": name,
@@ -152,7 +179,8 @@ def comparison(metrics: pd.DataFrame, names: list[str] | None = None) -> pd.Data
                         "metric": col.metric,
                         "ours": ours,
                         "paper": paper,
-                        "diff": ours - paper,
+                        "diff": float("nan") if cell.diff is None else cell.diff,
+                        "comparable": cell.comparable,
                     }
                 )
     return pd.DataFrame.from_records(records)
@@ -204,6 +232,7 @@ def to_frame(table: PaperTable, cells: list[list[Cell]]) -> pd.DataFrame:
                     "ours": None if cell.ours is None else cell.ours.value,
                     "paper": cell.paper,
                     "diff": cell.diff,
+                    "comparable": cell.comparable,
                     "protocol": None if cell.ours is None else cell.ours.protocol,
                     "config_hash": None if cell.ours is None else cell.ours.config_hash,
                     "n_samples": None if cell.ours is None else cell.ours.n_samples,
@@ -216,7 +245,9 @@ def _run_lines(table: PaperTable, cfg: Config) -> list[str]:
     """Each of our runs with the config values that shape it."""
     lines = []
     for need in table_needs(cfg, table.name):
-        if need.kind == "recon":
+        if need.reference:
+            lines.append(f"{need.variant}-{need.setting}: {REFERENCE_RUNS[need.variant, need.setting]}")
+        elif need.kind == "recon":
             tok = cfg.tokenizer_variant(need.variant)
             shape = f"d={tok.bits}, K={tok.num_tokens}, {cfg.data.resolution}×{cfg.data.resolution} px"
             lines.append(
@@ -249,11 +280,25 @@ def _protocol_lines(table: PaperTable, cells: list[list[Cell]]) -> list[str]:
     return lines
 
 
+def _not_comparable_lines(table: PaperTable, cells: list[list[Cell]]) -> list[str]:
+    """One line per (metric, reason) of the n/c cells, naming their runs."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for row, line in zip(table.rows, cells, strict=True):
+        for col, cell in zip(table.columns, line, strict=True):
+            if cell.why_not is not None:
+                run = row.run(col.kind)
+                runs.setdefault((col.header, cell.why_not), []).append(f"{run[0]}-{run[1]}")
+    return [f"{NOT_COMPARABLE} {header} [{', '.join(r)}]: {why}." for (header, why), r in runs.items()]
+
+
 def footer(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> dict[str, list[str]]:
     return {
         "Notes": [
-            f"Δ = ours − paper. Rows marked “{REPORTED_ONLY}” are the paper's numbers for other methods.",
+            f"Δ = ours − paper, only where ours was measured under the paper's protocol (same definition, "
+            f"feature extractor, reference and sample count); {NOT_COMPARABLE} = not comparable, for the "
+            f"reason listed. Rows marked “{REPORTED_ONLY}” are the paper's numbers for other methods.",
             *table.notes,
+            *_not_comparable_lines(table, cells),
         ],
         "Runs": _run_lines(table, cfg),
         "Protocols": _protocol_lines(table, cells),
@@ -267,7 +312,8 @@ def _wide_rows(table: PaperTable, cells: list[list[Cell]]) -> list[list[str]]:
         values = []
         for col, cell in zip(table.columns, line, strict=True):
             ours = format_number(cell.ours.value, col) if cell.ours else ("n/a" if row.ours else NA)
-            values += [ours, format_number(cell.paper, col), format_number(cell.diff, col, sign=True)]
+            diff = NOT_COMPARABLE if cell.comparable is False else format_number(cell.diff, col, sign=True)
+            values += [ours, format_number(cell.paper, col), diff]
         out.append([row.label, *row.info, run_name(row), *values])
     return out
 
@@ -357,7 +403,12 @@ def to_latex(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", required=True, choices=list(TABLES), help="paper table to build")
+    parser.add_argument(
+        "--name",
+        required=True,
+        choices=[*TABLES, LEARNING],
+        help="paper table (or the learning table) to build",
+    )
     parser.add_argument("--results", help="folder holding metrics/ (default: the config's out_dir)")
     parser.add_argument("--csv", help="output CSV (default: <results>/tables/<name>.csv)")
     parser.add_argument("--md", help="output Markdown (default: <results>/tables/<name>.md)")
@@ -366,6 +417,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_table(name: str, cfg: Config, results: Path, outputs: dict[str, Path]) -> dict[str, Any]:
     """Build table `name` from the CSVs under `results` and write outputs {"csv"|"md"|"tex": path}."""
+    if name == LEARNING:
+        from semtok.report import learning
+
+        return learning.write(cfg, results, outputs)
     table = TABLES[name]
     cells = build(table, cfg, results)
     texts = {

@@ -1,26 +1,33 @@
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch_fidelity
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+import torchvision
 from torch.utils.data import Dataset
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from semtok import paths
 from semtok.eval.features import (
     CLASSIFIER_EXTRACTOR_NAME,
     ClassifierConfig,
     ClassifierFeatureExtractor,
+    bootstrapped_classifier,
     build_classifier,
     build_feature_extractor,
     extract_features,
     inception_weights_path,
     load_classifier,
     save_classifier,
+    top1_accuracy,
+    torchvision_resnet50,
 )
 from semtok.eval.metrics import frechet_distance, inception_score, precision_recall, stats_from_features
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ClassifierConfig(layers=(1, 1, 1, 1), num_classes=5, image_size=32)
 
 
@@ -109,9 +116,6 @@ def test_bottleneck_classifier_pool_dimension(tmp_path):
     assert feats["pool"].shape == (2, 2048) and feats["logits"].shape == (2, 3)
 
 
-@pytest.mark.filterwarnings(
-    "ignore::scipy.linalg.LinAlgWarning"
-)  # 40 samples, 512 dims: singular covariances
 def test_torch_fidelity_calculate_metrics_with_classifier(classifier_dir):
     generated, real = _images(40, seed=3), _images(50, seed=4)
     metrics = torch_fidelity.calculate_metrics(
@@ -123,7 +127,6 @@ def test_torch_fidelity_calculate_metrics_with_classifier(classifier_dir):
         isc=True,
         prc=True,
         isc_splits=4,
-        samples_shuffle=False,
         cuda=False,
         batch_size=16,
         cache=False,
@@ -171,3 +174,41 @@ def test_inception_weights_resolved_from_torch_hub_cache(random_inception_weight
     assert inception_weights_path(None) == cached
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         inception_weights_path(tmp_path / "missing.pth")
+
+
+def test_top1_accuracy_scores_the_argmax_against_the_labels(classifier_dir):
+    classifier = bootstrapped_classifier(classifier_dir)
+    images = _images(9, seed=6, size=32)
+    with torch.no_grad():
+        predicted = classifier(torch.as_tensor(images).permute(0, 3, 1, 2)).argmax(1).numpy()
+    labels = predicted.copy()
+    labels[:3] = (labels[:3] + 1) % TINY.num_classes
+    assert top1_accuracy(classifier, images, labels, batch_size=4) == pytest.approx(6 / 9)
+    with pytest.raises(ValueError, match="as many labels as images"):
+        top1_accuracy(classifier, images, labels[:5])
+
+
+def test_class_acc_classifier_offline_is_the_stand_in_and_on_a_cluster_resnet50(classifier_dir, monkeypatch):
+    from semtok import registry
+    from semtok.config import load
+
+    cfg = load(ROOT / "config/config.yaml", [f"out_dir={classifier_dir.parent}"])
+    monkeypatch.setattr(paths, "teacher_dir", lambda out, name: classifier_dir)
+    offline = registry.load_accuracy_classifier(cfg)
+    assert offline.protocol == build_feature_extractor("classifier", classifier_dir).protocol
+    paper = load(ROOT / "config/paper.yaml")
+    built, architecture = {}, torchvision.models.resnet50
+
+    def resnet50(weights):  # no download: the architecture with random weights
+        built["weights"] = weights
+        return architecture(weights=None)
+
+    monkeypatch.setattr(torchvision.models, "resnet50", resnet50)
+    cluster = registry.load_accuracy_classifier(paper)
+    assert built["weights"] is torchvision.models.ResNet50_Weights.IMAGENET1K_V2
+    assert cluster.protocol == "resnet50-IMAGENET1K_V2"
+    x = torch.as_tensor(_images(2, seed=7, size=256)).permute(0, 3, 1, 2)
+    assert cluster.preprocess(x).shape == (2, 3, 224, 224)
+    assert cluster(x).shape == (2, 1000)
+    with pytest.raises(ValueError, match="IMAGENET1K_V9"):
+        torchvision_resnet50("IMAGENET1K_V9")

@@ -3,6 +3,9 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 
 from semtok.eval.metrics import (
     FeatureStats,
@@ -131,9 +134,10 @@ def test_inception_score_bounds():
     mean, std = inception_score(same, splits=4)
     assert mean == pytest.approx(1.0) and std == pytest.approx(0.0, abs=1e-12)
     one_hot = 50.0 * np.eye(c)[np.tile(np.arange(c), 20)]
-    mean, std = inception_score(one_hot, splits=4)
-    assert mean == pytest.approx(c, rel=1e-6)
-    assert std < 1e-6
+    mean, std = inception_score(one_hot, splits=1)
+    assert mean == pytest.approx(c, rel=1e-6) and std == 0.0
+    mean, _ = inception_score(one_hot, splits=4)
+    assert 0.9 * c < mean <= c + 1e-9  # shuffled chunks of 50 hold nearly every class
 
 
 def test_inception_score_is_between_one_and_classes_for_random_logits():
@@ -142,23 +146,54 @@ def test_inception_score_is_between_one_and_classes_for_random_logits():
     assert 1.0 < mean < 7.0 and std > 0
 
 
+def test_inception_score_does_not_depend_on_sample_order():
+    """`semtok sample` writes class by class: 50 classes × 20 confident samples in class order. Split
+    in file order, each of 10 chunks would hold 5 classes and IS could not exceed 5."""
+    rng = np.random.default_rng(6)
+    classes, per_class = 50, 20
+    labels = np.repeat(np.arange(classes), per_class)
+    logits = 8.0 * np.eye(classes)[labels] + rng.normal(size=(len(labels), classes))
+    ordered, _ = inception_score(logits)
+    shuffled, _ = inception_score(logits[rng.permutation(len(labels))])
+    assert ordered > 2 * classes / 10
+    assert ordered == pytest.approx(shuffled, rel=0.05)
+
+
+def test_generation_metrics_are_torch_fidelitys():
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(120, 6)), rng.normal(size=(90, 6)) * 1.2 + 0.3
+    logits = rng.normal(size=(90, 5)) * 3
+    fid = fid_statistics_to_metric(
+        fid_features_to_statistics(torch.as_tensor(fake)),
+        fid_features_to_statistics(torch.as_tensor(real)),
+        verbose=False,
+    )["frechet_inception_distance"]
+    assert frechet_distance(stats_from_features(fake), stats_from_features(real)) == pytest.approx(fid)
+    isc = isc_features_to_metric(torch.as_tensor(logits), splits=3, shuffle=True, rng_seed=2020)
+    assert inception_score(logits, splits=3) == (isc["inception_score_mean"], isc["inception_score_std"])
+    prc = prc_features_to_metric(
+        torch.as_tensor(fake).float(), torch.as_tensor(real).float(), prc_neighborhood=3, verbose=False
+    )
+    assert precision_recall(real, fake, k=3) == (prc["precision"], prc["recall"])
+
+
 def test_precision_recall_identical_and_shifted():
     rng = np.random.default_rng(4)
     real = rng.normal(size=(300, 8)).astype(np.float32)
-    assert precision_recall(real, real.copy(), k=3, chunk=64) == (1.0, 1.0)
+    assert precision_recall(real, real.copy(), k=3, batch_size=64) == (1.0, 1.0)
     far = real[:100] + 100.0
-    precision, recall = precision_recall(real, far, k=3, chunk=64)
+    precision, recall = precision_recall(real, far, k=3, batch_size=64)
     assert precision == 0.0 and recall == 0.0
     # half the fakes on the real manifold, half far away: precision ≈ 0.5, recall stays high
     half = np.concatenate([rng.normal(size=(150, 8)), rng.normal(size=(150, 8)) + 100.0]).astype(np.float32)
-    precision, recall = precision_recall(real, half, k=3, chunk=64)
+    precision, recall = precision_recall(real, half, k=3, batch_size=64)
     assert 0.4 < precision <= 0.5 and recall > 0.8
 
 
-def test_precision_recall_chunking_does_not_change_result():
+def test_precision_recall_batching_does_not_change_result():
     rng = np.random.default_rng(5)
     real, fake = rng.normal(size=(200, 6)), rng.normal(size=(150, 6)) * 1.3 + 0.2
-    assert precision_recall(real, fake, chunk=17) == precision_recall(real, fake, chunk=1000)
+    assert precision_recall(real, fake, batch_size=17) == precision_recall(real, fake, batch_size=1000)
 
 
 def test_lpips_distance_zero_for_identical_and_symmetric():

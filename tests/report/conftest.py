@@ -9,23 +9,67 @@ import pandas as pd
 import pytest
 
 from semtok.config import Config, load
+from semtok.eval.records import ORIGINAL, PSNR_DEFINITION, SSIM_DEFINITION, parse_protocol, protocol
 from semtok.report.settings import PROGRESSIVE, Input, all_needs, parse_setting
 from semtok.report.tables import CSV_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
-RECON_METRICS = {"rFID": 1.0, "PSNR": 21.0, "SSIM": 0.6, "LPIPS": 0.13, "bpp": 0.07, "codebook_usage": 0.9}
-GEN_METRICS = {"gFID": 3.0, "IS": 250.0, "IS_std": 5.0, "Precision": 0.8, "Recall": 0.55}
-PROTOCOLS = {
-    "rFID": "fid=classifier:1a2b3c4d ref=val-images(40) n=40",
-    "gFID": "fid=classifier:1a2b3c4d ref=val-images(40) n=40",
-    "LPIPS": "lpips-alex-randombackbone",
-    "PSNR": "uint8-rgb-per-image-mean",
-    "SSIM": "uint8-rgb-per-image-mean",
+RECON_METRICS = {
+    "rFID": 1.0,
+    "PSNR": 21.0,
+    "SSIM": 0.6,
+    "LPIPS": 0.13,
+    "class_acc": 0.5,
+    "bpp": 0.07,
+    "codebook_usage": 0.9,
 }
+GEN_METRICS = {"gFID": 3.0, "IS": 250.0, "IS_std": 5.0, "Precision": 0.8, "Recall": 0.55, "class_acc": 0.4}
 SIZE, CLASSES = 8, 4
 
 
-def metrics_frame(need: Input, metrics: dict[str, float]) -> pd.DataFrame:
+def protocols(extractor: str, reference: str, data: str, net: str, classifier: str, n: int) -> dict[str, str]:
+    """The protocol strings semtok.eval writes, for one extractor, reference, data set and n."""
+    is_protocol = protocol(fid=extractor, splits=10, n=n)
+    pr = protocol(fid=extractor, ref=reference, k=3, n=n)
+    return {
+        "rFID": protocol(fid=extractor, ref=f"val-images({n})", data=data, n=n),
+        "PSNR": protocol(definition=PSNR_DEFINITION, data=data, n=n),
+        "SSIM": protocol(definition=SSIM_DEFINITION, data=data, n=n),
+        "LPIPS": protocol(net=net, data=data, n=n),
+        "class_acc": protocol(classifier=classifier, labels="true", data=data, n=n),
+        "bpp": protocol(definition="bits*tokens/(H*W)"),
+        "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=n),
+        "gFID": protocol(fid=extractor, ref=reference, n=n),
+        "IS": is_protocol,
+        "IS_std": is_protocol,
+        "Precision": pr,
+        "Recall": pr,
+        "params": protocol(definition="safetensors-element-count"),
+    }
+
+
+STAND_IN = protocols(
+    "classifier:1a2b3c4d",
+    "val-images(40)",
+    "synthetic-val-32px",
+    "lpips-alex-randombackbone",
+    "classifier:1a2b3c4d",
+    40,
+)
+PAPER = protocols(
+    "inception-v3-compat:6726825d",
+    "VIRTUAL_imagenet256_labeled.npz",
+    "imagenet-val-256px",
+    "lpips-alex",
+    "resnet50-IMAGENET1K_V2",
+    50000,
+)
+
+
+def metrics_frame(
+    need: Input, metrics: dict[str, float], protocols: dict[str, str] = STAND_IN
+) -> pd.DataFrame:
+    n = int(parse_protocol(protocols["rFID"])["n"])
     rows = [
         {
             "run_id": "test",
@@ -34,9 +78,9 @@ def metrics_frame(need: Input, metrics: dict[str, float]) -> pd.DataFrame:
             "setting": need.setting,
             "metric": name,
             "value": value,
-            "protocol": PROTOCOLS.get(name, "test"),
+            "protocol": protocols[name],
             "config_hash": "0123456789ab",
-            "n_samples": 40,
+            "n_samples": n,
             "created": "2026-01-01T00:00:00",
         }
         for name, value in metrics.items()
@@ -53,16 +97,17 @@ def _gen_metrics(need: Input, rng: np.random.Generator) -> dict[str, float]:
     return out
 
 
-def write_input(need: Input, out: Path, rng: np.random.Generator) -> None:
+def write_input(need: Input, out: Path, rng: np.random.Generator, protocols: dict[str, str]) -> None:
     path = need.path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = rng.integers(0, 256, (CLASSES * 3, SIZE, SIZE, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(CLASSES), 3)
     if need.kind == "recon":
-        metrics = {k: v * (1 + 0.1 * rng.standard_normal()) for k, v in RECON_METRICS.items()}
-        metrics_frame(need, metrics).to_csv(path, index=False)
+        names = ["class_acc"] if (need.variant, need.setting) == ORIGINAL else RECON_METRICS
+        metrics = {k: RECON_METRICS[k] * (1 + 0.1 * rng.standard_normal()) for k in names}
+        metrics_frame(need, metrics, protocols).to_csv(path, index=False)
     elif need.kind == "gen":
-        metrics_frame(need, _gen_metrics(need, rng)).to_csv(path, index=False)
+        metrics_frame(need, _gen_metrics(need, rng), protocols).to_csv(path, index=False)
     elif need.kind == "examples":
         original = np.random.default_rng(0).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
         np.savez(path, original=original, recon=images[:6])
@@ -78,10 +123,10 @@ def write_input(need: Input, out: Path, rng: np.random.Generator) -> None:
         np.savez(path, arr_0=images, labels=labels.astype(np.int64), seeds=np.arange(len(labels)))
 
 
-def write_results(cfg: Config, out: Path) -> Path:
+def write_results(cfg: Config, out: Path, protocols: dict[str, str] = STAND_IN) -> Path:
     rng = np.random.default_rng(0)
     for need in all_needs(cfg):
-        write_input(need, out, rng)
+        write_input(need, out, rng, protocols)
     return out
 
 
@@ -92,8 +137,15 @@ def cfg() -> Config:
 
 @pytest.fixture(scope="session")
 def results(cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete synthetic results folder (shared, read-only for tests)."""
+    """A complete synthetic results folder measured under stand-in protocols, as the default run's
+    (shared, read-only for tests)."""
     return write_results(cfg, tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="session")
+def paper_results(cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same, every number measured under the paper's protocol (shared, read-only)."""
+    return write_results(cfg, tmp_path_factory.mktemp("paper_results"), PAPER)
 
 
 @pytest.fixture

@@ -41,6 +41,15 @@ def test_sweep_plots_the_csv_values(cfg, results):
     np.testing.assert_allclose(ys, [m["gFID"].value for m in expected])
 
 
+def test_sweep_under_a_stand_in_protocol_says_so_in_its_title(cfg, results, paper_results):
+    stand_in = figures.draw("fig7", cfg, results)
+    assert "stand-in protocol: not comparable with the paper" in stand_in.get_suptitle()
+    gfid_title = stand_in.axes[0].get_title().replace("\n", " ")
+    assert "feature extractor classifier (paper: inception-v3-compat)" in gfid_title
+    paper = figures.draw("fig7", cfg, paper_results)
+    assert "stand-in" not in paper.get_suptitle() and paper.axes[0].get_title() == ""
+
+
 def test_missing_npz_names_it(cfg, fresh_results):
     Input("features", "no-distill").path(fresh_results).unlink()
     with pytest.raises(MissingInput, match=r"(?s)fig6: missing.*no-distill-features\.npz.*rule eval_recon"):

@@ -1,5 +1,6 @@
 import math
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -19,16 +20,17 @@ def _write(name, cfg, results, tmp_path):
 
 
 @pytest.mark.parametrize("name", list(TABLES))
-def test_table_has_ours_paper_and_diff(name, cfg, results, tmp_path):
-    frame, md, tex = _write(name, cfg, results, tmp_path)
+def test_table_has_ours_paper_and_diff(name, cfg, paper_results, tmp_path):
+    frame, md, tex = _write(name, cfg, paper_results, tmp_path)
     table = TABLES[name]
     assert {"row", "run", "metric", "ours", "paper", "diff", "protocol", "config_hash"} <= set(frame.columns)
     assert len(frame) == len(table.rows) * len(table.columns)
     ours = frame[frame.run != tables.REPORTED_ONLY]
     assert len(ours) == sum(row.ours for row in table.rows) * len(table.columns)
-    measured = ours[ours.metric != "params"]
-    assert measured[["ours", "paper", "diff"]].notna().all().all()
+    measured = ours[(ours.metric != "params") & ours.paper.notna()]
+    assert measured[["ours", "paper", "diff"]].notna().all().all() and measured.comparable.all()
     np.testing.assert_allclose(measured["diff"], measured["ours"] - measured["paper"])
+    assert f"| {tables.NOT_COMPARABLE} |" not in md
     reported = frame[frame.run == tables.REPORTED_ONLY]
     assert reported["ours"].isna().all() and reported["diff"].isna().all()
     assert reported["paper"].notna().any() or reported.empty
@@ -38,16 +40,58 @@ def test_table_has_ours_paper_and_diff(name, cfg, results, tmp_path):
     assert r"\begin{tabular}" in tex and r"$\Delta$" in tex and tex.count("&") > 0
 
 
-def test_cells_hold_the_csv_values(cfg, results, tmp_path):
-    frame, md, _ = _write("table4", cfg, results, tmp_path)
-    csv = pd.read_csv(results / "metrics/gen/ar-l-no-distill-main.csv")
+def test_cells_hold_the_csv_values(cfg, paper_results, tmp_path):
+    frame, md, _ = _write("table4", cfg, paper_results, tmp_path)
+    csv = pd.read_csv(paper_results / "metrics/gen/ar-l-no-distill-main.csv")
     gfid = csv.set_index("metric").value["gFID"]
     cell = frame[(frame.row == "contrastive only") & (frame.metric == "gFID")].iloc[0]
     assert cell.ours == pytest.approx(gfid) and cell.paper == 2.87
     assert cell["diff"] == pytest.approx(gfid - 2.87)
     assert cell.run == "no-distill-refiner + ar-l-no-distill-main"
     assert f"| {gfid:.2f} | 2.87 | {gfid - 2.87:+.2f} |" in md
-    assert "fid=classifier:1a2b3c4d" in cell.protocol
+    assert "fid=inception-v3-compat:6726825d" in cell.protocol
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_stand_in_numbers_show_no_difference(name, cfg, results, tmp_path):
+    """The default run measures with a stand-in classifier on 40 synthetic images: no Δ anywhere."""
+    frame, md, tex = _write(name, cfg, results, tmp_path)
+    pairs = frame[frame.ours.notna() & frame.paper.notna()]
+    stand_in = pairs[~pairs.metric.isin(["bpp", "params"])]
+    assert len(stand_in) and stand_in["diff"].isna().all() and not stand_in.comparable.any()
+    assert f"| {tables.NOT_COMPARABLE} |" in md and tables.NOT_COMPARABLE in tex
+    if {"rFID", "gFID"} & set(stand_in.metric):
+        assert "feature extractor classifier (paper: inception-v3-compat)" in md
+    if "gFID" in set(stand_in.metric):
+        assert "reference val-images(40) (paper: VIRTUAL_imagenet256_labeled.npz)" in md
+    bpp = pairs[pairs.metric == "bpp"]
+    np.testing.assert_allclose(bpp["diff"], bpp["ours"] - bpp["paper"])  # a property of the config
+
+
+def test_one_field_off_the_paper_protocol_is_named(cfg, paper_results, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(paper_results, results)
+    path = results / "metrics/gen/ar-l-main.csv"
+    csv = pd.read_csv(path)
+    csv["protocol"] = csv.protocol.str.replace("n=50000", "n=10000")
+    csv.to_csv(path, index=False)
+    frame, md, _ = _write("table2", cfg, results, tmp_path)
+    ours = frame[frame.run == "ar-l-main"].set_index("metric")
+    assert ours.loc[["gFID", "IS", "Precision", "Recall"], "diff"].isna().all()
+    assert ours.loc["params", "diff"] == pytest.approx(ours.loc["params", "ours"] - 318e6)
+    assert "n/c gFID [ar-l-main]: samples 10000 (paper: 50000)." in md
+    assert frame[frame.run == "ar-xl-main"].comparable.dropna().all()
+
+
+def test_table1_shows_the_frozen_vae_beside_sd_vae(cfg, paper_results, tmp_path):
+    frame, md, _ = _write("table1", cfg, paper_results, tmp_path)
+    vae = frame[frame.run == "vae-frozen"].set_index("metric")
+    csv = pd.read_csv(paper_results / "metrics/recon/vae-frozen.csv").set_index("metric").value
+    assert vae.ours.to_dict() == pytest.approx({m: csv[m] for m in ("bpp", "rFID", "PSNR", "SSIM", "LPIPS")})
+    assert vae.paper.isna().all() and vae["diff"].isna().all()
+    labels = list(frame.drop_duplicates("row").row)
+    assert labels.index("SD3.5-VAE (frozen; our ceiling)") == labels.index("SD-VAE*") + 1
+    assert "vae-frozen: the frozen VAE alone" in md
 
 
 def test_reported_only_rows_are_marked(cfg, results, tmp_path):
@@ -115,7 +159,7 @@ def test_every_paper_number_is_kept():
     t1 = TABLES["table1"].rows
     assert t1[0].reported == {"bpp": 0.055, "rFID": 4.98, "PSNR": None, "SSIM": None, "LPIPS": None}
     assert t1[-1].recon == ("b32", "refiner") and t1[-1].reported["rFID"] == 0.67
-    assert len(t1) == 16 and sum(r.ours for r in t1) == 2
+    assert len(t1) == 17 and sum(r.ours for r in t1) == 3  # 15 reported, our VAE ceiling, b18, b32
     assert len(TABLES["table2"].rows) == 28 and TABLES["table2"].rows[-1].reported["IS"] == 310.5
     t3 = {r.label: r.gen[0] for r in TABLES["table3"].rows}
     assert t3 == {"VQGAN": "ar-l-grid2d", "FlowMo-Lo": "ar-l-no-sem", "SemTok (Ours)": "ar-l"}
@@ -149,12 +193,17 @@ def test_tex_escapes_specials():
     assert tables.tex("a^b") == r"a\textasciicircum{}b"
 
 
-def test_comparison_tolerates_missing_runs(results):
-    metrics = tables.load_metrics(results, "recon")
+def test_comparison_tolerates_missing_runs(paper_results):
+    metrics = tables.load_metrics(paper_results, "recon")
     metrics = metrics[metrics.variant != "lfq"]
     got = tables.comparison(metrics, ["table10"])
     assert got[got.run == "lfq-refiner"].ours.isna().all()
     assert got[got.run == "b18-refiner"][["ours", "diff"]].notna().all().all()
+
+
+def test_comparison_leaves_out_the_difference_of_stand_in_numbers(results):
+    got = tables.comparison(tables.load_metrics(results, "recon"), ["table10"])
+    assert got.ours.notna().all() and got["diff"].isna().all() and not got.comparable.any()
 
 
 def test_cli(cfg, results, tmp_path):

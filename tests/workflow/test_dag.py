@@ -47,12 +47,14 @@ def dry_run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def test_paper_config_dry_run_against_a_fake_imagenet_lists_the_paper_dag(tmp_path):
     root = fake_imagenet(tmp_path / "imagenet")
+    batch = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
+    np.savez(batch, arr_0=np.zeros((2, 8, 8, 3), np.uint8), mu=np.zeros(4), sigma=np.eye(4))
     done = dry_run(
         "all_tables",
         "--configfile",
         "config/paper.yaml",
         "--config",
-        f'overrides=["data.imagenet_root={root}"]',
+        f'overrides=["data.imagenet_root={root}", "evaluation.fid_reference={batch}"]',
         f"out_dir={tmp_path / 'results'}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -68,7 +70,9 @@ def test_paper_config_dry_run_against_a_fake_imagenet_lists_the_paper_dag(tmp_pa
         "train_ar": 9,
         "eval_reference": 1,
         "eval_recon": 11,
-        "eval_recon_diffusion": 2,
+        "eval_recon_diffusion": 8,  # every variant with its own Stage I (learning table)
+        "eval_vae": 1,
+        "learning": 1,
         "data_summary": 1,
         "all_tables": 1,
     }
@@ -80,6 +84,27 @@ def test_paper_config_dry_run_against_a_fake_imagenet_lists_the_paper_dag(tmp_pa
     assert "teacher" not in counts  # the paper loads real weights, nothing is bootstrapped
     # sampling: every generator's main samples plus the sweeps of config/paper.yaml
     assert counts["sample"] == counts["eval_gen"] + 2  # "progressive" samples feed figures only
+
+
+def test_paper_config_without_the_reference_batch_stops_saying_what_to_set(tmp_path):
+    root = fake_imagenet(tmp_path / "imagenet")
+    done = dry_run(
+        "all_tables",
+        "--configfile",
+        "config/paper.yaml",
+        "--config",
+        f'overrides=["data.imagenet_root={root}", "pretrained.cache_dir={tmp_path / "cache"}"]',
+        f"out_dir={tmp_path / 'results'}",
+    )
+    assert done.returncode != 0
+    message = " ".join((done.stdout + done.stderr).split())
+    assert (
+        f"evaluation.fid_reference: {tmp_path / 'cache'}/ref_batches/VIRTUAL_imagenet256_labeled.npz"
+        in message
+    )
+    assert "run `snakemake prefetch_weights`" in message
+    assert "or set evaluation.fid_reference to a local copy" in message
+    assert not (tmp_path / "results" / "data").exists()
 
 
 def test_bad_config_stops_the_dag_naming_the_key(tmp_path):

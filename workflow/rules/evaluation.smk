@@ -1,29 +1,49 @@
-# Metrics (SPEC §5): the validation reference features once, reconstruction metrics per tokenizer
-# and decoding mode, generation metrics per generator and sampling setting. Tidy CSVs only.
+# Metrics (SPEC §5): the reference features once (validation images, and ADM's reference batch when
+# configured), reconstruction metrics per tokenizer and decoding mode and of the frozen VAE alone,
+# generation metrics per generator and sampling setting. Tidy CSVs only.
+
+import semtok.eval.records
+
+
+def reference_batch(wildcards):
+    """ADM's reference batch when `evaluation.fid_reference` is set. A missing file stops the DAG, before
+    any job runs, with a message that says what to set."""
+    try:
+        path = semtok.registry.reference_batch(CFG)
+    except FileNotFoundError as err:
+        raise WorkflowError(str(err))
+    return [] if path is None else [path]
 
 
 rule eval_reference:
     input:
         shards=image_shards("val"),
         teacher=teacher_input("inception"),
+        batch=reference_batch,
     output:
-        P.fid_reference(OUT),
+        reference=P.fid_reference(OUT),
+        metrics=P.recon_metrics(OUT, *semtok.eval.records.ORIGINAL),
     params:
-        cfg=chash(CFG.pretrained.inception, CFG.evaluation.recon_images, CFG.data.resolution),
+        cfg=chash(
+            CFG.pretrained.inception,
+            CFG.evaluation.recon_images,
+            CFG.evaluation.fid_reference,
+            CFG.evaluation.classifier,
+            CFG.data.resolution,
+        ),
     log:
         OUT / "logs/eval_reference.log",
     shell:
-        cli("eval-reference") + " --output {output} > {log} 2>&1"
+        cli("eval-reference") + " --output {output.reference} --metrics {output.metrics} > {log} 2>&1"
+
+
+def val_latents():
+    return [*image_shards("val"), *[P.feature_shard(OUT, "latents", "val", i) for i in range(SPLITS["val"])]]
 
 
 def recon_inputs(stage):
     def inputs(wildcards):
-        return [
-            P.tokenizer_dir(OUT, wildcards.tok, stage),
-            P.fid_reference(OUT),
-            *image_shards("val"),
-            *[P.feature_shard(OUT, "latents", "val", i) for i in range(SPLITS["val"])],
-        ]
+        return [P.tokenizer_dir(OUT, wildcards.tok, stage), P.fid_reference(OUT), *val_latents()]
 
     return inputs
 
@@ -58,6 +78,22 @@ rule eval_recon_diffusion:
         OUT / "logs/eval_recon_{tok}-diffusion.log",
     shell:
         cli("eval-recon") + " --variant {wildcards.tok} --mode diffusion --reference {params.reference}"
+        " --output {output.csv} --examples {output.examples} > {log} 2>&1"
+
+
+rule eval_vae:
+    input:
+        [P.fid_reference(OUT), *val_latents(), *teacher_input("vae")],
+    output:
+        csv=P.recon_metrics(OUT, *semtok.eval.records.VAE),
+        examples=P.recon_examples(OUT, *semtok.eval.records.VAE),
+    params:
+        cfg=chash(CFG.pretrained.vae, CFG.evaluation.recon_images, CFG.pretrained.lpips_metric),
+        reference=P.fid_reference(OUT),
+    log:
+        OUT / "logs/eval_vae.log",
+    shell:
+        cli("eval-recon") + " --mode vae --reference {params.reference}"
         " --output {output.csv} --examples {output.examples} > {log} 2>&1"
 
 

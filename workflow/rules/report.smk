@@ -1,5 +1,6 @@
 # Tables, figures and the `all_tables` target (SPEC §6). Every paper table and figure is its own rule
-# and target (`snakemake table4`, `snakemake fig7`, or the files under tables/ and figures/). Their
+# and target (`snakemake table4`, `snakemake fig7`, or the files under tables/ and figures/), and so is
+# the learning table (`snakemake learning`: class_acc and PSNR of every model, ours only). Their
 # inputs come from semtok.report.settings, the lists the builders read, so Snakemake pulls in the
 # sampling and evaluation jobs behind each one (rules eval_recon, eval_gen, sample).
 
@@ -65,6 +66,30 @@ for _name, _figure in S.FIGURES.items():
             " --pdf {output.pdf} > {log} 2>&1"
 
 
+rule learning:
+    localrule: True
+    input:
+        S.table_inputs(CFG, S.LEARNING),
+    output:
+        csv=report(
+            P.table_file(OUT, S.LEARNING, "csv"),
+            caption="../report/learning.rst",
+            category="Tables",
+            labels={"table": S.LEARNING},
+        ),
+        md=P.table_file(OUT, S.LEARNING, "md"),
+        tex=P.table_file(OUT, S.LEARNING, "tex"),
+    params:
+        name=S.LEARNING,
+        caption=S.LEARNING_CAPTION,
+        cfg=chash(CFG),
+    log:
+        OUT / f"logs/{S.LEARNING}.log",
+    shell:
+        cli("table") + " --name {params.name} --csv {output.csv}"
+        " --md {output.md} --tex {output.tex} > {log} 2>&1"
+
+
 rule all_tables:
     localrule: True
     default_target: True
@@ -73,5 +98,5 @@ rule all_tables:
         P.table_file(OUT, "data_summary", "md"),
         encoded_shards("train"),
         encoded_shards("val"),
-        [P.table_file(OUT, t, ext) for t in TABLES for ext in TABLE_EXTS],
+        [P.table_file(OUT, t, ext) for t in [*TABLES, S.LEARNING] for ext in TABLE_EXTS],
         [P.figure_file(OUT, f, ext) for f in S.FIGURES for ext in FIGURE_EXTS],
