@@ -22,13 +22,19 @@ import torch
 import torch.nn.functional as F
 
 from semtok import paths, registry
-from semtok.config import Config
+from semtok.config import Config, section_hash
 from semtok.losses.gan import discriminator_hinge, gan_active, generator_hinge, lecam
 from semtok.losses.perceptual import PerceptualLoss
 from semtok.models.discriminator import Discriminator
 from semtok.models.tokenizer import SemTok
 from semtok.train.loop import Objective, StepOutput, Trainer
-from semtok.train.stage1 import SiglipOnline, build_tokenizer, compile_blocks, data_stream
+from semtok.train.stage1 import (
+    SiglipOnline,
+    build_tokenizer,
+    compile_blocks,
+    data_stream,
+    tokenizer_settings,
+)
 
 NEEDS_CONFIG = True
 
@@ -84,6 +90,7 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
+        settings=section_hash(*tokenizer_settings(cfg, variant)),
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
     perceptual = PerceptualLoss(
