@@ -304,3 +304,23 @@ def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_resume
         assert expected.keys() == got.keys()
         for key, value in expected.items():
             assert torch.equal(value, got[key]), (name, key, (value - got[key]).abs().max())
+
+
+def test_a_signal_to_one_process_checkpoints_all_at_the_same_step(built_cfg, tmp_path):
+    """Under torchrun (2 CPU processes), a signal that reaches rank 1 alone: both processes checkpoint at
+    the same step and stop (none is left waiting in a collective), and the rerun resumes and finishes."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(to_dict(built_cfg)))
+    env = {**os.environ, "SEMTOK_FORKSERVER": "", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    job = [str(Path(__file__).with_name("loop_job.py")), str(config), str(tmp_path / "run")]
+    signalled = subprocess.run(
+        [*torchrun, *job, "7", "--signal-rank", "1"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "checkpointed at step 8 on SIGUSR1" in signalled.stderr, signalled.stderr[-4000:]
+    assert "checkpointed at step 8 on a signal to another process" in signalled.stderr
+    assert max(int(p.name.split("-")[1]) for p in (tmp_path / "run/ckpt").glob("step-*")) == 8
+    resumed = subprocess.run([*torchrun, *job, "-1"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from" in resumed.stderr and "step 8)" in resumed.stderr
+    assert (tmp_path / "run/final/ema.safetensors").exists()
