@@ -28,6 +28,7 @@ declared output is written, its checkpoints are removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -158,7 +159,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CorruptCheckpoint(f"{path}: unreadable ({err})") from None
-    if not isinstance(meta, dict) or ("checksum" in meta and meta["checksum"] != _meta_checksum(meta)):
+    if not isinstance(meta, dict) or "checksum" not in meta:
+        raise CorruptCheckpoint(f"{path}: no checksum (damaged, or written by an older semtok)")
+    if meta["checksum"] != _meta_checksum(meta):
         raise CorruptCheckpoint(f"{path}: content does not match its checksum")
     return meta
 
@@ -266,7 +269,8 @@ class Trainer:
         """The job's checkpoint folders, oldest first (not yet verified)."""
         if not self.ckpt_dir.exists():
             return []
-        return sorted(self.ckpt_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        found = [p for p in self.ckpt_dir.glob("step-*") if p.name[5:].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[5:]))
 
     def save_checkpoint(self, segment_offset: int) -> Path:
         from safetensors.torch import save_file
@@ -360,6 +364,16 @@ class Trainer:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signal = signum
 
+    @contextlib.contextmanager
+    def _catching_signals(self) -> Iterator[None]:
+        """While the block runs, a checkpoint signal only sets `_signal`; the previous handlers after."""
+        previous = {s: signal.signal(s, self._on_signal) for s in CHECKPOINT_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
     def _stop_requested(self) -> bool:
         """Whether any process received a checkpoint signal (all processes agree, so that they
         checkpoint at the same step)."""
@@ -401,14 +415,47 @@ class Trainer:
 
         make_batches(segment) must return the batches of steps [segment·ckpt_every, ...) — an
         iterator deterministic in `segment` (seed the loader from it)."""
-        from tqdm.auto import tqdm
-
         total, every = self.optim.steps, max(1, self.optim.ckpt_every)
         consumed = self.resume()
         self._trim_metrics()
-        previous = {s: signal.signal(s, self._on_signal) for s in CHECKPOINT_SIGNALS}
-        writer = self._writer()
-        bar = tqdm(
+        writer, bar = self._writer(), self._progress_bar(total)
+        batches: Iterator[Any] | None = None
+        started = time.time()
+        with self._catching_signals():
+            try:
+                while self.step < total:
+                    skip = 0
+                    if batches is None or self.step % every == 0:
+                        batches, skip, consumed = make_batches(self.step // every), consumed, 0
+                    batch = self._next_batch(batches, skip)
+                    if self._stop_requested():
+                        self._checkpoint_and_exit(every)
+                    self._train_step(step_fn, batch, writer, bar, started)
+                    if self.step % every == 0 and self.step < total:
+                        self.save_checkpoint(0)
+            finally:
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()  # a generator over a DataLoader: stop its workers now
+                bar.close()
+                if writer is not None:
+                    writer.close()
+
+    def _train_step(
+        self, step_fn: Callable[[Trainer, Any], StepOutput], batch: Any, writer: Any, bar: Any, started: float
+    ) -> None:
+        out = step_fn(self, batch)
+        logs = self._optimise(out)
+        self.step += 1
+        bar.update(1)
+        if self.step % self.optim.log_every == 0 or self.step == self.optim.steps:
+            self._log(writer, out, logs, started)
+            bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
+
+    def _progress_bar(self, total: int) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(
             total=total,
             initial=self.step,
             desc=self.name,
@@ -416,34 +463,6 @@ class Trainer:
             dynamic_ncols=True,
             file=sys.stderr,
         )
-        batches: Iterator[Any] | None = None
-        started = time.time()
-        try:
-            while self.step < total:
-                skip = 0
-                if batches is None or self.step % every == 0:
-                    batches, skip, consumed = make_batches(self.step // every), consumed, 0
-                batch = self._next_batch(batches, skip)
-                if self._stop_requested():
-                    self._checkpoint_and_exit(every)
-                out = step_fn(self, batch)
-                logs = self._optimise(out)
-                self.step += 1
-                bar.update(1)
-                if self.step % self.optim.log_every == 0 or self.step == total:
-                    self._log(writer, out, logs, started)
-                    bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
-                if self.step % every == 0 and self.step < total:
-                    self.save_checkpoint(0)
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()  # a generator over a DataLoader: stop its workers now
-            bar.close()
-            if writer is not None:
-                writer.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     def _optimise(self, out: StepOutput) -> dict[str, torch.Tensor]:
         logs: dict[str, torch.Tensor] = {}
@@ -507,19 +526,24 @@ class Trainer:
     # -- export ---------------------------------------------------------------------------------
     def export(self, save: Callable[[nn.Module, Path], None], output: Path, key: str | None = None) -> None:
         """Write the final model (EMA weights when kept) with `save(module, dir)` into `output`,
-        atomically: the declared output appears only when complete; then remove the checkpoints."""
+        atomically: the declared output appears only when complete; then remove the checkpoints.
+
+        A checkpoint signal meanwhile is noted, not obeyed: training is over, so finishing is the best
+        use of the grace time (a job killed here resumes from its checkpoints, which still exist; one
+        that died after removing them would have to start over)."""
         key = key or self.main
         output = Path(output)
-        self.accelerator.wait_for_everyone()
-        if self.is_main:
-            tmp = output.with_name(output.name + ".tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            module = self.unwrap(key)
-            if key in self.emas:
-                with self.emas[key].swapped(module):
+        with self._catching_signals():
+            self.accelerator.wait_for_everyone()
+            if self.is_main:
+                tmp = output.with_name(output.name + ".tmp")
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                module = self.unwrap(key)
+                if key in self.emas:
+                    with self.emas[key].swapped(module):
+                        save(module, tmp)
+                else:
                     save(module, tmp)
-            else:
-                save(module, tmp)
-            _atomic_dir_replace(tmp, output)
-        self.remove_checkpoints()
+                _atomic_dir_replace(tmp, output)
+            self.remove_checkpoints()

@@ -185,6 +185,7 @@ def test_no_usable_checkpoint_starts_over(tmp_path, uninterrupted, caplog):
     _damage(tmp_path / "run/ckpt/step-00000010/model.safetensors", "truncate")
     (tmp_path / "run/ckpt/step-00000005/meta.json").unlink()
     (tmp_path / "run/ckpt/tmp-00000015").mkdir()  # a checkpoint being written when the job died
+    (tmp_path / "run/ckpt/step-backup").mkdir()  # not a checkpoint name
     again = _trainer(tmp_path / "run")
     with caplog.at_level("WARNING", logger="semtok.train"):
         assert again.resume() == 0 and again.step == 0
@@ -212,6 +213,30 @@ def test_checkpoints_of_other_settings_are_discarded(tmp_path, caplog, change):
     logged = [(tmp_path / run / "logs/metrics.jsonl").read_text() for run in ("run", "scratch")]
     steps = [[json.loads(line)["step"] for line in text.splitlines()] for text in logged]
     assert steps[0] == steps[1]  # the old run's lines are gone too
+
+
+def test_signal_during_export_lets_the_job_finish(tmp_path):
+    """Training is over when the output is written: a checkpoint signal then is noted, not obeyed
+    (dying after the checkpoints are removed would cost the whole run), and the handler the process
+    had before is back afterwards."""
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, _frame: received.append(signum))
+    try:
+        run = _trainer(tmp_path / "run", steps=10)
+        run.fit(make_batches, step_fn)
+
+        def save(module, path):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            path.mkdir(parents=True)
+            torch.save(module.state_dict(), path / "w.pt")
+
+        run.export(save, tmp_path / "final")
+        assert (tmp_path / "final/w.pt").exists() and not (tmp_path / "run/ckpt").exists()
+        assert received == [] and run._signal == signal.SIGUSR1
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert received == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_fetch_failing_after_a_signal_checkpoints(tmp_path, uninterrupted):
