@@ -6,9 +6,14 @@ jobs on 2 cores) this is the difference between minutes of imports and none.
 The workflow starts it (`compute.forkserver: true`, local execution only) and sets
 SEMTOK_FORKSERVER to its socket; `semtok.cli.main` then hands its argv, working directory,
 environment and standard streams to the server, which forks a child that runs the command exactly as
-the process itself would have. The client forwards SIGTERM/SIGINT/SIGUSR1 to the child (so training
-still checkpoints on a signal) and exits with the child's exit status. If the server cannot be
-reached the command simply runs in-process. The server exits when its parent (Snakemake) goes away.
+the process itself would have: the same output on the same streams (a `SystemExit` message too), the
+same exit status. The client forwards SIGTERM/SIGINT/SIGUSR1/SIGHUP to the child (so training still
+checkpoints on a signal) and exits with the child's exit status. If the server cannot be reached the
+command simply runs in-process.
+
+No orphans: the server exits when its parent (Snakemake) goes away, and a child receives SIGTERM (the
+signal a job checkpoints on) when the server exits or is killed, or when its client (the rule's
+process) goes away, so that no job outlives the run and races a rerun for its checkpoint folder.
 
 Forking is safe here because the server only imports: it never starts threads, an OpenMP pool or CUDA.
 """
@@ -16,6 +21,7 @@ Forking is safe here because the server only imports: it never starts threads, a
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import os
@@ -23,7 +29,11 @@ import signal
 import socket
 import struct
 import sys
+import threading
+import traceback
 from pathlib import Path
+
+from semtok.utils.process import die_with_parent
 
 ENV = "SEMTOK_FORKSERVER"
 CHILD_ENV = "SEMTOK_IN_FORKSERVER"
@@ -44,6 +54,8 @@ PRELOAD = (
     "semtok.eval.metrics",
 )
 _HEADER = struct.Struct("!I")
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
+PARENT_POLL_S = 0.5  # how often the server checks that its parent is still there
 
 
 def _send(conn: socket.socket, obj: object, fds: list[int] | None = None) -> None:
@@ -86,24 +98,42 @@ def delegate(argv: list[str]) -> int | None:
         conn.connect(path)
     except OSError:
         return None
+    child: list[int] = []  # the job's pid, once the server has forked it
+    pending: list[int] = []  # signals received before that
+
+    def forward(signum: int, _frame: object) -> None:
+        if not child:
+            pending.append(signum)
+            return
+        try:
+            os.kill(child[0], signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     with conn:
         request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
-        _send(conn, request, [0, 1, 2])
-        (reply, _) = _recv(conn)
-        child = int(reply["pid"])
-
-        def forward(signum: int, _frame: object) -> None:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
-            signal.signal(sig, forward)
+        try:
+            _send(conn, request, [0, 1, 2])
+            (reply, _) = _recv(conn)
+        except (ConnectionError, OSError):  # the server went away before it took the job: run it here
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for signum in pending:
+                os.kill(os.getpid(), signum)
+            return None
+        child.append(int(reply["pid"]))
+        for signum in pending:
+            forward(signum, None)
         try:
             (result, _) = _recv(conn)
         except ConnectionError:
-            return 1  # the child died without reporting (killed)
+            print(
+                f"semtok: the command's process {child[0]} (fork server) ended without an exit status: "
+                "killed by a signal",
+                file=sys.stderr,
+            )
+            return 1
         return int(result["status"])
 
 
@@ -111,8 +141,46 @@ def delegate(argv: list[str]) -> int | None:
 # Server
 
 
-def _child(conn: socket.socket) -> None:
-    """In the forked child: become the client's process and run the command."""
+def _exit_status(exc: SystemExit) -> int:
+    """The exit status the interpreter gives an uncaught SystemExit, printing its message as it does."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _watch_client(conn: socket.socket, finished: threading.Event) -> None:
+    """In the child: when the client (the rule's process) goes away before the job has finished, it
+    was killed; stop the job as a terminated one (a training job checkpoints)."""
+    try:
+        conn.recv(1)
+    except OSError:
+        pass
+    if not finished.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_command(argv: list[str]) -> int:
+    """`semtok argv` as `python -m semtok.cli` would run it; returns its exit status."""
+    try:
+        from semtok.cli import main
+
+        return main(argv)
+    except SystemExit as exc:
+        return _exit_status(exc)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        return 128 + signal.SIGINT
+    except BaseException:  # report like the interpreter would, then fail
+        traceback.print_exc()
+        return 1
+
+
+def _child(conn: socket.socket, server: int) -> None:
+    """In the forked child: become the client's process, run the command, report its status."""
+    die_with_parent(signal.SIGTERM, server)
     request, fds = _recv(conn, with_fds=3)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
@@ -122,32 +190,37 @@ def _child(conn: socket.socket) -> None:
     os.environ.update(request["env"])
     os.environ[CHILD_ENV] = "1"
     sys.argv = ["semtok", *request["argv"]]
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD):
+    for sig in (*FORWARDED, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     _send(conn, {"pid": os.getpid()})
-    status = 1
-    try:
-        from semtok.cli import main
+    finished = threading.Event()
+    threading.Thread(target=_watch_client, args=(conn, finished), daemon=True).start()
+    status = _run_command(request["argv"])
+    finished.set()
+    atexit._run_exitfuncs()  # what the interpreter runs at exit (logging.shutdown flushes handlers, ...)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _send(conn, {"status": status})
+    os._exit(status)
 
-        status = main(request["argv"])
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # report like the interpreter would, then fail
-        import traceback
 
-        traceback.print_exc()
-        status = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+def _fork_job(conn: socket.socket, server: socket.socket) -> None:
+    """Fork a child for the job on `conn`; the child never returns into the server's loop."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.getpid()
+    if os.fork() == 0:
         try:
-            _send(conn, {"status": status})
+            server.close()
+            conn.settimeout(None)
+            _child(conn, pid)
         finally:
-            os._exit(status)
+            os._exit(1)  # only reached if the child itself failed (its status is sent by _child)
+    conn.close()
 
 
-def serve(path: Path, parent: int) -> None:
-    for name in PRELOAD:
+def serve(path: Path, parent: int, preload: list[str]) -> None:
+    for name in preload:
         importlib.import_module(name)
     signal.signal(signal.SIGCHLD, lambda *_: _reap())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up the socket on terminate()
@@ -156,7 +229,7 @@ def serve(path: Path, parent: int) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(64)
-    server.settimeout(2.0)
+    server.settimeout(PARENT_POLL_S)
     ready = path.with_name(path.name + ".ready")
     ready.write_text(str(os.getpid()))
     try:
@@ -165,11 +238,7 @@ def serve(path: Path, parent: int) -> None:
                 conn, _ = server.accept()
             except (TimeoutError, InterruptedError):
                 continue
-            if os.fork() == 0:
-                server.close()
-                conn.settimeout(None)
-                _child(conn)
-            conn.close()
+            _fork_job(conn, server)
     finally:
         server.close()
         path.unlink(missing_ok=True)
@@ -187,9 +256,14 @@ def _reap() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m semtok.forkserver", description=__doc__)
     parser.add_argument("--socket", required=True, help="Unix socket path")
-    parser.add_argument("--parent", type=int, default=os.getppid(), help="exit when this process is gone")
+    parser.add_argument(
+        "--parent", type=int, default=os.getppid(), help="the pid of the parent; exit when it is gone"
+    )
+    parser.add_argument(
+        "--preload", nargs="*", default=list(PRELOAD), help="modules to import before serving"
+    )
     args = parser.parse_args(argv)
-    serve(Path(args.socket), args.parent)
+    serve(Path(args.socket), args.parent, args.preload)
     return 0
 
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import random
+import signal
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,6 +44,7 @@ from semtok import paths, registry
 from semtok.config import Config
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.shards import CorruptShardError, Sample, read_shard
+from semtok.utils.process import CHECKPOINT_SIGNALS, die_with_parent
 
 FEATURES = ("latents", "siglip")
 SKIPPED = "__skipped_shard__"  # marker sample: a corrupt shard skipped in "skip" mode
@@ -182,6 +185,15 @@ def _batch(
         yield collate(batch if partial_last else [], skipped)
 
 
+def _worker_init(_worker_id: int, *, parent: int) -> None:
+    """In each DataLoader worker: only the main process acts on the checkpoint signals (Slurm signals
+    the whole process group; a worker killed by it would fail the job instead of letting it
+    checkpoint), and a worker dies with its main process."""
+    for signum in CHECKPOINT_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL, parent)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -241,11 +253,15 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epochs = 1 if self.resample or self.epochs is None else self.epochs
         for _ in range(epochs):
+            # Its own generator: creating the iterator draws the workers' base seed from it, not from
+            # the global RNG the training step uses (a resumed run creates it at another step).
             loader = DataLoader(
                 self._pipeline(self._passes),
                 batch_size=None,
                 num_workers=self.num_workers,
                 pin_memory=torch.cuda.is_available(),
+                generator=torch.Generator().manual_seed(stable_seed(self.seed, self._passes, "loader")),
+                worker_init_fn=partial(_worker_init, parent=os.getpid()),
             )
             self._passes += 1
             for batch in loader:

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from semtok import paths
-from semtok.config import Config
+from semtok.config import Config, section_hash
 from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
 from semtok.tokens import TokenDataset
 from semtok.train.loop import Objective, StepOutput, Trainer
-from semtok.train.stage1 import compile_blocks
+from semtok.train.stage1 import compile_blocks, tokenizer_settings
 
 NEEDS_CONFIG = True
 
@@ -72,6 +72,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
+        settings=section_hash(g, *tokenizer_settings(cfg, g.tokenizer)),
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
     acc = trainer.accelerator

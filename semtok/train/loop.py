@@ -3,8 +3,8 @@
 A stage supplies the modules, a `make_batches(segment)` data factory and a `step_fn` returning its
 losses; the loop does the rest: accelerate (multi-GPU, bf16), AdamW, warmup + cosine, gradient
 clipping, EMA, atomic checkpoints kept on a step interval and written on SIGTERM/SIGUSR1 (Slurm's
-warning before a time limit or a preemption), exact resume, a progress bar, TensorBoard scalars and
-a `metrics.jsonl` with every loss term logged separately.
+warning before a time limit, a preemption or `scancel`), exact resume, a progress bar, TensorBoard
+scalars and a `metrics.jsonl` with every loss term logged separately.
 
 Exact resume: the data stream is cut into *segments* of `ckpt_every` steps, each drawn from
 `make_batches(segment)` with a seed derived from the segment, so a run resumed from a checkpoint
@@ -12,13 +12,24 @@ sees exactly the batches an uninterrupted run sees (a checkpoint written mid-seg
 fast-forwards through the consumed batches of its segment). Model, EMA, optimizers, schedulers, RNG
 states and the step are restored; the resumed run ends with the same weights.
 
+Signals: batches are fetched with the checkpoint signals held back, so DataLoader workers started
+then never see a signal sent to the whole process group; the main process checkpoints (also when a
+fetch failed because of the signal) and exits with 75. All processes agree on the step to stop at.
+
 Layout of a checkpoint folder (`checkpoints/<job>/step-XXXXXXXX/`): accelerate's `save_state`
-(safetensors models, optimizer/scheduler/RNG states loaded with weights_only=True), `ema.safetensors`,
-`meta.json`. Written to `tmp-*` and renamed when complete; the newest `keep_ckpts` are kept.
+(safetensors models, optimizer/scheduler/RNG states loaded with weights_only=True), `ema_*.safetensors`,
+`meta.json` (step, offset in the segment, the job's settings hash, a fingerprint of the trained
+modules' structure, and the size and SHA-256 of every file). Written to `tmp-*`, synced, renamed when
+complete; the newest `keep_ckpts` are kept. A job resumes only from a checkpoint that verifies and was
+written under the same settings and structure: one of other settings is deleted, a corrupt one is
+renamed `corrupt-step-*` and the previous one is used, each with a warning naming it. Once the job's
+declared output is written, its checkpoints are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -37,10 +48,10 @@ from torch import nn
 
 from semtok.config import ComputeConfig, OptimConfig
 from semtok.train.ema import EMA
+from semtok.utils.process import CHECKPOINT_SIGNALS, held_signals
 
 log = logging.getLogger("semtok.train")
 
-CHECKPOINT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: checkpointed on a signal; the scheduler should retry/requeue
 
 
@@ -84,6 +95,90 @@ def _atomic_dir_replace(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+def _sync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint integrity
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint folder that fails verification; the message names the bad file."""
+
+
+def structure_fingerprint(modules: dict[str, nn.Module]) -> str:
+    """A short hash of every module's parameter and buffer names, shapes, dtypes and trainability:
+    a checkpoint of other modules (changed code or architecture) cannot be loaded into these."""
+    layout = {
+        key: [
+            (name, list(t.shape), str(t.dtype), t.requires_grad)
+            for name, t in [*module.named_parameters(), *module.named_buffers()]
+        ]
+        for key, module in sorted(modules.items())
+    }
+    return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:12]
+
+
+def _sha256(path: Path, sync: bool = False) -> str:
+    with open(path, "rb") as f:
+        if sync:
+            os.fsync(f.fileno())
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """{path relative to `folder`: {"size", "sha256"}} of every file in it, each synced to disk."""
+    return {
+        path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": _sha256(path, sync=True)}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+    }
+
+
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    with open(folder / "meta.json", "w") as f:
+        json.dump(meta | {"checksum": _meta_checksum(meta)}, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A checkpoint's meta.json, checked against its own checksum."""
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptCheckpoint(f"{path}: unreadable ({err})") from None
+    if not isinstance(meta, dict) or "checksum" not in meta:
+        raise CorruptCheckpoint(f"{path}: no checksum (damaged, or written by an older semtok)")
+    if meta["checksum"] != _meta_checksum(meta):
+        raise CorruptCheckpoint(f"{path}: content does not match its checksum")
+    return meta
+
+
+def verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Raise CorruptCheckpoint unless every file recorded in meta.json has its recorded size and hash."""
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CorruptCheckpoint(f"{path}: missing")
+        size = path.stat().st_size
+        if size != expected["size"]:
+            raise CorruptCheckpoint(f"{path}: {size} bytes, {expected['size']} when written (truncated?)")
+        if _sha256(path) != expected["sha256"]:
+            raise CorruptCheckpoint(f"{path}: content differs from the SHA-256 recorded when written")
+
+
 class Trainer:
     def __init__(
         self,
@@ -94,13 +189,20 @@ class Trainer:
         log_dir: Path,
         seed: int,
         main: str = "model",
+        *,
+        settings: str,
     ) -> None:
+        """settings: a hash of everything in the config that determines this job's result (the
+        stage's sections, as the workflow rule's params hash them); checkpoints written under other
+        settings are never resumed from."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         if main not in objectives:
             raise ValueError(f"objectives must contain the main objective {main!r}")
         self.name, self.main = name, main
+        self.settings = settings
+        self.structure = structure_fingerprint({k: o.module for k, o in objectives.items()})
         self.ckpt_dir, self.log_dir = Path(ckpt_dir), Path(log_dir)
         self.optim = objectives[main].optim
         cuda = torch.cuda.is_available()
@@ -144,6 +246,7 @@ class Trainer:
             if obj.ema:
                 self.emas[key] = EMA(self.unwrap(key), obj.optim.ema)
         self.step = 0
+        self._saved_step: int | None = None  # the step of the checkpoint on disk that this run matches
         self._signal: int | None = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -163,10 +266,11 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
+        """The job's checkpoint folders, oldest first (not yet verified)."""
         if not self.ckpt_dir.exists():
             return []
-        done = [p for p in self.ckpt_dir.glob("step-*") if (p / "meta.json").exists()]
-        return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+        found = [p for p in self.ckpt_dir.glob("step-*") if p.name[5:].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[5:]))
 
     def save_checkpoint(self, segment_offset: int) -> Path:
         from safetensors.torch import save_file
@@ -177,6 +281,7 @@ class Trainer:
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp), safe_serialization=True)
+        self.accelerator.wait_for_everyone()  # every process's files are written before they are hashed
         if self.is_main:
             for key, ema in self.emas.items():
                 save_file(ema.state_dict(), str(tmp / f"ema_{key}.safetensors"))
@@ -184,38 +289,121 @@ class Trainer:
                 "step": self.step,
                 "segment_offset": segment_offset,
                 "job": self.name,
+                "settings": self.settings,
+                "structure": self.structure,
                 "time": time.time(),
+                "files": _manifest(tmp),
             }
-            (tmp / "meta.json").write_text(json.dumps(meta))
+            _write_meta(tmp, meta)
             _atomic_dir_replace(tmp, final)
+            _sync_dir(self.ckpt_dir)
             for old in self.checkpoints()[: -max(1, self.optim.keep_ckpts)]:
                 shutil.rmtree(old, ignore_errors=True)
             for stale in self.ckpt_dir.glob("tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+        self._saved_step = self.step
         return final
 
+    def _usable_checkpoint(self) -> tuple[str, dict[str, Any]] | None:
+        """(folder, meta) of the newest checkpoint written under this job's settings that verifies.
+        Checkpoints of other settings are deleted; a corrupt one is renamed `corrupt-step-*`."""
+        for ckpt in reversed(self.checkpoints()):
+            try:
+                meta = read_meta(ckpt)
+                if (meta.get("settings"), meta.get("structure")) != (self.settings, self.structure):
+                    log.warning(
+                        "%s: discarded checkpoint %s: written under other settings or modules "
+                        "(settings %s, structure %s; this job has %s, %s)",
+                        self.name,
+                        ckpt,
+                        meta.get("settings"),
+                        meta.get("structure"),
+                        self.settings,
+                        self.structure,
+                    )
+                    shutil.rmtree(ckpt)
+                    continue
+                verify_files(ckpt, meta["files"])
+            except CorruptCheckpoint as err:
+                bad = ckpt.with_name(f"corrupt-{ckpt.name}")
+                log.warning("%s: checkpoint %s is corrupt: %s; moved to %s", self.name, ckpt, err, bad)
+                if bad.exists():
+                    shutil.rmtree(bad)
+                os.replace(ckpt, bad)
+                continue
+            return str(ckpt), meta
+        return None
+
     def resume(self) -> int:
-        """Load the newest complete checkpoint; returns the number of batches of the current segment
-        that were already consumed (0 at a segment boundary)."""
+        """Load the newest usable checkpoint (see `_usable_checkpoint`; the main process chooses, all
+        load it); returns the number of batches of the current segment already consumed."""
+        from accelerate.utils import broadcast_object_list
         from safetensors.torch import load_file
 
-        ckpts = self.checkpoints()
-        if not ckpts:
+        choice = broadcast_object_list([self._usable_checkpoint() if self.is_main else None])[0]
+        if choice is None:
             return 0
-        latest = ckpts[-1]
-        self.accelerator.load_state(str(latest))
+        folder, meta = Path(choice[0]), choice[1]
+        self.accelerator.load_state(str(folder))
         for key, ema in self.emas.items():
-            ema.load_state_dict(load_file(str(latest / f"ema_{key}.safetensors")))
-        meta = json.loads((latest / "meta.json").read_text())
-        self.step = int(meta["step"])
+            ema.load_state_dict(load_file(str(folder / f"ema_{key}.safetensors")))
+        self.step = self._saved_step = int(meta["step"])
         if self.is_main:
-            log.warning("%s: resumed from %s (step %d)", self.name, latest, self.step)
+            log.warning("%s: resumed from %s (step %d)", self.name, folder, self.step)
         return int(meta["segment_offset"])
+
+    def remove_checkpoints(self) -> None:
+        """Delete the job's checkpoint folder (once its declared output is written)."""
+        self.accelerator.wait_for_everyone()
+        if self.is_main and self.ckpt_dir.exists():
+            shutil.rmtree(self.ckpt_dir)
+            log.warning("%s: output written; removed its checkpoints %s", self.name, self.ckpt_dir)
 
     # -- signals --------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signal = signum
+
+    @contextlib.contextmanager
+    def _catching_signals(self) -> Iterator[None]:
+        """While the block runs, a checkpoint signal only sets `_signal`; the previous handlers after."""
+        previous = {s: signal.signal(s, self._on_signal) for s in CHECKPOINT_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether any process received a checkpoint signal (all processes agree, so that they
+        checkpoint at the same step)."""
+        if self.accelerator.num_processes == 1:
+            return self._signal is not None
+        flag = torch.tensor(float(self._signal is not None), device=self.device)
+        return bool(self.accelerator.reduce(flag, "sum") > 0)
+
+    def _checkpoint_and_exit(self, every: int) -> None:
+        if self._saved_step != self.step:
+            self.save_checkpoint(self.step % every)
+        received = signal.Signals(self._signal).name if self._signal else "a signal to another process"
+        log.warning("%s: checkpointed at step %d on %s", self.name, self.step, received)
+        raise SystemExit(EXIT_CHECKPOINTED)
+
+    def _next_batch(self, batches: Iterator[Any], skip: int) -> Any:
+        """The next batch after skipping `skip` (a resumed segment's consumed batches), fetched with
+        the checkpoint signals held back: DataLoader workers started meanwhile inherit them blocked,
+        so a signal to the whole process group reaches this process only. None when a checkpoint
+        signal arrived meanwhile and the fetch failed (a worker killed by it)."""
+        try:
+            with held_signals(CHECKPOINT_SIGNALS):
+                for _ in range(skip):
+                    next(batches)
+                return next(batches)
+        except Exception:
+            if self._signal is None:
+                raise
+            log.warning("%s: fetching a batch failed after a checkpoint signal", self.name, exc_info=True)
+            return None
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(
@@ -223,17 +411,51 @@ class Trainer:
         make_batches: Callable[[int], Iterator[Any]],
         step_fn: Callable[[Trainer, Any], StepOutput],
     ) -> None:
-        """Train to `optim.steps`, resuming from the newest checkpoint when there is one.
+        """Train to `optim.steps`, resuming from the newest usable checkpoint when there is one.
 
         make_batches(segment) must return the batches of steps [segment·ckpt_every, ...) — an
         iterator deterministic in `segment` (seed the loader from it)."""
-        from tqdm.auto import tqdm
-
         total, every = self.optim.steps, max(1, self.optim.ckpt_every)
         consumed = self.resume()
-        previous = {s: signal.signal(s, self._on_signal) for s in CHECKPOINT_SIGNALS}
-        writer = self._writer()
-        bar = tqdm(
+        self._trim_metrics()
+        writer, bar = self._writer(), self._progress_bar(total)
+        batches: Iterator[Any] | None = None
+        started = time.time()
+        with self._catching_signals():
+            try:
+                while self.step < total:
+                    skip = 0
+                    if batches is None or self.step % every == 0:
+                        batches, skip, consumed = make_batches(self.step // every), consumed, 0
+                    batch = self._next_batch(batches, skip)
+                    if self._stop_requested():
+                        self._checkpoint_and_exit(every)
+                    self._train_step(step_fn, batch, writer, bar, started)
+                    if self.step % every == 0 and self.step < total:
+                        self.save_checkpoint(0)
+            finally:
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()  # a generator over a DataLoader: stop its workers now
+                bar.close()
+                if writer is not None:
+                    writer.close()
+
+    def _train_step(
+        self, step_fn: Callable[[Trainer, Any], StepOutput], batch: Any, writer: Any, bar: Any, started: float
+    ) -> None:
+        out = step_fn(self, batch)
+        logs = self._optimise(out)
+        self.step += 1
+        bar.update(1)
+        if self.step % self.optim.log_every == 0 or self.step == self.optim.steps:
+            self._log(writer, out, logs, started)
+            bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
+
+    def _progress_bar(self, total: int) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(
             total=total,
             initial=self.step,
             desc=self.name,
@@ -241,36 +463,6 @@ class Trainer:
             dynamic_ncols=True,
             file=sys.stderr,
         )
-        batches: Iterator[Any] | None = None
-        started = time.time()
-        try:
-            while self.step < total:
-                if batches is None or self.step % every == 0:
-                    batches = make_batches(self.step // every)
-                    for _ in range(consumed):
-                        next(batches)
-                    consumed = 0
-                out = step_fn(self, next(batches))
-                logs = self._optimise(out)
-                self.step += 1
-                bar.update(1)
-                if self.step % self.optim.log_every == 0 or self.step == total:
-                    self._log(writer, out, logs, started)
-                    bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
-                if self._signal is not None:
-                    self.save_checkpoint(self.step % every)
-                    log.warning(
-                        "%s: checkpointed at step %d on signal %d", self.name, self.step, self._signal
-                    )
-                    raise SystemExit(EXIT_CHECKPOINTED)
-                if self.step % every == 0 and self.step < total:
-                    self.save_checkpoint(0)
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     def _optimise(self, out: StepOutput) -> dict[str, torch.Tensor]:
         logs: dict[str, torch.Tensor] = {}
@@ -292,6 +484,21 @@ class Trainer:
             if key in self.emas:
                 self.emas[key].update(self.unwrap(key))
         return logs
+
+    def _trim_metrics(self) -> None:
+        """Drop the lines `metrics.jsonl` holds beyond the step this run starts from (logged by a run
+        whose later progress was lost, or by a run of other settings) and a line cut by a kill."""
+        path = self.log_dir / "metrics.jsonl"
+        if not self.is_main or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    kept.append(line + "\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        path.write_text("".join(kept))
 
     def _writer(self) -> Any:
         if not self.is_main:
@@ -319,19 +526,24 @@ class Trainer:
     # -- export ---------------------------------------------------------------------------------
     def export(self, save: Callable[[nn.Module, Path], None], output: Path, key: str | None = None) -> None:
         """Write the final model (EMA weights when kept) with `save(module, dir)` into `output`,
-        atomically: the declared output appears only when complete."""
+        atomically: the declared output appears only when complete; then remove the checkpoints.
+
+        A checkpoint signal meanwhile is noted, not obeyed: training is over, so finishing is the best
+        use of the grace time (a job killed here resumes from its checkpoints, which still exist; one
+        that died after removing them would have to start over)."""
         key = key or self.main
         output = Path(output)
-        self.accelerator.wait_for_everyone()
-        if self.is_main:
-            tmp = output.with_name(output.name + ".tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            module = self.unwrap(key)
-            if key in self.emas:
-                with self.emas[key].swapped(module):
+        with self._catching_signals():
+            self.accelerator.wait_for_everyone()
+            if self.is_main:
+                tmp = output.with_name(output.name + ".tmp")
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                module = self.unwrap(key)
+                if key in self.emas:
+                    with self.emas[key].swapped(module):
+                        save(module, tmp)
+                else:
                     save(module, tmp)
-            else:
-                save(module, tmp)
-            _atomic_dir_replace(tmp, output)
-        self.accelerator.wait_for_everyone()
+                _atomic_dir_replace(tmp, output)
+            self.remove_checkpoints()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from semtok import paths, registry
-from semtok.config import Config, ConfigError, TokenizerConfig
+from semtok.config import Config, ConfigError, TokenizerConfig, section_hash
 from semtok.models.decoder import TokenDecoder
 from semtok.models.tokenizer import SemTok, encoder_fields
 from semtok.train.loop import Objective, StepOutput, Trainer
@@ -27,6 +27,14 @@ NEEDS_CONFIG = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", required=True, help="tokenizer variant (config: tokenizer_variants)")
     parser.add_argument("--output", required=True, help="folder for the final (EMA) weights")
+
+
+def tokenizer_settings(cfg: Config, variant: str) -> list[Any]:
+    """The config a tokenizer variant's weights depend on (its training jobs' settings hash): the
+    variant, the variant whose Stage I it starts from, data, frozen components, compute, seed."""
+    source = cfg.stage1_source(variant)
+    upstream = cfg.tokenizer_variant(source) if source else None
+    return [cfg.tokenizer_variant(variant), upstream, cfg.data, cfg.pretrained, cfg.compute, cfg.seed]
 
 
 def build_tokenizer(cfg: Config, variant: str) -> SemTok:
@@ -193,6 +201,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
+        settings=section_hash(*tokenizer_settings(cfg, variant)),
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
     online = not cfg.data.precompute_siglip and model.semantic is not None

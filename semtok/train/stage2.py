@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from semtok import paths, registry
-from semtok.config import Config
+from semtok.config import Config, section_hash
 from semtok.losses.gan import discriminator_hinge, gan_active, generator_hinge, lecam
 from semtok.losses.perceptual import PerceptualLoss
 from semtok.models.discriminator import Discriminator
@@ -35,6 +35,7 @@ from semtok.train.stage1 import (
     compile_blocks,
     data_stream,
     encoder_loss,
+    tokenizer_settings,
 )
 
 NEEDS_CONFIG = True
@@ -91,6 +92,7 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
+        settings=section_hash(*tokenizer_settings(cfg, variant)),
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
     perceptual = PerceptualLoss(

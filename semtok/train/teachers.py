@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semtok import paths, registry
-from semtok.config import Config, ConfigError
+from semtok.config import Config, ConfigError, section_hash
 from semtok.train.loop import Objective, StepOutput, Trainer
 
 NEEDS_CONFIG = True
@@ -140,6 +140,7 @@ def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
         paths.checkpoint_dir(cfg.out, f"teacher-{name}"),
         paths.log_dir(cfg.out, f"teacher-{name}"),
         seed=seed,
+        settings=section_hash(comp, cfg.data, cfg.compute, seed),
     )
 
     def make_batches(segment: int):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from semtok.config import ComputeConfig, OptimConfig
+from semtok.config import ComputeConfig, OptimConfig, section_hash, to_dict
 from semtok.train.loop import EXIT_CHECKPOINTED, Objective, StepOutput, Trainer, lr_lambda
 
 COMPUTE = ComputeConfig(
@@ -35,13 +39,23 @@ def step_fn(trainer: Trainer, batch):
     return StepOutput(losses={"model": loss}, logs={"mse": loss.detach()})
 
 
-def _trainer(tmp: Path, steps: int = 20, every: int = 5) -> Trainer:
+def _trainer(tmp: Path, steps: int = 20, every: int = 5, lr: float = 0.05, depth: int = 1) -> Trainer:
+    """A toy job; its settings hash covers what a stage's would (optimizer settings, architecture)."""
     torch.manual_seed(0)
     optim = OptimConfig(
-        steps=steps, batch_size=8, lr=0.05, warmup=2, ema=0.9, ckpt_every=every, keep_ckpts=2, log_every=5
+        steps=steps, batch_size=8, lr=lr, warmup=2, ema=0.9, ckpt_every=every, keep_ckpts=2, log_every=5
     )
-    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
-    return Trainer("toy", {"model": Objective(model, optim)}, COMPUTE, tmp / "ckpt", tmp / "logs", seed=0)
+    hidden = [layer for _ in range(depth - 1) for layer in (nn.Linear(16, 16), nn.Tanh())]
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), *hidden, nn.Linear(16, 1))
+    return Trainer(
+        "toy",
+        {"model": Objective(model, optim)},
+        COMPUTE,
+        tmp / "ckpt",
+        tmp / "logs",
+        seed=0,
+        settings=section_hash(optim, {"depth": depth}),
+    )
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -107,17 +121,144 @@ def test_signal_checkpoints_mid_segment_and_resumes_exactly(tmp_path):
         torch.testing.assert_close(v, ref.unwrap().state_dict()[k], rtol=0, atol=0)
 
 
-def test_incomplete_checkpoint_is_ignored(tmp_path):
-    run = _trainer(tmp_path / "run", steps=10)
-    run.fit(make_batches, step_fn)  # leaves step-00000005 (final step is exported, not checkpointed)
-    good = run.checkpoints()[-1]
-    # a job killed while writing its next checkpoint leaves a tmp folder and maybe a folder without meta
-    (tmp_path / "run/ckpt/tmp-00000010").mkdir()
-    (tmp_path / "run/ckpt/step-00000010").mkdir()
-    (tmp_path / "run/ckpt/step-00000010/model.safetensors").write_bytes(b"garbage")
-    again = _trainer(tmp_path / "run", steps=10)
-    assert again.checkpoints()[-1] == good
-    assert again.resume() == 0 and again.step == 5
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """Final weights of the 20-step toy run without interruption."""
+    ref = _trainer(tmp_path_factory.mktemp("ref"))
+    ref.fit(make_batches, step_fn)
+    return {k: v.clone() for k, v in ref.unwrap().state_dict().items()}
+
+
+def _crash(trainer: Trainer, at: int) -> None:
+    """Run `trainer` until a crash just before step `at` (its checkpoints stay behind)."""
+
+    def crashing(tr, batch):
+        if tr.step == at:
+            raise RuntimeError("node failure")
+        return step_fn(tr, batch)
+
+    with pytest.raises(RuntimeError, match="node failure"):
+        trainer.fit(make_batches, crashing)
+
+
+def _assert_same_weights(trainer: Trainer, expected: dict[str, torch.Tensor]) -> None:
+    state = trainer.unwrap().state_dict()
+    assert state.keys() == expected.keys()
+    for k, v in state.items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flip":  # same size, one byte changed in the middle
+        i = len(data) // 2
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :])
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip", "delete"])
+@pytest.mark.parametrize(
+    "name",
+    ["model.safetensors", "ema_model.safetensors", "meta.json", "optimizer.bin", "random_states_0.pkl"],
+)
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupted, caplog, name, how):
+    """A damaged file of the newest checkpoint is detected by the sizes and hashes recorded when it was
+    written; the job warns naming it, resumes from the previous checkpoint and ends as if never
+    interrupted."""
+    _crash(_trainer(tmp_path / "run"), at=13)  # leaves step-5 and step-10
+    _damage(tmp_path / "run/ckpt/step-00000010" / name, how)
+    resumed = _trainer(tmp_path / "run")
+    with caplog.at_level("WARNING", logger="semtok.train"):
+        resumed.fit(make_batches, step_fn)
+    assert f"step-00000010/{name}" in caplog.text and "corrupt" in caplog.text
+    assert "resumed from" in caplog.text and "step 5)" in caplog.text
+    assert (tmp_path / "run/ckpt/corrupt-step-00000010").is_dir()  # kept aside for inspection
+    _assert_same_weights(resumed, uninterrupted)
+
+
+def test_no_usable_checkpoint_starts_over(tmp_path, uninterrupted, caplog):
+    """Every checkpoint damaged (or a folder left without meta.json): train from step 0."""
+    _crash(_trainer(tmp_path / "run"), at=13)
+    _damage(tmp_path / "run/ckpt/step-00000010/model.safetensors", "truncate")
+    (tmp_path / "run/ckpt/step-00000005/meta.json").unlink()
+    (tmp_path / "run/ckpt/tmp-00000015").mkdir()  # a checkpoint being written when the job died
+    (tmp_path / "run/ckpt/step-backup").mkdir()  # not a checkpoint name
+    again = _trainer(tmp_path / "run")
+    with caplog.at_level("WARNING", logger="semtok.train"):
+        assert again.resume() == 0 and again.step == 0
+    assert "step-00000010/model.safetensors" in caplog.text and "step-00000005/meta.json" in caplog.text
+    again.fit(make_batches, step_fn)
+    _assert_same_weights(again, uninterrupted)
+
+
+@pytest.mark.parametrize("change", [{"lr": 0.02}, {"steps": 25}, {"depth": 2}], ids=["lr", "steps", "depth"])
+def test_checkpoints_of_other_settings_are_discarded(tmp_path, caplog, change):
+    """A rerun after a settings change (Snakemake reruns the job when its params change) equals a run
+    from scratch with the new settings: it neither resumes at the old settings (lr), nor exports the
+    old model (fewer steps than the checkpoint's), nor fails to load it (architecture)."""
+    _crash(_trainer(tmp_path / "run", steps=40, every=10), at=33)  # leaves step-20 and step-30
+    rerun = _trainer(tmp_path / "run", **{"steps": 40, "every": 10} | change)
+    with caplog.at_level("WARNING", logger="semtok.train"):
+        rerun.fit(make_batches, step_fn)
+    assert "discarded checkpoint" in caplog.text and "resumed from" not in caplog.text
+    scratch = _trainer(tmp_path / "scratch", **{"steps": 40, "every": 10} | change)
+    scratch.fit(make_batches, step_fn)
+    assert rerun.step == scratch.step == change.get("steps", 40)
+    _assert_same_weights(rerun, scratch.unwrap().state_dict())
+    for k, v in rerun.emas["model"].state_dict().items():
+        torch.testing.assert_close(v, scratch.emas["model"].state_dict()[k], rtol=0, atol=0)
+    logged = [(tmp_path / run / "logs/metrics.jsonl").read_text() for run in ("run", "scratch")]
+    steps = [[json.loads(line)["step"] for line in text.splitlines()] for text in logged]
+    assert steps[0] == steps[1]  # the old run's lines are gone too
+
+
+def test_signal_during_export_lets_the_job_finish(tmp_path):
+    """Training is over when the output is written: a checkpoint signal then is noted, not obeyed
+    (dying after the checkpoints are removed would cost the whole run), and the handler the process
+    had before is back afterwards."""
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, _frame: received.append(signum))
+    try:
+        run = _trainer(tmp_path / "run", steps=10)
+        run.fit(make_batches, step_fn)
+
+        def save(module, path):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            path.mkdir(parents=True)
+            torch.save(module.state_dict(), path / "w.pt")
+
+        run.export(save, tmp_path / "final")
+        assert (tmp_path / "final/w.pt").exists() and not (tmp_path / "run/ckpt").exists()
+        assert received == [] and run._signal == signal.SIGUSR1
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert received == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_fetch_failing_after_a_signal_checkpoints(tmp_path, uninterrupted):
+    """A signal to the process group can kill a DataLoader worker before the main process acts on it:
+    the failed fetch must end in a checkpoint and exit 75, not a crash."""
+
+    def workers_killed(segment: int):
+        batches = make_batches(segment)
+        for i in range(100):
+            if segment == 1 and i == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+            yield next(batches)
+
+    run = _trainer(tmp_path / "run")
+    with pytest.raises(SystemExit) as exit_info:
+        run.fit(workers_killed, step_fn)
+    assert exit_info.value.code == EXIT_CHECKPOINTED
+    assert json.loads((run.checkpoints()[-1] / "meta.json").read_text())["step"] == 7
+    resumed = _trainer(tmp_path / "run")
+    resumed.fit(make_batches, step_fn)
+    _assert_same_weights(resumed, uninterrupted)
 
 
 def test_export_writes_ema_weights_atomically(tmp_path):
@@ -129,7 +270,9 @@ def test_export_writes_ema_weights_atomically(tmp_path):
         path.mkdir(parents=True)
         torch.save(module.state_dict(), path / "w.pt")
 
+    assert run.checkpoints()
     run.export(save, out)
+    assert not (tmp_path / "run/ckpt").exists(), "a job's checkpoints are removed once its output is written"
     saved = torch.load(out / "w.pt", weights_only=True)
     ema = run.emas["model"].state_dict()
     for k, v in saved.items():
@@ -137,3 +280,72 @@ def test_export_writes_ema_weights_atomically(tmp_path):
     assert not (tmp_path / "final.tmp").exists()
     # the live weights are restored after the export
     assert not torch.equal(run.unwrap().state_dict()["0.weight"], ema["0.weight"])
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_resumes_exactly(
+    built_cfg, tmp_path
+):
+    """Slurm signals the whole process group: with 2 DataLoader workers on the real shard loader, a
+    SIGTERM at an odd step ends the job with a checkpoint and exit 75 (the workers must not die of it),
+    and the resumed run ends with the uninterrupted run's weights bit for bit (the loader's iterator
+    must not draw from the restored global RNG)."""
+    config = tmp_path / "config.json"
+    raw = to_dict(built_cfg)
+    raw["compute"]["threads"] = 1
+    config.write_text(json.dumps(raw))
+    env = {**os.environ, "SEMTOK_FORKSERVER": ""}
+
+    def job(out: str, pause_at: int = -1) -> subprocess.Popen:
+        command = [
+            sys.executable,
+            str(Path(__file__).with_name("loop_job.py")),
+            str(config),
+            str(tmp_path / out),
+        ]
+        return subprocess.Popen(
+            [*command, str(pause_at)], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+
+    def finish(proc: subprocess.Popen) -> tuple[int, str]:
+        _, stderr = proc.communicate(timeout=300)
+        return proc.returncode, stderr
+
+    status, stderr = finish(job("ref"))
+    assert status == 0, stderr[-3000:]
+    killed = job("run", pause_at=7)
+    deadline = time.time() + 300
+    while not (tmp_path / "run/paused").exists():
+        assert killed.poll() is None and time.time() < deadline, killed.stderr.read()[-3000:]
+        time.sleep(0.02)
+    os.killpg(killed.pid, signal.SIGTERM)
+    status, stderr = finish(killed)
+    assert status == EXIT_CHECKPOINTED, stderr[-3000:]
+    assert "checkpointed at step 8 on SIGTERM" in stderr
+    status, stderr = finish(job("run"))
+    assert status == 0, stderr[-3000:]
+    assert "resumed from" in stderr and "step 8)" in stderr
+    for name in ("live.safetensors", "final/ema.safetensors"):
+        expected, got = load_file(str(tmp_path / "ref" / name)), load_file(str(tmp_path / "run" / name))
+        assert expected.keys() == got.keys()
+        for key, value in expected.items():
+            assert torch.equal(value, got[key]), (name, key, (value - got[key]).abs().max())
+
+
+def test_a_signal_to_one_process_checkpoints_all_at_the_same_step(built_cfg, tmp_path):
+    """Under torchrun (2 CPU processes), a signal that reaches rank 1 alone: both processes checkpoint at
+    the same step and stop (none is left waiting in a collective), and the rerun resumes and finishes."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(to_dict(built_cfg)))
+    env = {**os.environ, "SEMTOK_FORKSERVER": "", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    job = [str(Path(__file__).with_name("loop_job.py")), str(config), str(tmp_path / "run")]
+    signalled = subprocess.run(
+        [*torchrun, *job, "7", "--signal-rank", "1"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "checkpointed at step 8 on SIGUSR1" in signalled.stderr, signalled.stderr[-4000:]
+    assert "checkpointed at step 8 on a signal to another process" in signalled.stderr
+    assert max(int(p.name.split("-")[1]) for p in (tmp_path / "run/ckpt").glob("step-*")) == 8
+    resumed = subprocess.run([*torchrun, *job, "-1"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from" in resumed.stderr and "step 8)" in resumed.stderr
+    assert (tmp_path / "run/final/ema.safetensors").exists()

@@ -118,9 +118,7 @@ def test_stage1_killed_then_resumed_ends_with_the_uninterrupted_weights(cfg, sta
     out = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "semtok.cli", "stage1", "--config", str(config_file), "--variant", "b18"]
     env = {**os.environ, "SEMTOK_FORKSERVER": ""}
-    import shutil
-
-    shutil.rmtree(ckpts)
+    assert not ckpts.exists(), "the fixture's checkpoints are removed once its output is written"
     proc = subprocess.Popen([*cmd, "--output", str(out)], env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (ckpts / "step-00000040" / "meta.json").exists():
@@ -139,6 +137,45 @@ def test_stage1_killed_then_resumed_ends_with_the_uninterrupted_weights(cfg, sta
     assert expected.keys() == resumed.keys()
     for key, value in expected.items():
         assert torch.equal(value, resumed[key]), key
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["tokenizer.stage1.optim.lr=0.0005", "tokenizer.stage1.optim.steps=5", "tokenizer.encoder.depth=3"],
+    ids=["lr", "fewer-steps", "encoder-depth"],
+)
+def test_stage1_rerun_after_a_settings_change_equals_a_run_from_scratch(cfg, tmp_path, monkeypatch, change):
+    """A Stage I job killed before its export leaves checkpoints; after a settings change the rerun
+    must neither resume from them (lr), nor export the old model (fewer steps than the checkpoint's),
+    nor fail to load them (encoder depth): it equals a run from scratch with the new settings."""
+    import shutil
+
+    from semtok.train.loop import Trainer
+
+    def config(out: str, overrides: list[str]):
+        raw = to_dict(cfg)
+        raw["out_dir"] = str(tmp_path / out)
+        raw["tokenizer"]["stage1"]["optim"].update(steps=8, ckpt_every=2, log_every=2)
+        shutil.copytree(cfg.out / "data", tmp_path / out / "data", dirs_exist_ok=True)
+        return from_dict(raw, overrides)
+
+    old, new = config("out", []), config("out", [change])
+    train_stage1(config("fresh", [change]), "b18", tmp_path / "scratch")
+
+    def killed_before_export(*_args, **_kwargs):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "export", killed_before_export)
+        with pytest.raises(RuntimeError, match="killed"):
+            train_stage1(old, "b18", tmp_path / "old")
+    assert list(paths.checkpoint_dir(new.out, "tokenizer-b18-stage1").glob("step-*"))
+    train_stage1(new, "b18", tmp_path / "rerun")
+    expected = load_file(str(next((tmp_path / "scratch").glob("*.safetensors"))))
+    rerun = load_file(str(next((tmp_path / "rerun").glob("*.safetensors"))))
+    assert expected.keys() == rerun.keys()
+    for key, value in expected.items():
+        assert torch.equal(value, rerun[key]), key
 
 
 # ---------------------------------------------------------------------------------------------

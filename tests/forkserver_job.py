@@ -1,0 +1,24 @@
+"""A test-only command for tests/test_forkserver.py: a fork server started with `--preload
+forkserver_job` (this folder on PYTHONPATH) knows `semtok sleep --pid-file FILE`, a long job that
+writes its pid and sleeps, to kill things around."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from semtok import cli
+
+NEEDS_CONFIG = False
+cli.COMMANDS["sleep"] = (__name__, "test only: write the pid to --pid-file, then sleep")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pid-file", required=True)
+
+
+def run(args: argparse.Namespace, _cfg: object) -> None:
+    Path(args.pid_file).write_text(str(os.getpid()))
+    time.sleep(600)
