@@ -13,7 +13,7 @@ rule eval_reference:
     log:
         OUT / "logs/eval_reference.log",
     shell:
-        cli("eval-reference") + " --output {output} > {log} 2>&1"
+        cli("eval-reference") + " --output {output:q} > {log:q} 2>&1"
 
 
 def recon_inputs(stage):
@@ -41,8 +41,8 @@ rule eval_recon:
     log:
         OUT / "logs/eval_recon_{tok}-refiner.log",
     shell:
-        cli("eval-recon") + " --variant {wildcards.tok} --mode refiner --reference {params.reference}"
-        " --output {output.csv} --examples {output.examples} --features {output.features} > {log} 2>&1"
+        cli("eval-recon") + " --variant {wildcards.tok} --mode refiner --reference {params.reference:q}"
+        " --output {output.csv:q} --examples {output.examples:q} --features {output.features:q} > {log:q} 2>&1"
 
 
 rule eval_recon_diffusion:
@@ -57,8 +57,8 @@ rule eval_recon_diffusion:
     log:
         OUT / "logs/eval_recon_{tok}-diffusion.log",
     shell:
-        cli("eval-recon") + " --variant {wildcards.tok} --mode diffusion --reference {params.reference}"
-        " --output {output.csv} --examples {output.examples} > {log} 2>&1"
+        cli("eval-recon") + " --variant {wildcards.tok} --mode diffusion --reference {params.reference:q}"
+        " --output {output.csv:q} --examples {output.examples:q} > {log:q} 2>&1"
 
 
 rule eval_gen:
@@ -73,5 +73,5 @@ rule eval_gen:
     log:
         OUT / "logs/eval_gen_{gen}-{setting}.log",
     shell:
-        cli("eval-gen") + " --variant {wildcards.gen} --setting {wildcards.setting} --samples {input.samples}"
-        " --reference {input.reference} --output {output} > {log} 2>&1"
+        cli("eval-gen") + " --variant {wildcards.gen} --setting {wildcards.setting} --samples {input.samples:q}"
+        " --reference {input.reference:q} --output {output:q} > {log:q} 2>&1"
