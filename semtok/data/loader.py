@@ -211,18 +211,18 @@ def _decode(
 def _batch(
     samples: Iterable[dict[str, Any]], *, batch_size: int, partial_last: bool
 ) -> Iterator[dict[str, Any]]:
+    """Decoded samples → batches; a skip event is passed on at once, as a batch without samples."""
     batch: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
     for sample in samples:
         if SKIPPED in sample:
-            skipped.append(sample[SKIPPED])
+            yield collate([], [sample[SKIPPED]])
             continue
         batch.append(sample)
         if len(batch) == batch_size:
-            yield collate(batch, skipped)
-            batch, skipped = [], []
-    if (batch and partial_last) or skipped:
-        yield collate(batch if partial_last else [], skipped)
+            yield collate(batch, [])
+            batch = []
+    if batch and partial_last:
+        yield collate(batch, [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,11 +300,19 @@ class ShardLoader:
                 pin_memory=torch.cuda.is_available(),
             )
             self._passes += 1
+            lost = 0  # whole shards skipped since the last batch
             for batch in loader:
                 for event in batch.pop("skipped"):
                     self._skipped(event)
+                    lost += event["key"] is None
                 if batch["key"]:
+                    lost = 0
                     yield batch
+                elif lost > 2 * len(self.set_paths):
+                    raise CorruptShardError(
+                        f"{len(self.set_paths)} shards",
+                        f"{lost} corrupt shards in a row and no sample (every shard corrupt?)",
+                    )
 
     def _skipped(self, event: dict[str, Any]) -> None:
         """Record one skip: the job's log (a warning on stderr), the lists, and a line in `record`."""

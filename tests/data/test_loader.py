@@ -251,3 +251,28 @@ def test_a_damaged_token_shard_names_the_shard_and_the_key(tmp_path):
         list(read_token_shard(tar, 18))
     with pytest.raises(CorruptSampleError, match="sample 'k1'"):
         TokenDataset([tar], 18)
+
+
+def test_every_shard_corrupt_in_skip_mode_stops_instead_of_resampling_forever(copied_cfg):
+    import signal
+
+    cfg = copied_cfg(["data.on_corrupt_shard=skip"])
+    for i in range(2):
+        paths.feature_shard(cfg.out, "latents", "train", i).write_bytes(b"\0" * 100)
+
+    def too_long(*_):
+        raise TimeoutError("the loader resampled corrupt shards forever")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(120)
+    try:
+        loader = make_loader(cfg, "train", batch_size=4, features=("latents",))  # resampling: infinite
+        with pytest.warns(UserWarning), pytest.raises(CorruptShardError, match="corrupt shards in a row"):
+            next(iter(loader))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (
+        len(loader.skipped_shards) == 5
+        and len(paths.skipped_record(cfg.out, "train").read_text().splitlines()) == 5
+    )
