@@ -9,9 +9,10 @@ import torch
 from diffusers import AutoencoderKL
 
 from semtok import paths, registry
+from semtok.data import shards
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.loader import flip_grid, iterate_shard, latent_normalisation, make_loader
-from semtok.data.shards import CorruptSampleError, CorruptShardError, read_shard, write_shard
+from semtok.data.shards import CorruptShardError, read_shard, write_shard
 
 
 def _raw(cfg, kind, split="train"):
@@ -196,7 +197,7 @@ def test_a_damaged_member_fails_naming_the_shard_the_key_and_the_member(copied_c
     key = next(read_shard(tar))["__key__"]
     _damage_member(tar, key, member, damage)
     loader = make_loader(cfg, "train", batch_size=4, resample=False, shuffle=False, images=True, flip=False)
-    with pytest.raises(CorruptSampleError) as err:
+    with pytest.raises(shards.CorruptSampleError) as err:
         list(loader)
     assert str(tar) in str(err.value) and repr(key) in str(err.value) and repr(member) in str(err.value)
 
@@ -233,7 +234,7 @@ def test_encoding_a_damaged_image_names_the_shard_and_the_key(copied_cfg, tmp_pa
     tar = paths.image_shard(cfg.out, "val", 0)
     key = next(read_shard(tar))["__key__"]
     _damage_member(tar, key, "jpg", lambda d: d[: len(d) // 3])
-    with pytest.raises(CorruptSampleError, match=f"val-00000.tar: sample {key!r}, member 'jpg'"):
+    with pytest.raises(shards.CorruptSampleError, match=f"val-00000.tar: sample {key!r}, member 'jpg'"):
         encode_shard(cfg, "latents", tar, tmp_path / "out.tar")
 
 
@@ -247,9 +248,11 @@ def test_a_damaged_token_shard_names_the_shard_and_the_key(tmp_path):
         tar, [{"__key__": f"k{i}", "cls": b"1", "bits.npy": bits, "bits_flip.npy": bits} for i in range(3)]
     )
     _damage_member(tar, "k1", "bits_flip.npy", lambda d: d[:8])
-    with pytest.raises(CorruptSampleError, match="train-00000.tar: sample 'k1', member 'bits_flip.npy'"):
+    with pytest.raises(
+        shards.CorruptSampleError, match="train-00000.tar: sample 'k1', member 'bits_flip.npy'"
+    ):
         list(read_token_shard(tar, 18))
-    with pytest.raises(CorruptSampleError, match="sample 'k1'"):
+    with pytest.raises(shards.CorruptSampleError, match="sample 'k1'"):
         TokenDataset([tar], 18)
 
 
