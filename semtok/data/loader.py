@@ -59,7 +59,7 @@ from semtok.data.shards import (
 )
 
 FEATURES = ("latents", "siglip")
-SKIPPED = "__skipped_shard__"  # marker sample: a corrupt shard skipped in "skip" mode
+SKIPPED = "__skipped__"  # marker sample: a corrupt shard or sample skipped in "skip" mode
 
 
 def latent_normalisation(cfg: Config) -> tuple[float, float]:
