@@ -109,6 +109,12 @@ def test_bad_config_stops_the_dag_naming_the_key(tmp_path):
     assert "tokenizer.stage1.optim.lr: expected float, got str ('fast')" in done.stdout + done.stderr
 
 
+def test_an_out_dir_with_braces_is_refused_naming_the_key(tmp_path):
+    done = dry_run("all_tables", "--config", f"out_dir={tmp_path / 'run{1}'}")
+    assert done.returncode != 0
+    assert "out_dir:" in done.stdout + done.stderr and "contains a brace" in done.stdout + done.stderr
+
+
 def test_imagenet_source_without_a_root_is_refused(tmp_path):
     done = dry_run("all_tables", "--configfile", "config/paper.yaml", "--config", f"out_dir={tmp_path}")
     assert done.returncode != 0

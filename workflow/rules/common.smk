@@ -24,6 +24,8 @@ if CFG.data.source == "imagenet" and not CFG.data.imagenet_root:
         "(e.g. --config 'overrides=[\"data.imagenet_root=/datasets/imagenet\"]' or a site --configfile)"
     )
 OUT = CFG.out
+if "{" in str(OUT) or "}" in str(OUT):
+    raise WorkflowError(f"invalid configuration: out_dir: {str(OUT)!r} contains a brace, which Snakemake reads as a wildcard")
 
 # Every job reads the validated config from a file named by the hash of its content, written once and
 # never changed: another invocation with other settings (even `-n`, or one refused by the lock) writes
