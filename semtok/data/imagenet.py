@@ -52,6 +52,7 @@ COLUMNS = ("key", "path", "cls", "wnid", "shard", "rejected")
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 WNID = re.compile(r"n\d{8}")
 KEY_SAFE = frozenset(string.ascii_letters + string.digits + "-_+,=@~()[]!")
+_ALL_SAFE = re.compile("[" + re.escape("".join(sorted(KEY_SAFE))) + "]*")
 _TSV = {"delimiter": "\t", "lineterminator": "\n", "quoting": csv.QUOTE_MINIMAL}
 
 
@@ -79,7 +80,10 @@ def dataset_root(cfg: Config) -> Path:
 
 def file_key(name: str) -> str:
     """The webdataset key of file `name`: its stem, every byte outside KEY_SAFE written as %XX."""
-    return "".join(chr(b) if chr(b) in KEY_SAFE else f"%{b:02X}" for b in os.fsencode(Path(name).stem))
+    stem = Path(name).stem
+    if _ALL_SAFE.fullmatch(stem):
+        return stem
+    return "".join(chr(b) if chr(b) in KEY_SAFE else f"%{b:02X}" for b in os.fsencode(stem))
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -124,7 +128,7 @@ def _row(entry: os.DirEntry, cls: int, wnid: str, rejected: str = "") -> IndexRo
 def read_synset_mapping(path: Path) -> list[str]:
     """LOC_synset_mapping.txt (`nXXXXXXXX description` per line) → wnids in class-index order."""
     wnids = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         if line.strip():
             wnid = line.split()[0]
             if not WNID.fullmatch(wnid):
@@ -146,7 +150,8 @@ def synsets(root: Path) -> list[str]:
     mapping = root / SYNSET_MAPPING
     if mapping.is_file():
         wnids = read_synset_mapping(mapping)
-        extra, missing = sorted(set(folders) - set(wnids)), [w for w in wnids if w not in set(folders)]
+        found = set(folders)
+        extra, missing = sorted(found - set(wnids)), [w for w in wnids if w not in found]
         if extra:
             raise DatasetError(f"{train}: folders {extra[:5]} are not listed in {mapping}")
         if missing:

@@ -163,7 +163,7 @@ def test_hidden_entries_never_become_classes_or_images(cfg, dataset):
 def test_classes_follow_the_synset_mapping_file_and_must_match_the_folders(cfg, dataset):
     mapping = dataset / imagenet.SYNSET_MAPPING
     wnids = [line.split()[0] for line in mapping.read_text().splitlines()]
-    mapping.write_text("".join(f"{w} class {w}\n" for w in reversed(wnids)))
+    mapping.write_text("\ufeff" + "".join(f"{w} class {w}\n" for w in reversed(wnids)))  # with a BOM
     rows, _ = imagenet.build_index(cfg, "train")
     assert all(r.cls == 3 - int(r.wnid[1:]) for r in rows)
     assert imagenet.build_index(cfg, "val")[0][0].cls == 3 - int(
