@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +28,68 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type; the message names the key."""
+    """A configuration value is missing, unknown, of the wrong type or out of its range; the message
+    names the key."""
+
+
+SEED_MAX = 2**32 - 1
+MAX_BITS = 62  # bits of a token index that fit an int64 (semtok/models/quantizer.py)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The valid range of a setting: numbers within [ge, le] and beyond gt / below lt; for a list
+    (or the lists of a mapping) also its length. Applied to every number of a list or mapping."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    length: int | None = None
+    min_length: int | None = None
+
+    def describe(self) -> str:
+        ops = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return " and ".join(f"{op} {v}" for op, v in ops if v is not None)
+
+    def contains(self, x: float) -> bool:
+        return (
+            (self.ge is None or x >= self.ge)
+            and (self.gt is None or x > self.gt)
+            and (self.le is None or x <= self.le)
+            and (self.lt is None or x < self.lt)
+        )
+
+    def check(self, value: Any, key: str) -> None:
+        """Raise ConfigError naming `key` (and the list index or mapping key) if `value` is out of range."""
+        if isinstance(value, dict):
+            for k, v in value.items():
+                self.check(v, f"{key}.{k}")
+            return
+        if isinstance(value, (list, str)):
+            n = len(value)
+            if self.length is not None and n != self.length:
+                raise ConfigError(f"{key}: expected {self.length} values, got {n} ({value!r})")
+            if self.min_length is not None and n < self.min_length:
+                unit = "character" if isinstance(value, str) else "item"
+                raise ConfigError(f"{key}: must have at least {self.min_length} {unit}(s), got {value!r}")
+            if isinstance(value, list):
+                for i, v in enumerate(value):
+                    self.check(v, f"{key}[{i}]")
+            return
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not self.contains(value):
+            raise ConfigError(f"{key}: must be {self.describe()}, got {value!r}")
+
+    def schema(self) -> dict[str, Any]:
+        """JSON-schema keywords of the numeric bounds."""
+        names = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
+        return {names[k]: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    """A dataclass field with its valid range (`Bounds` keywords), checked at load time and exported to
+    the JSON schema."""
+    return field(default=default, default_factory=factory, metadata={"bounds": Bounds(**bounds)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -38,12 +100,13 @@ class ConfigError(ValueError):
 class SyntheticConfig:
     """The built-in class-conditional dataset of shapes, colours and textures (ImageNet folder layout)."""
 
-    num_classes: int = 10
-    train_per_class: int = 64
-    val_per_class: int = 16
-    min_size: int = 72  # images get random sizes in [min_size, max_size] to exercise resize + crop
-    max_size: int = 120
-    seed: int = 0
+    num_classes: int = setting(10, ge=1)
+    train_per_class: int = setting(64, ge=1)
+    val_per_class: int = setting(16, ge=1)
+    # images get random sizes in [min_size, max_size] to exercise resize + crop
+    min_size: int = setting(72, ge=8)
+    max_size: int = setting(120, ge=8)  # >= min_size
+    seed: int = setting(0, ge=0, le=SEED_MAX)
 
 
 @dataclass
@@ -52,14 +115,14 @@ class DataConfig:
     imagenet_root: str | None = None  # holds train/<wnid>/*.JPEG and val/ (per-class or flat)
     val_solution_csv: str | None = None  # flat val folder labels; default <root>/LOC_val_solution.csv
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    resolution: int = 256
-    jpeg_quality: int = 95
-    train_shards: int = 1282
-    val_shards: int = 50
+    resolution: int = setting(256, ge=8)
+    jpeg_quality: int = setting(95, ge=1, le=100)
+    train_shards: int = setting(1282, ge=1)
+    val_shards: int = setting(50, ge=1)
     precompute_siglip: bool = True  # False: SigLIP runs online inside the training job
     on_corrupt_shard: Literal["fail", "skip"] = "fail"
-    shuffle_buffer: int = 2000
-    encode_batch_size: int = 64
+    shuffle_buffer: int = setting(2000, ge=1)
+    encode_batch_size: int = setting(64, ge=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,9 +144,9 @@ class ComponentConfig:
     subfolder: str | None = None
     revision: str | None = None
     arch: dict[str, Any] = field(default_factory=dict)
-    train_steps: int = 0  # bootstrap only
-    batch_size: int = 32  # bootstrap only
-    lr: float = 1e-3  # bootstrap only
+    train_steps: int = setting(0, ge=0)  # bootstrap only
+    batch_size: int = setting(32, ge=1)  # bootstrap only
+    lr: float = setting(1e-3, gt=0)  # bootstrap only
 
 
 def _component(**kw: Any) -> Any:
@@ -109,18 +172,18 @@ class PretrainedConfig:
 
 @dataclass
 class OptimConfig:
-    steps: int = 200_000
-    batch_size: int = 256  # global batch
-    lr: float = 5e-5
-    weight_decay: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup: int = 10_000
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
-    grad_clip: float = 1.0
-    ema: float = 0.9999
-    ckpt_every: int = 2_000
-    keep_ckpts: int = 2
-    log_every: int = 50
+    steps: int = setting(200_000, ge=1)
+    batch_size: int = setting(256, ge=1)  # global batch
+    lr: float = setting(5e-5, gt=0)
+    weight_decay: float = setting(1e-3, ge=0)
+    betas: list[float] = setting(factory=lambda: [0.9, 0.99], ge=0, lt=1, length=2)
+    warmup: int = setting(10_000, ge=0)
+    min_lr_ratio: float = setting(0.0, ge=0, le=1)  # cosine floor as a fraction of lr
+    grad_clip: float = setting(1.0, ge=0)  # 0 = no clipping
+    ema: float = setting(0.9999, ge=0, lt=1)
+    ckpt_every: int = setting(2_000, ge=1)
+    keep_ckpts: int = setting(2, ge=1)
+    log_every: int = setting(50, ge=1)
 
 
 @dataclass
@@ -130,8 +193,8 @@ class ComputeConfig:
     grad_checkpointing: bool = True
     fused_adam: bool = True  # GPU only
     allow_tf32: bool = True
-    num_workers: int = 8
-    threads: int = 0  # torch CPU threads; 0 = library default
+    num_workers: int = setting(8, ge=0)
+    threads: int = setting(0, ge=0)  # torch CPU threads; 0 = library default
     fsdp: bool = False  # multi-GPU: FullyShardedDataParallel instead of DDP (semtok/launch.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
 
@@ -142,10 +205,10 @@ class ComputeConfig:
 
 @dataclass
 class EncoderArch:
-    depth: int = 8
-    width: int = 768
-    heads: int = 12
-    mlp_ratio: float = 4.0
+    depth: int = setting(8, ge=1)
+    width: int = setting(768, ge=1)
+    heads: int = setting(12, ge=1)  # divides width
+    mlp_ratio: float = setting(4.0, gt=0)
     causal_1d: bool = False
     mode: Literal["1d", "grid2d"] = "1d"
 
@@ -158,21 +221,21 @@ class DecoderArch:
 
 @dataclass
 class EntropyConfig:
-    weight: float = 0.0025  # λ_q
-    tau: float = 1.0
-    group_size: int = 1
-    commit_weight: float = 0.25  # LFQ only
+    weight: float = setting(0.0025, ge=0)  # λ_q
+    tau: float = setting(1.0, gt=0)
+    group_size: int = setting(1, ge=1, le=16)  # divides tokenizer.bits; 2^g corners per group
+    commit_weight: float = setting(0.25, ge=0)  # LFQ only
 
 
 @dataclass
 class SemanticConfig:
-    weight: float = 0.05  # λ_s
+    weight: float = setting(0.05, ge=0)  # λ_s
     contrastive: bool = True
     distill: bool = True
     distill_head: Literal["linear", "mlp"] = "linear"
-    embed_dim: int = 512
-    logit_scale_init: float = 1 / 0.07
-    logit_scale_max: float = 100.0
+    embed_dim: int = setting(512, ge=1)
+    logit_scale_init: float = setting(1 / 0.07, gt=0)
+    logit_scale_max: float = setting(100.0, gt=0)  # >= logit_scale_init
 
 
 @dataclass
@@ -183,35 +246,35 @@ class Stage1Config:
 
 @dataclass
 class GanConfig:
-    start: int = 20_000
-    lr: float = 1e-4
-    lecam: float = 0.001
-    channels: int = 128
-    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 4, 4, 4])
+    start: int = setting(20_000, ge=0)
+    lr: float = setting(1e-4, gt=0)
+    lecam: float = setting(0.001, ge=0)
+    channels: int = setting(128, ge=1)
+    channel_mults: list[int] = setting(factory=lambda: [1, 2, 4, 4, 4], ge=1, min_length=1)
 
 
 @dataclass
 class Stage2Config:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=100_000, batch_size=64))
-    lambda_p: float = 0.1
-    lambda_g: float = 0.1
+    lambda_p: float = setting(0.1, ge=0)
+    lambda_g: float = setting(0.1, ge=0)
     perceptual: list[Literal["lpips", "resnet"]] = field(default_factory=lambda: ["lpips", "resnet"])
-    resnet_size: int = 224
+    resnet_size: int = setting(224, ge=32)
     gan: GanConfig = field(default_factory=GanConfig)
     freeze_encoder: bool = True
 
 
 @dataclass
 class FlowSamplerConfig:
-    steps: int = 25
-    shift: float = 1.0
+    steps: int = setting(25, ge=1)
+    shift: float = setting(1.0, gt=0)
 
 
 @dataclass
 class TokenizerConfig:
-    bits: int = 18
-    num_tokens: int = 256
-    patch_size: int = 2
+    bits: int = setting(18, ge=1, le=MAX_BITS)
+    num_tokens: int = setting(256, ge=1)
+    patch_size: int = setting(2, ge=1)
     quantizer: Literal["bsq", "lfq"] = "bsq"
     encoder: EncoderArch = field(default_factory=EncoderArch)
     decoder: DecoderArch = field(default_factory=DecoderArch)
@@ -220,7 +283,7 @@ class TokenizerConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     sampler: FlowSamplerConfig = field(default_factory=FlowSamplerConfig)
-    dump_batch_size: int = 128
+    dump_batch_size: int = setting(128, ge=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,35 +299,35 @@ class GeneratorArch:
 
 @dataclass
 class MaskConfig:
-    min_ratio: float = 0.7
-    max_ratio: float = 1.0
+    min_ratio: float = setting(0.7, gt=0, le=1)
+    max_ratio: float = setting(1.0, gt=0, le=1)  # >= min_ratio
     dist: Literal["uniform", "truncnorm"] = "uniform"
 
 
 @dataclass
 class SampleConfig:
-    steps: int = 64
+    steps: int = setting(64, ge=1)
     order: Literal["random", "confidence"] = "random"
-    top_p: float = 0.75
-    cfg_scale: float = 6.0
+    top_p: float = setting(0.75, gt=0, le=1)
+    cfg_scale: float = setting(6.0, ge=0)
     cfg_schedule: Literal["linear", "constant"] = "linear"
-    temperature: float = 1.0
-    choice_temperature: float = 4.5  # Gumbel noise of confidence order, annealed to 0 (MaskGIT)
-    per_class: int = 50
-    batch_size: int = 250
-    chunk: int = 5000  # images per resumable chunk
+    temperature: float = setting(1.0, gt=0)
+    choice_temperature: float = setting(4.5, ge=0)  # Gumbel noise of confidence order, annealed to 0 (MaskGIT)
+    per_class: int = setting(50, ge=1)
+    batch_size: int = setting(250, ge=1)
+    chunk: int = setting(5000, ge=1)  # images per resumable chunk
 
 
 @dataclass
 class GeneratorConfig:
     tokenizer: str = "b18"  # the tokenizer variant whose tokens it models
     arch: GeneratorArch = field(default_factory=GeneratorArch)
-    sizes: dict[str, list[int]] = field(
-        default_factory=lambda: {"L": [24, 1024, 16], "XL": [36, 1280, 20], "XXL": [24, 2048, 32]}
-    )  # name -> [depth, width, heads] (Table 9)
+    sizes: dict[str, list[int]] = setting(
+        factory=lambda: {"L": [24, 1024, 16], "XL": [36, 1280, 20], "XXL": [24, 2048, 32]}, ge=1, length=3
+    )  # name -> [depth, width, heads] (Table 9); heads divides width
     mask: MaskConfig = field(default_factory=MaskConfig)
-    label_smoothing: float = 0.01
-    class_dropout: float = 0.1
+    label_smoothing: float = setting(0.01, ge=0, lt=1)
+    class_dropout: float = setting(0.1, ge=0, lt=1)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(
             steps=800_000, batch_size=2048, lr=2e-4, weight_decay=0.03, betas=[0.9, 0.95], warmup=10_000
@@ -280,25 +343,25 @@ class GeneratorConfig:
 @dataclass
 class SweepConfig:
     generator: str = "ar-l"
-    cfg_linear: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-    cfg_constant: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
-    steps: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
-    top_p: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0])
+    cfg_linear: list[float] = setting(factory=lambda: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], ge=0)
+    cfg_constant: list[float] = setting(factory=lambda: [1.0, 1.5, 2.0, 2.5, 3.0, 4.0], ge=0)
+    steps: list[int] = setting(factory=lambda: [8, 16, 32, 64, 128], ge=1)
+    top_p: list[float] = setting(factory=lambda: [0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0], gt=0, le=1)
 
 
 @dataclass
 class EvalConfig:
-    recon_images: int = 50_000  # val images for rFID/PSNR/SSIM/LPIPS (capped at the val size)
-    batch_size: int = 64
+    recon_images: int = setting(50_000, ge=1)  # val images for rFID/PSNR/SSIM/LPIPS (capped at the val size)
+    batch_size: int = setting(64, ge=1)
     # ADM's reference batch (arr_0 images, mu/sigma), a local path or a URL that `prefetch` downloads:
     # gFID against its mu/sigma, precision/recall against its images. None: the validation images.
     fid_reference: str | None = None
     classifier: str = "IMAGENET1K_V2"  # class_acc: torchvision ResNet50_Weights with real Inception
     fid_extractor: Literal["inception", "classifier"] = "inception"
-    pr_k: int = 3
+    pr_k: int = setting(3, ge=1)
     sweeps: SweepConfig = field(default_factory=SweepConfig)
-    tsne_images: int = 2000
-    grid_images: int = 8
+    tsne_images: int = setting(2000, ge=2)
+    grid_images: int = setting(8, ge=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,9 +369,9 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    run_id: str = "paper"
-    out_dir: str = "results"
-    seed: int = 0
+    run_id: str = setting("paper", min_length=1)
+    out_dir: str = setting("results", min_length=1)
+    seed: int = setting(0, ge=0, le=SEED_MAX)
     data: DataConfig = field(default_factory=DataConfig)
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
@@ -348,6 +411,37 @@ def _variant(base: Any, variants: dict[str, dict[str, Any]], name: str, where: s
 
 # ----------------------------------------------------------------------------------------------
 # Loading and validation
+
+# Relations between settings that a range cannot express: (section, key named in the error, test, message).
+RELATIONS: list[tuple[type, str, Any, str]] = [
+    (SyntheticConfig, "max_size", lambda c: c.max_size >= c.min_size, "must be >= min_size"),
+    (
+        ComponentConfig,
+        "train_steps",
+        lambda c: c.source != "bootstrap" or c.train_steps >= 1,
+        "must be >= 1 when source is 'bootstrap'",
+    ),
+    (EncoderArch, "heads", lambda c: c.width % c.heads == 0, "must divide width"),
+    (
+        TokenizerConfig,
+        "entropy.group_size",
+        lambda c: c.bits % c.entropy.group_size == 0,
+        "must divide tokenizer.bits",
+    ),
+    (
+        SemanticConfig,
+        "logit_scale_max",
+        lambda c: c.logit_scale_max >= c.logit_scale_init,
+        "must be >= logit_scale_init",
+    ),
+    (MaskConfig, "max_ratio", lambda c: c.max_ratio >= c.min_ratio, "must be >= min_ratio"),
+    (
+        GeneratorConfig,
+        "sizes",
+        lambda c: all(width % heads == 0 for _, width, heads in c.sizes.values()),
+        "heads (third value) must divide width (second value)",
+    ),
+]
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -430,6 +524,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -440,16 +536,22 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in hints:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
             raise ConfigError(f"{path}: unknown key{hint}")
         kwargs[key] = _convert(hints[key], value, path)
-    return cls(**kwargs)
+        if "bounds" in fields[key].metadata:
+            fields[key].metadata["bounds"].check(kwargs[key], path)
+    obj = cls(**kwargs)
+    for kind, key, holds, message in RELATIONS:
+        if isinstance(obj, kind) and not holds(obj):
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{key}: {message}")
+    return obj
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -525,7 +627,7 @@ def section_hash(*sections: Any) -> str:
 # JSON schema (workflow/schemas/config.schema.json)
 
 
-def _schema(tp: Any) -> dict[str, Any]:
+def _schema(tp: Any, bounds: Bounds = Bounds()) -> dict[str, Any]:
     origin = typing.get_origin(tp)
     if tp is Any:
         return {}
@@ -534,18 +636,32 @@ def _schema(tp: Any) -> dict[str, Any]:
         return {
             "type": "object",
             "additionalProperties": False,
-            "properties": {f.name: _schema(hints[f.name]) for f in dataclasses.fields(tp)},
+            "properties": {
+                f.name: _schema(hints[f.name], f.metadata.get("bounds", Bounds()))
+                for f in dataclasses.fields(tp)
+            },
         }
     if origin is Literal:
         return {"enum": list(typing.get_args(tp))}
     if origin in (typing.Union, types.UnionType):
-        return {"anyOf": [_schema(a) for a in typing.get_args(tp)]}
+        return {"anyOf": [_schema(a, bounds) for a in typing.get_args(tp)]}
     if origin is list:
-        return {"type": "array", "items": _schema(typing.get_args(tp)[0])}
+        schema = {"type": "array", "items": _schema(typing.get_args(tp)[0], bounds)}
+        return schema | _length_schema(bounds, "Items")
     if origin is dict:
-        return {"type": "object", "additionalProperties": _schema(typing.get_args(tp)[1])}
-    simple = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string"}
-    return {"type": simple[tp]}
+        return {"type": "object", "additionalProperties": _schema(typing.get_args(tp)[1], bounds)}
+    if tp in (int, float):
+        return {"type": "integer" if tp is int else "number"} | bounds.schema()
+    if tp is str:
+        return {"type": "string"} | _length_schema(bounds, "Length")
+    return {"type": {type(None): "null", bool: "boolean"}[tp]}
+
+
+def _length_schema(bounds: Bounds, what: str) -> dict[str, int]:
+    """minItems/maxItems (what="Items") or minLength/maxLength (what="Length") of `bounds`."""
+    low = bounds.length if bounds.length is not None else bounds.min_length
+    out = {f"min{what}": low} if low is not None else {}
+    return out | ({f"max{what}": bounds.length} if bounds.length is not None else {})
 
 
 def json_schema() -> dict[str, Any]:

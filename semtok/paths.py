@@ -14,6 +14,7 @@ these functions, so a path is spelled once.
     generator/{variant}/                           trained generator
     samples/{variant}/{setting}.npz                uint8 N×H×W×3 (`arr_0`), labels, seeds
     metrics/recon/{variant}-{mode}.csv, metrics/gen/{variant}-{setting}.csv
+    metrics/data/skipped-{split}.jsonl             corrupt shards/samples skipped by loaders (skip mode)
     tables/table{N}.{csv,md,tex}, figures/{name}.{png,pdf}
     checkpoints/{job}/                             resumable training state (not a declared output)
 """
@@ -48,6 +49,11 @@ def shard_manifest(out: Path, split: str, index: int | str) -> Path:
 
 def data_manifest(out: Path) -> Path:
     return out / "data" / "manifest.json"
+
+
+def skipped_record(out: Path, split: str) -> Path:
+    """Corrupt shards and samples the loaders skipped (`data.on_corrupt_shard: skip`), one JSON line each."""
+    return out / "metrics" / "data" / f"skipped-{split}.jsonl"
 
 
 def feature_shard(out: Path, kind: str, split: str, index: int | str) -> Path:

@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 
 from semtok import paths
 from semtok.config import Config, SampleConfig
+from semtok.data.imagenet import num_classes
 from semtok.models.generator import MaskedGenerator
 from semtok.report.settings import sample_config
 from semtok.sampling.masked import sample
 from semtok.tokens import load_tokenizer
-from semtok.train.ar import num_classes
 from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True

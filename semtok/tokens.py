@@ -13,7 +13,6 @@ fast, each rank takes its slice of the same global batch, and resume is exact.
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from semtok import paths
 from semtok.config import Config
 from semtok.data.loader import decode_sample, latent_normalisation
-from semtok.data.shards import read_shard, write_shard
+from semtok.data.shards import class_label, decode_member, npy_array, read_shard, write_shard
 from semtok.utils.io import npy_bytes
 
 NEEDS_CONFIG = True
@@ -39,10 +38,6 @@ def pack_bits(bits: torch.Tensor) -> np.ndarray:
 def unpack_bits(packed: np.ndarray, d: int) -> np.ndarray:
     """uint8 (..., ceil(d/8)) → bool (..., d)."""
     return np.unpackbits(packed, axis=-1, count=d, bitorder="little").astype(bool)
-
-
-def _load_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def load_tokenizer(cfg: Config, variant: str, device: torch.device | str = "cpu") -> Any:
@@ -85,9 +80,9 @@ def read_token_shard(path: Path | str, bits: int) -> Iterator[dict[str, Any]]:
     for s in read_shard(path):
         yield {
             "key": s["__key__"],
-            "cls": int(s["cls"]),
-            "bits": unpack_bits(_load_npy(s["bits.npy"]), bits),
-            "bits_flip": unpack_bits(_load_npy(s["bits_flip.npy"]), bits),
+            "cls": decode_member(s, "cls", class_label),
+            "bits": unpack_bits(decode_member(s, "bits.npy", npy_array), bits),
+            "bits_flip": unpack_bits(decode_member(s, "bits_flip.npy", npy_array), bits),
         }
 
 
@@ -98,9 +93,9 @@ class TokenDataset:
         packed, flips, labels = [], [], []
         for path in shards:
             for s in read_shard(path):
-                packed.append(_load_npy(s["bits.npy"]))
-                flips.append(_load_npy(s["bits_flip.npy"]))
-                labels.append(int(s["cls"]))
+                packed.append(decode_member(s, "bits.npy", npy_array))
+                flips.append(decode_member(s, "bits_flip.npy", npy_array))
+                labels.append(decode_member(s, "cls", class_label))
         if not packed:
             raise ValueError(f"no tokens in {len(shards)} shard(s): {list(shards)[:3]}")
         self.bits = bits

@@ -3,8 +3,11 @@ the JSON schema stays in sync with the dataclasses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
@@ -76,7 +79,8 @@ def test_paper_config_carries_the_paper_hyperparameters():
         ("data.source=lmdb", "data.source: expected one of 'synthetic', 'imagenet'"),
         ("tokenizer.bits=18.5", "tokenizer.bits: expected int, got float (18.5)"),
         ("compute.compile=yes please", "compute.compile: expected bool"),
-        ("generator.sizes.L=[2, 64]", None),  # a list of the right type: fine
+        ("generator.sizes.L=[2, 64, 4]", None),  # a list of the right type: fine
+        ("generator.sizes.L=[2, 64]", "generator.sizes.L: expected 3 values, got 2"),
         ("tokenizer_variants.b32.bits=x", "tokenizer_variants.b32.bits: expected int"),
         ("generator_variants.ar-l.tokenizer=b99", "unknown tokenizer variant 'b99'"),
         ("evaluation.sweeps.generator=ar-q", "unknown generator variant 'ar-q'"),
@@ -90,6 +94,91 @@ def test_errors_name_the_key_and_the_expected_type(override, message):
     with pytest.raises(ConfigError) as err:
         from_dict(raw(), [override])
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tokenizer.stage1.optim.batch_size=-4", "tokenizer.stage1.optim.batch_size: must be >= 1, got -4"),
+        ("generator.optim.steps=-10", "generator.optim.steps: must be >= 1, got -10"),
+        ("data.train_shards=0", "data.train_shards: must be >= 1, got 0"),
+        ("tokenizer.stage2.optim.lr=-1.0e-4", "tokenizer.stage2.optim.lr: must be > 0, got -0.0001"),
+        ("generator.optim.lr=.nan", "generator.optim.lr: expected a finite number, got nan"),
+        ("evaluation.batch_size=.inf", "evaluation.batch_size: expected int"),
+        ("generator.optim.betas=[0.9, 1.5]", "generator.optim.betas[1]: must be >= 0 and < 1, got 1.5"),
+        ("generator.optim.betas=[0.9]", "generator.optim.betas: expected 2 values, got 1"),
+        ("evaluation.sweeps.top_p=[0.5, 0]", "evaluation.sweeps.top_p[1]: must be > 0 and <= 1, got 0"),
+        ("data.jpeg_quality=101", "data.jpeg_quality: must be >= 1 and <= 100, got 101"),
+        ("tokenizer.bits=63", "tokenizer.bits: must be >= 1 and <= 62, got 63"),
+        ("seed=-1", "seed: must be >= 0"),
+        ("generator.class_dropout=1.0", "generator.class_dropout: must be >= 0 and < 1, got 1.0"),
+        ("pretrained.vae.batch_size=0", "pretrained.vae.batch_size: must be >= 1, got 0"),
+        (
+            "tokenizer_variants.b32.stage2.optim.steps=-5",
+            "tokenizer_variants.b32.stage2.optim.steps: must be >= 1",
+        ),
+        (
+            "generator_variants.ar-xl.sample.top_p=2",
+            "generator_variants.ar-xl.sample.top_p: must be > 0 and <= 1",
+        ),
+        ("out_dir=''", "out_dir: must have at least 1 character(s), got ''"),
+        # relations between settings
+        ("data.synthetic.max_size=20", "data.synthetic.max_size: must be >= min_size"),
+        (
+            "pretrained.resnet.train_steps=0",
+            "pretrained.resnet.train_steps: must be >= 1 when source is 'bootstrap'",
+        ),
+        ("tokenizer.encoder.heads=5", "tokenizer.encoder.heads: must divide width"),
+        ("tokenizer.entropy.group_size=4", "tokenizer.entropy.group_size: must divide tokenizer.bits"),
+        ("generator.mask.min_ratio=0.9", None),
+        ("generator.mask={min_ratio: 0.9, max_ratio: 0.8}", "generator.mask.max_ratio: must be >= min_ratio"),
+        ("generator.sizes.L=[2, 64, 5]", "generator.sizes: heads (third value) must divide width"),
+    ],
+)
+def test_settings_out_of_their_range_are_refused_naming_the_key(override, message):
+    if message is None:
+        from_dict(raw(), [override])
+        return
+    with pytest.raises(ConfigError) as err:
+        from_dict(raw(), [override])
+    assert message in str(err.value)
+
+
+def _numeric(tp) -> bool:
+    """Whether a field type holds numbers (int/float, or lists/mappings/optionals of them)."""
+    if tp in (int, float):
+        return True
+    return any(_numeric(a) for a in typing.get_args(tp) if a is not type(None))
+
+
+def test_every_numeric_setting_has_a_documented_range():
+    sections, missing = [Config], []
+    while sections:
+        cls = sections.pop()
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                sections.append(tp)
+            elif typing.get_origin(tp) is not Literal and _numeric(tp) and "bounds" not in f.metadata:
+                missing.append(f"{cls.__name__}.{f.name}")
+    assert not missing, f"numeric settings without a range: {missing}"
+
+
+def test_json_schema_carries_the_ranges():
+    import jsonschema
+
+    schema = json_schema()
+    data = schema["properties"]["data"]["properties"]
+    assert data["train_shards"] == {"type": "integer", "minimum": 1}
+    bad = raw()
+    bad["data"]["train_shards"] = 0
+    with pytest.raises(jsonschema.ValidationError, match="minimum"):
+        jsonschema.validate(bad, schema)
+    bad = raw()
+    bad["generator"]["optim"]["betas"] = [0.9, 1.0]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
 
 
 def test_overrides_apply_in_order_and_parse_yaml_values():

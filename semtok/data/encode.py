@@ -34,7 +34,7 @@ from tqdm import tqdm
 from semtok import paths, registry
 from semtok.config import Config
 from semtok.data.images import decode_rgb, to_model_range
-from semtok.data.shards import Sample, read_shard, write_shard
+from semtok.data.shards import Sample, decode_member, read_shard, write_shard
 from semtok.utils.io import npy_bytes
 
 KINDS = ("latents", "siglip")
@@ -77,7 +77,7 @@ def encode_samples(
     starts = range(0, len(samples), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
         batch = samples[start : start + batch_size]
-        images = to_model_range([decode_rgb(s["jpg"]) for s in batch]).to(accelerator.device)
+        images = to_model_range([decode_member(s, "jpg", decode_rgb) for s in batch]).to(accelerator.device)
         with accelerator.autocast():
             payloads = feature_payloads(kind, model, images)
         for sample, payload in zip(batch, payloads, strict=True):

@@ -1,21 +1,32 @@
 """`semtok index`: list one split of an ImageNet-layout folder and assign every image to a shard (SPEC §1).
 
 Layouts accepted:
-    ROOT/train/nXXXXXXXX/*.JPEG                          (always; its sorted synsets are the classes 0..N-1)
+    ROOT/train/nXXXXXXXX/*.JPEG                          (always; its synsets are the classes 0..N-1)
     ROOT/val/nXXXXXXXX/*.JPEG                            per-class val folder, or
     ROOT/val/*.JPEG + ROOT/LOC_val_solution.csv          the flat val folder; the CSV (ImageId,
                                                          PredictionString) gives each image's synset as the
                                                          first token of PredictionString
 
-Keys are file stems (`n01440764_10026`, `ILSVRC2012_val_00000001`); they must be unique within a split
-and free of dots (webdataset splits a member name at its first dot).
+Classes: the synsets of ROOT/LOC_synset_mapping.txt in its order when the file exists (its folders
+must then match it exactly), else the sorted folders of train/. Entries whose name starts with a dot
+(`.ipynb_checkpoints`, `.DS_Store`) are never classes or images. A class folder without images, or
+train/ mixing synset folders (nXXXXXXXX) with other folders, is refused: either would shift labels.
+`num_classes` reads the class count from the train index; every job that needs it asks there.
+
+Everything found that is not an image to shard (hidden entries, files outside class folders, non-image
+files, dangling symlinks, folders inside class folders) is an index row with its `rejected` reason; the
+shard job lists it among the shard manifest's rejected files, so nothing disappears without a trace.
+
+Keys are file stems with every byte outside `KEY_SAFE` written as %XX (`n01440764_10026` stays as it
+is; `a.b c.JPEG` becomes `a%2Eb%20c`): unique, reversible, ASCII, and free of the dots webdataset
+splits member names at. They must be unique within a split.
 
 Shards: the images are ordered by SHA-256 of their key (a fixed, filesystem-independent order that
 mixes the classes) and cut into `data.{split}_shards` contiguous blocks. Plain key order would put
 ~one class in each ImageNet train shard and leave the shuffle buffer with a handful of classes at a
-time. Within a shard, rows are in key order.
+time. Within a shard, rows are in key order. Rejected entries go to the shard their path hashes to.
 
-The index is a TSV with columns key, path (absolute), cls, wnid, shard.
+The index is a TSV (csv quoting) with columns key, path (absolute), cls, wnid, shard, rejected.
 """
 
 from __future__ import annotations
@@ -24,8 +35,12 @@ import argparse
 import csv
 import hashlib
 import os
+import re
+import string
 import sys
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +48,22 @@ from semtok import paths
 from semtok.config import Config
 from semtok.data.images import IMAGE_SUFFIXES
 
-COLUMNS = ("key", "path", "cls", "wnid", "shard")
+COLUMNS = ("key", "path", "cls", "wnid", "shard", "rejected")
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+WNID = re.compile(r"n\d{8}")
+KEY_SAFE = frozenset(string.ascii_letters + string.digits + "-_+,=@~()[]!")
+_ALL_SAFE = re.compile("[" + re.escape("".join(sorted(KEY_SAFE))) + "]*")
+_TSV = {"delimiter": "\t", "lineterminator": "\n", "quoting": csv.QUOTE_MINIMAL}
 
 
 @dataclass(frozen=True)
 class IndexRow:
     key: str
     path: str
-    cls: int
+    cls: int  # -1: outside any class folder
     wnid: str
     shard: int = -1
+    rejected: str = ""  # why this entry is not an image to shard; "" for an image
 
 
 class DatasetError(ValueError):
@@ -57,43 +78,119 @@ def dataset_root(cfg: Config) -> Path:
     return Path(cfg.data.imagenet_root)
 
 
+def file_key(name: str) -> str:
+    """The webdataset key of file `name`: its stem, every byte outside KEY_SAFE written as %XX."""
+    stem = Path(name).stem
+    if _ALL_SAFE.fullmatch(stem):
+        return stem
+    return "".join(chr(b) if chr(b) in KEY_SAFE else f"%{b:02X}" for b in os.fsencode(stem))
+
+
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
         raise DatasetError(f"{what} not found: {path}")
 
 
-def synsets(root: Path) -> list[str]:
-    """Sorted train synset folders: position = class index."""
-    train = root / "train"
-    _require_dir(train, "train folder (its synset folders define the class indices)")
-    wnids = sorted(p.name for p in train.iterdir() if p.is_dir())
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of `folder` by name (scandir: no stat per file, which matters for 1.28M files)."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as err:
+        raise DatasetError(f"cannot list {folder}: {err}") from None
+
+
+def _hidden(entry: os.DirEntry) -> bool:
+    return entry.name.startswith(".")
+
+
+def _rejection(entry: os.DirEntry, in_class_folder: bool) -> str:
+    """Why `entry` is not an image to shard ("" if it is one)."""
+    if _hidden(entry):
+        return "hidden entry"
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        return "dangling symlink"
+    if entry.is_dir():
+        return "folder inside a class folder (not searched)" if in_class_folder else ""
+    if not in_class_folder:
+        return "file outside a class folder"
+    if not entry.is_file():
+        return "not a regular file"
+    if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file"
+    return ""
+
+
+def _row(entry: os.DirEntry, cls: int, wnid: str, rejected: str = "") -> IndexRow:
+    return IndexRow(file_key(entry.name), os.path.abspath(entry.path), cls, wnid, rejected=rejected)
+
+
+def read_synset_mapping(path: Path) -> list[str]:
+    """LOC_synset_mapping.txt (`nXXXXXXXX description` per line) → wnids in class-index order."""
+    wnids = []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+        if line.strip():
+            wnid = line.split()[0]
+            if not WNID.fullmatch(wnid):
+                raise DatasetError(f"{path}:{number}: {wnid!r} is not a synset id (nXXXXXXXX)")
+            wnids.append(wnid)
+    duplicates = sorted(w for w, n in Counter(wnids).items() if n > 1)
+    if duplicates:
+        raise DatasetError(f"{path}: synsets listed twice: {duplicates[:5]}")
     if not wnids:
-        raise DatasetError(f"no synset folders in {train}")
+        raise DatasetError(f"{path}: no synsets")
     return wnids
 
 
-def _images_in(folder: Path, ignored: list[str]) -> list[Path]:
-    """Image files of `folder` (scandir: no stat per file, which matters for 1.28M files on a cluster FS)."""
-    files = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-                files.append(Path(entry.path))
-            else:
-                ignored.append(entry.path)
-    return sorted(files)
+def synsets(root: Path) -> list[str]:
+    """The class synsets in class-index order: LOC_synset_mapping.txt's, else the sorted train folders."""
+    train = root / "train"
+    _require_dir(train, "train folder (its synset folders define the class indices)")
+    folders = [e.name for e in _entries(train) if not _hidden(e) and e.is_dir()]
+    mapping = root / SYNSET_MAPPING
+    if mapping.is_file():
+        wnids = read_synset_mapping(mapping)
+        found = set(folders)
+        extra, missing = sorted(found - set(wnids)), [w for w in wnids if w not in found]
+        if extra:
+            raise DatasetError(f"{train}: folders {extra[:5]} are not listed in {mapping}")
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} synsets of {mapping} have no folder in {train}: {missing[:5]}"
+            )
+        return wnids
+    if not folders:
+        raise DatasetError(f"no synset folders in {train}")
+    odd = [f for f in folders if not WNID.fullmatch(f)]
+    if odd and len(odd) < len(folders):
+        raise DatasetError(
+            f"{train} mixes synset folders (nXXXXXXXX) with other folders {odd[:5]}, which would become "
+            f"classes and shift the labels; remove them or add {mapping}"
+        )
+    return folders
 
 
-def _per_class(folder: Path, wnids: list[str], ignored: list[str]) -> list[IndexRow]:
+def _class_folder(folder: Path, cls: int, wnid: str, require_images: bool) -> list[IndexRow]:
+    rows = [_row(e, cls, wnid, _rejection(e, in_class_folder=True)) for e in _entries(folder)]
+    if require_images and not any(not r.rejected for r in rows):
+        raise DatasetError(f"class folder {folder} has no images (class {cls}); remove it or add images")
+    return rows
+
+
+def _per_class(folder: Path, wnids: list[str], split: str) -> list[IndexRow]:
     classes = {w: i for i, w in enumerate(wnids)}
     rows = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if sub.name not in classes:
-            raise DatasetError(f"{sub}: synset {sub.name!r} is not among the {len(wnids)} train synsets")
-        rows += [
-            IndexRow(f.stem, os.path.abspath(f), classes[sub.name], sub.name)
-            for f in _images_in(sub, ignored)
-        ]
+    for entry in _entries(folder):
+        reason = _rejection(entry, in_class_folder=False)
+        if reason:
+            rows.append(_row(entry, -1, "", reason))
+            continue
+        if entry.name not in classes:
+            raise DatasetError(
+                f"{entry.path}: synset {entry.name!r} is not among the {len(wnids)} train synsets"
+            )
+        cls = classes[entry.name]
+        rows += _class_folder(Path(entry.path), cls, entry.name, require_images=split == "train")
     return rows
 
 
@@ -118,125 +215,157 @@ def read_val_solution(csv_path: Path) -> dict[str, str]:
     return labels
 
 
-def _flat_val(folder: Path, csv_path: Path, wnids: list[str], ignored: list[str]) -> list[IndexRow]:
+def _flat_val(folder: Path, csv_path: Path, wnids: list[str]) -> list[IndexRow]:
     classes = {w: i for i, w in enumerate(wnids)}
     labels = read_val_solution(csv_path)
-    files = _images_in(folder, ignored)
-    unlabelled = [str(f) for f in files if f.stem not in labels]
-    if unlabelled:
-        raise DatasetError(f"{len(unlabelled)} val images have no label in {csv_path}, e.g. {unlabelled[:3]}")
-    missing = sorted(set(labels) - {f.stem for f in files})
+    entries = [e for e in _entries(folder) if not _hidden(e)]
+    missing = sorted(set(labels) - {Path(e.name).stem for e in entries})
     if missing:
         raise DatasetError(
             f"{len(missing)} images labelled in {csv_path} are missing from {folder}, e.g. {missing[:3]}"
         )
-    unknown = sorted({labels[f.stem] for f in files} - set(classes))
+    rows = [_row(e, -1, "", "hidden entry") for e in _entries(folder) if _hidden(e)]
+    unlabelled, unknown = [], set()
+    for entry in entries:
+        reason = _rejection(entry, in_class_folder=True)
+        wnid = labels.get(Path(entry.name).stem, "")
+        if not reason and not wnid:
+            unlabelled.append(entry.path)
+        elif wnid and wnid not in classes:
+            unknown.add(wnid)
+        else:
+            rows.append(_row(entry, classes.get(wnid, -1), wnid, reason))
+    if unlabelled:
+        raise DatasetError(f"{len(unlabelled)} val images have no label in {csv_path}, e.g. {unlabelled[:3]}")
     if unknown:
-        raise DatasetError(f"{csv_path}: synsets not among the train synsets: {unknown[:5]}")
-    return [IndexRow(f.stem, os.path.abspath(f), classes[labels[f.stem]], labels[f.stem]) for f in files]
+        raise DatasetError(f"{csv_path}: synsets not among the train synsets: {sorted(unknown)[:5]}")
+    return rows
 
 
-def list_split(cfg: Config, split: str) -> tuple[list[IndexRow], list[str]]:
-    """All images of `split` (unsharded, key order) and the files that were not images."""
+def list_split(cfg: Config, split: str) -> list[IndexRow]:
+    """Every entry of `split` (unsharded, key order): the images, and the rest with the reason."""
     root = dataset_root(cfg)
     _require_dir(root, "dataset root")
     wnids = synsets(root)
     folder = root / split
     _require_dir(folder, f"{split} folder")
-    ignored: list[str] = []
-    has_dirs = any(p.is_dir() for p in folder.iterdir())
+    has_dirs = any(not _hidden(e) and e.is_dir() for e in _entries(folder))
     if split == "val" and not has_dirs:
         csv_path = (
             Path(cfg.data.val_solution_csv) if cfg.data.val_solution_csv else root / "LOC_val_solution.csv"
         )
-        rows = _flat_val(folder, csv_path, wnids, ignored)
+        rows = _flat_val(folder, csv_path, wnids)
     else:
-        loose = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-        if loose:
-            raise DatasetError(f"{folder} mixes class folders with loose images, e.g. {loose[0]}")
-        rows = _per_class(folder, wnids, ignored)
-    if not rows:
+        rows = _per_class(folder, wnids, split)
+    if all(r.rejected for r in rows):
         raise DatasetError(f"no images found in {folder}")
-    return sorted(rows, key=lambda r: r.key), ignored
+    return sorted(rows, key=lambda r: (r.key, r.path))
 
 
 def check_keys(rows: list[IndexRow]) -> None:
-    """Keys must be unique and usable as webdataset keys (no dots, tabs or newlines)."""
+    """Image keys must be unique within a split."""
     seen: dict[str, str] = {}
     duplicates = []
     for row in rows:
+        if row.rejected:
+            continue
         if row.key in seen:
             duplicates.append(f"{row.key}: {seen[row.key]} and {row.path}")
         seen[row.key] = row.path
-        if any(c in row.key for c in ".\t\n") or any(c in row.path for c in "\t\n"):
-            raise DatasetError(f"{row.path}: key {row.key!r} (or its path) contains a dot, tab or newline")
     if duplicates:
         raise DatasetError(f"{len(duplicates)} duplicate image keys (file stems), e.g. {duplicates[:3]}")
 
 
 def shard_order(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def assign_shards(rows: list[IndexRow], num_shards: int) -> list[IndexRow]:
-    """Cut the SHA-256 order of keys into `num_shards` contiguous blocks; returns rows by (shard, key)."""
-    n = len(rows)
+    """Cut the SHA-256 order of image keys into `num_shards` contiguous blocks; a rejected entry goes to
+    the shard its path hashes to. Returns rows by (shard, key, path)."""
+    images = [r for r in rows if not r.rejected]
+    n = len(images)
     if num_shards < 1 or num_shards > n:
         raise DatasetError(f"cannot cut {n} images into {num_shards} shards (data.*_shards)")
-    ordered = sorted(rows, key=lambda r: (shard_order(r.key), r.key))
-    sharded = [IndexRow(r.key, r.path, r.cls, r.wnid, j * num_shards // n) for j, r in enumerate(ordered)]
-    return sorted(sharded, key=lambda r: (r.shard, r.key))
+    ordered = sorted(images, key=lambda r: (shard_order(r.key), r.key))
+    sharded = [replace(r, shard=j * num_shards // n) for j, r in enumerate(ordered)]
+    sharded += [replace(r, shard=int(shard_order(r.path), 16) % num_shards) for r in rows if r.rejected]
+    return sorted(sharded, key=lambda r: (r.shard, r.key, r.path))
+
+
+def _open_tsv(path: Path, mode: str) -> Any:
+    # surrogateescape: file names that are not valid UTF-8 round-trip byte for byte
+    return open(path, mode, newline="", encoding="utf-8", errors="surrogateescape")
 
 
 def write_index(rows: list[IndexRow], output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write("\t".join(COLUMNS) + "\n")
-        for r in rows:
-            f.write(f"{r.key}\t{r.path}\t{r.cls}\t{r.wnid}\t{r.shard}\n")
+    with _open_tsv(tmp, "w") as f:
+        writer = csv.writer(f, **_TSV)
+        writer.writerow(COLUMNS)
+        writer.writerows((r.key, r.path, r.cls, r.wnid, r.shard, r.rejected) for r in rows)
     os.replace(tmp, output)
 
 
-def read_index(path: Path) -> list[IndexRow]:
-    with open(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
+def iter_index(path: Path) -> Iterator[IndexRow]:
+    """The rows of an index TSV, one at a time; errors name the file and line."""
+    with _open_tsv(path, "r") as f:
+        reader = csv.reader(f, **_TSV)
+        header = next(reader, [])
         if tuple(header) != COLUMNS:
-            raise DatasetError(f"{path}: expected columns {COLUMNS}, got {header}")
-        rows = []
-        for line in f:
-            key, file, cls, wnid, shard = line.rstrip("\n").split("\t")
-            rows.append(IndexRow(key, file, int(cls), wnid, int(shard)))
-    return rows
+            raise DatasetError(f"{path}: expected columns {COLUMNS}, got {header} (rebuild the index)")
+        for fields in reader:
+            try:
+                key, file, cls, wnid, shard, rejected = fields
+                yield IndexRow(key, file, int(cls), wnid, int(shard), rejected)
+            except ValueError as err:
+                raise DatasetError(f"{path}:{reader.line_num}: malformed index row ({err})") from None
 
 
-def build_index(cfg: Config, split: str) -> tuple[list[IndexRow], list[str]]:
-    """The sharded index of `split` and the ignored (non-image) files."""
-    rows, ignored = list_split(cfg, split)
+def read_index(path: Path) -> list[IndexRow]:
+    return list(iter_index(path))
+
+
+def num_classes(cfg: Config) -> int:
+    """The number of classes of the run's data: the class count of the train index (classes are
+    0..N-1 and every class has at least one listed image). The generator's null class is N."""
+    index = paths.index_file(cfg.out, "train")
+    if not index.is_file():
+        raise DatasetError(f"the class count comes from the train index, which does not exist: {index}")
+    classes = {r.cls for r in iter_index(index) if not r.rejected}
+    if classes != set(range(len(classes))):
+        raise DatasetError(f"{index}: classes are not 0..N-1 (rebuild the index)")
+    return len(classes)
+
+
+def build_index(cfg: Config, split: str) -> tuple[list[IndexRow], list[IndexRow]]:
+    """The sharded index of `split` (images and rejected entries) and its rejected entries."""
+    rows = list_split(cfg, split)
     check_keys(rows)
     num_shards = {"train": cfg.data.train_shards, "val": cfg.data.val_shards}[split]
-    return assign_shards(rows, num_shards), ignored
+    rows = assign_shards(rows, num_shards)
+    return rows, [r for r in rows if r.rejected]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", required=True, choices=paths.SPLITS)
-    parser.add_argument("--output", required=True, help="index TSV (key, path, cls, wnid, shard)")
+    parser.add_argument("--output", required=True, help="index TSV (key, path, cls, wnid, shard, rejected)")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     try:
-        rows, ignored = build_index(cfg, args.split)
+        rows, rejected = build_index(cfg, args.split)
     except DatasetError as err:
         sys.exit(f"semtok index: {err}")
     write_index(rows, Path(args.output))
-    if ignored:
-        print(
-            f"warning: ignored {len(ignored)} files that are not images, e.g. {ignored[:5]}", file=sys.stderr
-        )
+    for row in rejected:
+        print(f"semtok index: not an image to shard ({row.rejected}): {row.path}", file=sys.stderr)
+    images = [r for r in rows if not r.rejected]
     return {
         "split": args.split,
-        "images": len(rows),
-        "classes": len({r.cls for r in rows}),
+        "images": len(images),
+        "classes": len({r.cls for r in images}),
         "shards": rows[-1].shard + 1,
-        "ignored": ignored,
+        "rejected": dict(Counter(r.rejected for r in rejected)),
     }

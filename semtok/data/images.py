@@ -18,6 +18,9 @@ from PIL import Image
 # The format a file's name promises; anything else found in its bytes is recorded as a conversion.
 EXPECTED_FORMAT = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}
 IMAGE_SUFFIXES = frozenset(EXPECTED_FORMAT)
+# Integer modes with more than 8 bits (16-bit grey PNG opens as I;16, older Pillow gave I): their full
+# scale is 65535, which PIL's convert("RGB") would clip at 255 (mid-grey comes out white).
+HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
 class UnreadableImage(ValueError):
@@ -52,12 +55,21 @@ def decode_any(data: bytes, name: str) -> DecodedImage:
     expected = EXPECTED_FORMAT.get(Path(name).suffix.lower())
     if expected is not None and image.format != expected:
         conversions.append(f"{image.format} data in a {Path(name).suffix} file")
-    if image.mode != "RGB":
+    if image.mode in HIGH_BIT_MODES:
+        conversions.append(f"mode {image.mode} -> RGB (16-bit scaled to 8-bit)")
+        image = to_8bit(image).convert("RGB")
+    elif image.mode != "RGB":
         conversions.append(f"mode {image.mode} -> RGB")
         if image.mode in ("P", "LA", "PA") or "transparency" in image.info:
             image = image.convert("RGBA")
         image = image.convert("RGB")
     return DecodedImage(image, conversions)
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image (HIGH_BIT_MODES, full scale 65535) → 8-bit grey, value v → round(v / 257)."""
+    values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.round(values / 257.0).astype(np.uint8), mode="L")
 
 
 def center_crop_arr(image: Image.Image, size: int) -> Image.Image:

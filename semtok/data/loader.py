@@ -14,21 +14,27 @@ The factors come from the VAE's config (`AutoencoderKL.load_config` of the confi
 source `registry.vae_normalisation` reads from the loaded model), so they can never disagree with
 the VAE that later decodes.
 
-Corrupt shards: with `data.on_corrupt_shard: fail` the job stops with an error naming the shard;
-with `skip` the shard is skipped with a warning and recorded in `ShardLoader.skipped_shards` (a
-shard's samples read before the damage are kept).
+Corrupt data: a shard that cannot be read to its end, or a sample member that cannot be decoded (bit
+rot, a damaged .npy header, non-finite values), raises CorruptShardError / CorruptSampleError naming
+the shard, the key and the member. With `data.on_corrupt_shard: fail` the job stops with it; with
+`skip` the shard (its samples read before the damage are kept) or the sample is skipped and recorded:
+a warning in the job's log, `ShardLoader.skipped_shards` / `skipped_samples`, and one JSON line per
+skip (time, command, shard, key, reason, the loader's running count) appended to
+`metrics/data/skipped-{split}.jsonl` of the run (`paths.skipped_record`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import math
 import os
 import random
 import signal
 import sys
+import time
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from itertools import pairwise, zip_longest
@@ -43,11 +49,19 @@ from torch.utils.data import DataLoader
 from semtok import paths, registry
 from semtok.config import Config
 from semtok.data.images import decode_rgb, to_model_range
-from semtok.data.shards import CorruptShardError, Sample, read_shard
+from semtok.data.shards import (
+    CorruptSampleError,
+    CorruptShardError,
+    Sample,
+    class_label,
+    decode_member,
+    npy_array,
+    read_shard,
+)
 from semtok.utils.process import CHECKPOINT_SIGNALS, die_with_parent
 
 FEATURES = ("latents", "siglip")
-SKIPPED = "__skipped_shard__"  # marker sample: a corrupt shard skipped in "skip" mode
+SKIPPED = "__skipped__"  # marker sample: a corrupt shard or sample skipped in "skip" mode
 
 
 def latent_normalisation(cfg: Config) -> tuple[float, float]:
@@ -59,8 +73,8 @@ def latent_normalisation(cfg: Config) -> tuple[float, float]:
 # Decoding (shared by the loader and iterate_shard)
 
 
-def _npy(data: bytes) -> torch.Tensor:
-    return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
+def _npy(sample: Sample, member: str) -> torch.Tensor:
+    return torch.from_numpy(decode_member(sample, member, npy_array).astype(np.float32))
 
 
 def flip_grid(features: torch.Tensor) -> torch.Tensor:
@@ -75,33 +89,41 @@ def decode_sample(
     sample: Sample, *, latent_norm: tuple[float, float] | None, flipped: bool
 ) -> dict[str, Any]:
     """Raw shard members → {"key", "cls", "flip", and whichever of "latent" (C, h, w) normalised,
-    "siglip" (Ns, C), "image" (3, H, W) in [-1, 1] the sample has}, all float32."""
-    out: dict[str, Any] = {"key": sample["__key__"], "cls": int(sample["cls"]), "flip": flipped}
+    "siglip" (Ns, C), "image" (3, H, W) in [-1, 1] the sample has}, all float32. A member that cannot
+    be decoded raises CorruptSampleError naming the shard, the key and the member."""
+    cls = decode_member(sample, "cls", class_label)
+    out: dict[str, Any] = {"key": sample["__key__"], "cls": cls, "flip": flipped}
     if "latent.npy" in sample:
         if latent_norm is None:
             raise ValueError("latent shards need latent_norm=latent_normalisation(cfg)")
         shift, scale = latent_norm
-        out["latent"] = (_npy(sample["latent_flip.npy" if flipped else "latent.npy"]) - shift) * scale
+        out["latent"] = (_npy(sample, "latent_flip.npy" if flipped else "latent.npy") - shift) * scale
     if "siglip.npy" in sample:
-        features = _npy(sample["siglip.npy"])
+        features = _npy(sample, "siglip.npy")
         out["siglip"] = flip_grid(features) if flipped else features
     if "jpg" in sample:
-        image = to_model_range([decode_rgb(sample["jpg"])])[0]
+        image = to_model_range([decode_member(sample, "jpg", decode_rgb)])[0]
         out["image"] = image.flip(-1) if flipped else image
     return out
 
 
-def collate(samples: list[dict[str, Any]], skipped: list[str]) -> dict[str, Any]:
+def collate(samples: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
     """Decoded samples → {"key": list, "cls": (B,) int64, "flip": (B,) bool, tensors stacked (B, ...),
-    "skipped_shards": list}."""
+    "skipped": the skip events since the last batch}."""
     batch: dict[str, Any] = {
         "key": [s["key"] for s in samples],
         "cls": torch.tensor([s["cls"] for s in samples], dtype=torch.int64),
         "flip": torch.tensor([s["flip"] for s in samples], dtype=torch.bool),
-        "skipped_shards": skipped,
+        "skipped": skipped,
     }
     for name in ("latent", "siglip", "image"):
         if samples and name in samples[0]:
+            shapes = Counter(tuple(s[name].shape) for s in samples)
+            if len(shapes) > 1:
+                odd = [s["key"] for s in samples if tuple(s[name].shape) != shapes.most_common(1)[0][0]]
+                raise ValueError(
+                    f"{name} of samples {odd[:5]} differs in shape from the batch's: {dict(shapes)}"
+                )
             batch[name] = torch.stack([s[name] for s in samples])
     return batch
 
@@ -133,7 +155,8 @@ def _worker_rng(seed: int, *tags: Any) -> random.Random:
 def _zip_sets(
     names: Iterable[dict[str, str]], *, set_paths: dict[str, dict[str, Path]], on_corrupt: str
 ) -> Iterator[Sample]:
-    """Shard names → merged samples of every set, checked key by key."""
+    """Shard names → merged samples of every set, checked key by key; `__url__` maps each member to
+    its shard."""
     for item in names:
         shard = set_paths[item["url"]]
         try:
@@ -147,42 +170,61 @@ def _zip_sets(
                 merged: Sample = {}
                 for part in parts:
                     merged.update(part)
+                merged["__url__"] = {m: p["__url__"] for p in parts for m in p if not m.startswith("__")}
                 yield merged
         except CorruptShardError as err:
             if on_corrupt == "fail":
                 raise
-            warnings.warn(f"skipping corrupt shard (data.on_corrupt_shard=skip): {err}", stacklevel=1)
-            yield {SKIPPED: str(err.path)}
+            yield {SKIPPED: skip_event(err)}
+
+
+def skip_event(err: CorruptShardError) -> dict[str, Any]:
+    """What a skip record holds: the shard, the key (None when the whole rest of the shard is lost)
+    and the reason."""
+    return {"shard": str(err.path), "key": getattr(err, "key", None), "reason": str(err)}
 
 
 def _shuffle(samples: Iterator[Sample], *, bufsize: int, seed: int) -> Iterator[Sample]:
     return wds.shuffle(bufsize, bufsize, rng=_worker_rng(seed, "shuffle"))(samples)
 
 
-def _decode(samples: Iterable[Sample], *, latent_norm: tuple[float, float] | None, flip: bool, seed: int):
+def _decode(
+    samples: Iterable[Sample],
+    *,
+    latent_norm: tuple[float, float] | None,
+    flip: bool,
+    seed: int,
+    on_corrupt: str,
+):
     rng = _worker_rng(seed, "flip")
     for sample in samples:
         if SKIPPED in sample:
             yield sample
-        else:
-            yield decode_sample(sample, latent_norm=latent_norm, flipped=flip and rng.random() < 0.5)
+            continue
+        flipped = flip and rng.random() < 0.5
+        try:
+            yield decode_sample(sample, latent_norm=latent_norm, flipped=flipped)
+        except CorruptSampleError as err:
+            if on_corrupt == "fail":
+                raise
+            yield {SKIPPED: skip_event(err)}
 
 
 def _batch(
     samples: Iterable[dict[str, Any]], *, batch_size: int, partial_last: bool
 ) -> Iterator[dict[str, Any]]:
+    """Decoded samples → batches; a skip event is passed on at once, as a batch without samples."""
     batch: list[dict[str, Any]] = []
-    skipped: list[str] = []
     for sample in samples:
         if SKIPPED in sample:
-            skipped.append(sample[SKIPPED])
+            yield collate([], [sample[SKIPPED]])
             continue
         batch.append(sample)
         if len(batch) == batch_size:
-            yield collate(batch, skipped)
-            batch, skipped = [], []
-    if (batch and partial_last) or skipped:
-        yield collate(batch if partial_last else [], skipped)
+            yield collate(batch, [])
+            batch = []
+    if batch and partial_last:
+        yield collate(batch, [])
 
 
 def _worker_init(_worker_id: int, *, parent: int) -> None:
@@ -198,7 +240,9 @@ def _worker_init(_worker_id: int, *, parent: int) -> None:
 
 
 class ShardLoader:
-    """An iterable of batches (see `make_loader`); `skipped_shards` lists corrupt shards skipped so far."""
+    """An iterable of batches (see `make_loader`); `skipped_shards` lists the corrupt shards and
+    `skipped_samples` the (shard, key) of corrupt samples skipped so far, each skip also appended to
+    `record` (JSON lines)."""
 
     def __init__(
         self,
@@ -214,6 +258,7 @@ class ShardLoader:
         num_workers: int,
         shuffle_buffer: int,
         on_corrupt: str,
+        record: Path | None = None,
     ) -> None:
         self.set_paths = set_paths
         self.batch_size = batch_size
@@ -221,7 +266,9 @@ class ShardLoader:
         self.shuffle, self.flip, self.resample = shuffle, flip, resample
         self.epochs, self.seed = epochs, seed
         self.num_workers, self.shuffle_buffer, self.on_corrupt = num_workers, shuffle_buffer, on_corrupt
+        self.record = record
         self.skipped_shards: list[str] = []
+        self.skipped_samples: list[tuple[str, str]] = []
         self._passes = 0  # iterations started; each pass draws new shard orders, shuffles and flips
 
     def _pipeline(self, epoch: int) -> wds.DataPipeline:
@@ -246,7 +293,11 @@ class ShardLoader:
         stages.append(partial(_zip_sets, set_paths=self.set_paths, on_corrupt=self.on_corrupt))
         if self.shuffle:
             stages.append(partial(_shuffle, bufsize=self.shuffle_buffer, seed=seed))
-        stages.append(partial(_decode, latent_norm=self.latent_norm, flip=self.flip, seed=seed))
+        stages.append(
+            partial(
+                _decode, latent_norm=self.latent_norm, flip=self.flip, seed=seed, on_corrupt=self.on_corrupt
+            )
+        )
         stages.append(partial(_batch, batch_size=self.batch_size, partial_last=not self.resample))
         return wds.DataPipeline(*stages)
 
@@ -264,15 +315,40 @@ class ShardLoader:
                 worker_init_fn=partial(_worker_init, parent=os.getpid()),
             )
             self._passes += 1
+            lost = 0  # whole shards skipped since the last batch
             for batch in loader:
-                skipped = batch.pop("skipped_shards")
-                if skipped:
-                    self.skipped_shards += skipped
-                    warnings.warn(
-                        f"{len(self.skipped_shards)} corrupt shard(s) skipped so far: {skipped}", stacklevel=2
-                    )
+                for event in batch.pop("skipped"):
+                    self._skipped(event)
+                    lost += event["key"] is None
                 if batch["key"]:
+                    lost = 0
                     yield batch
+                elif lost > 2 * len(self.set_paths):
+                    raise CorruptShardError(
+                        f"{len(self.set_paths)} shards",
+                        f"{lost} corrupt shards in a row and no sample (every shard corrupt?)",
+                    )
+
+    def _skipped(self, event: dict[str, Any]) -> None:
+        """Record one skip: the job's log (a warning on stderr), the lists, and a line in `record`."""
+        if event["key"] is None:
+            self.skipped_shards.append(event["shard"])
+        else:
+            self.skipped_samples.append((event["shard"], event["key"]))
+        count = len(self.skipped_shards) + len(self.skipped_samples)
+        what = "shard" if event["key"] is None else "sample"
+        warnings.warn(
+            f"skipped corrupt {what} ({count} skip(s) so far; data.on_corrupt_shard=skip): {event['reason']}",
+            stacklevel=3,
+        )
+        if self.record is not None:
+            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv), **event}
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (json.dumps(line | {"count": count}) + "\n").encode())
+            finally:
+                os.close(fd)
 
 
 def shard_sets(cfg: Config, split: str, sets: Sequence[str]) -> dict[str, dict[str, Path]]:
@@ -346,4 +422,5 @@ def make_loader(
         num_workers=cfg.compute.num_workers if num_workers is None else num_workers,
         shuffle_buffer=cfg.data.shuffle_buffer,
         on_corrupt=cfg.data.on_corrupt_shard,
+        record=paths.skipped_record(cfg.out, split),
     )

@@ -2,9 +2,12 @@
 that every shard set (images, latents, SigLIP features, tokens) shares.
 
 A sample is `{"__key__": key, "<ext>": bytes, ...}`; its members are `<key>.<ext>` in sorted
-extension order. Tars are byte-reproducible (fixed mtime, owner and mode) and written atomically
-(`<name>.tmp`, then os.replace). Reading checks the end-of-archive marker, so a shard cut at a member
-boundary is reported as truncated instead of silently yielding fewer samples.
+extension order (entries starting with "__" are not members: `read_shard` adds `__url__`, the shard
+path). Tars are POSIX pax archives, so member names of any length are fine; byte-reproducible (fixed
+mtime, owner and mode) and written atomically (`<name>.tmp`, then os.replace). Reading checks the
+end-of-archive marker, so a shard cut at a member boundary is reported as truncated instead of
+silently yielding fewer samples. Members are decoded through `decode_member`, so a damaged member
+(bit rot, a broken .npy header) raises CorruptSampleError naming the shard, the key and the member.
 
 Every listed image ends up either in the shard (`written`, possibly `converted` to RGB, with what
 was converted) or in the manifest's `rejected` list with the reason; nothing is dropped silently.
@@ -17,10 +20,11 @@ import io
 import json
 import tarfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
 from semtok import paths
@@ -42,18 +46,70 @@ class CorruptShardError(RuntimeError):
         self.path = path
 
 
+class CorruptSampleError(CorruptShardError):
+    """A member of one sample cannot be decoded; the message names the shard, the key and the member."""
+
+    def __init__(self, path: Path | str, reason: str = "", key: str | None = None) -> None:
+        super().__init__(path, reason)
+        self.key = key
+
+
+T = TypeVar("T")
+
+
+def sample_url(sample: Sample, member: str) -> str:
+    """The shard that `member` of `sample` was read from (`__url__`: a path, or {member: path})."""
+    url = sample.get("__url__", "<unknown shard>")
+    return url.get(member, "<unknown shard>") if isinstance(url, dict) else url
+
+
+def decode_member(sample: Sample, member: str, decode: Callable[[bytes], T]) -> T:
+    """decode(sample[member]); a missing or undecodable member raises CorruptSampleError naming the
+    shard, the key and the member."""
+    key = sample.get("__key__")
+    if member not in sample:
+        members = sorted(m for m in sample if not m.startswith("__"))
+        reason = f"sample {key!r} has no member {member!r} (it has {members})"
+        raise CorruptSampleError(sample_url(sample, member), reason, key)
+    try:
+        return decode(sample[member])
+    except Exception as err:  # numpy, PIL and int() raise many types for damaged bytes
+        reason = f"sample {key!r}, member {member!r}: cannot decode ({type(err).__name__}: {err})"
+        raise CorruptSampleError(sample_url(sample, member), reason, key) from err
+
+
+def npy_array(data: bytes) -> np.ndarray:
+    """A .npy member → its array (never unpickled); floating arrays must be finite."""
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{int((~np.isfinite(array)).sum())} non-finite values")
+    return array
+
+
+def class_label(data: bytes) -> int:
+    """A `cls` member (ASCII digits) → the class index."""
+    if not data.isdigit():
+        raise ValueError(f"not a class index: {data[:20]!r}")
+    return int(data)
+
+
 def write_shard(path: Path, samples: Iterable[Sample]) -> list[str]:
     """Write samples (in the given order) to a reproducible tar, atomically; returns the keys."""
     keys = []
-    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for sample in samples:
             key = sample["__key__"]
-            for ext in sorted(k for k in sample if k != "__key__"):
+            for ext in sorted(k for k in sample if not k.startswith("__")):
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 data = sample[ext]
                 info.size = len(data)
                 info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o444, 0, 0, "", ""
-                tar.addfile(info, io.BytesIO(data))
+                try:
+                    tar.addfile(info, io.BytesIO(data))
+                except (ValueError, TypeError, tarfile.TarError) as err:
+                    raise ValueError(
+                        f"{path}: cannot write member {info.name!r} of sample {key!r}: {err}"
+                    ) from err
             keys.append(key)
     return keys
 
@@ -74,7 +130,7 @@ def read_shard(path: Path | str) -> Iterator[Sample]:
                 if sample and sample["__key__"] != key:
                     yield sample
                     sample = {}
-                sample["__key__"] = key
+                sample["__key__"], sample["__url__"] = key, str(path)
                 sample[ext] = tar.extractfile(member).read()
                 if len(sample[ext]) != member.size:
                     raise CorruptShardError(path, f"truncated in {member.name}")
@@ -96,6 +152,8 @@ def read_shard(path: Path | str) -> Iterator[Sample]:
 def image_sample(row: IndexRow, resolution: int, quality: int) -> tuple[Sample | None, dict[str, Any] | None]:
     """(sample, None) for a usable image, or (None, rejection record). The sample carries the list of
     conversions it needed under "__converted__" (not written to the tar)."""
+    if row.rejected:
+        return None, {"key": row.key, "path": row.path, "cls": row.cls, "reason": row.rejected, "detail": ""}
     try:
         decoded = decode_any(Path(row.path).read_bytes(), row.path)
     except OSError as err:

@@ -82,8 +82,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--md", required=True, help="summary table (Markdown)")
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """One shard manifest; an unreadable or incomplete one raises ValueError naming the file."""
+    try:
+        manifest = json.loads(path.read_text())
+        missing = {"split", "index", "counts", "classes", "converted", "rejected"} - set(manifest)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a shard manifest ({type(err).__name__}: {err})") from None
+    if missing:
+        raise ValueError(f"{path}: not a shard manifest (no {sorted(missing)}); rerun its shard job")
+    return manifest
+
+
 def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    summary = merge_manifests([json.loads(Path(p).read_text()) for p in args.manifests])
+    try:
+        manifests = [read_manifest(Path(p)) for p in args.manifests]
+    except ValueError as err:
+        raise SystemExit(f"semtok data-summary: {err}") from None
+    summary = merge_manifests(manifests)
     write_json(Path(args.output), summary)
     rows = table_rows(summary)
     for path, text in ((args.csv, to_csv(rows)), (args.md, to_markdown(rows))):

@@ -15,6 +15,7 @@ import torch
 
 from semtok import paths
 from semtok.config import Config, section_hash
+from semtok.data.imagenet import num_classes
 from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
 from semtok.tokens import TokenDataset
 from semtok.train.loop import Objective, StepOutput, Trainer
@@ -27,10 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", required=True, help="generator variant (config: generator_variants)")
     parser.add_argument("--tokens", nargs="+", required=True, help="token shards of the variant's tokenizer")
     parser.add_argument("--output", required=True, help="folder for the final (EMA) generator")
-
-
-def num_classes(cfg: Config) -> int:
-    return cfg.data.synthetic.num_classes if cfg.data.source == "synthetic" else 1000
 
 
 def tokenizer_shape(cfg: Config, tokenizer_variant: str) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from torch import nn
 
 from semtok import paths, registry
 from semtok.config import Config, ConfigError, section_hash
+from semtok.data.imagenet import num_classes
 from semtok.train.loop import Objective, StepOutput, Trainer
 
 NEEDS_CONFIG = True
@@ -62,21 +63,15 @@ def _build(cfg: Config, name: str) -> tuple[nn.Module, Any]:
         from transformers import SiglipVisionModel
 
         tower = SiglipVisionModel(registry.tiny_siglip_config(comp.arch))
-        return SiglipProbe(tower, _num_classes(cfg)), None
+        return SiglipProbe(tower, num_classes(cfg)), None
     from semtok.eval.features import ClassifierConfig, build_classifier
 
     arch = dict(comp.arch)
-    arch.setdefault("num_classes", _num_classes(cfg))
+    arch.setdefault("num_classes", num_classes(cfg))
     arch.setdefault("image_size", cfg.data.resolution)
     arch["layers"] = tuple(arch["layers"])
     config = ClassifierConfig(**arch)
     return build_classifier(config), config
-
-
-def _num_classes(cfg: Config) -> int:
-    if cfg.data.source == "synthetic":
-        return cfg.data.synthetic.num_classes
-    return 1000
 
 
 def _loss(

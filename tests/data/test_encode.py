@@ -25,8 +25,8 @@ def test_feature_shards_are_aligned_with_image_shards(built_cfg, split, index):
     for img, lat, sig in zip(images, latents, siglip, strict=True):
         assert img["__key__"] == lat["__key__"] == sig["__key__"]
         assert img["cls"] == lat["cls"] == sig["cls"]
-        assert set(lat) == {"__key__", "cls", "latent.npy", "latent_flip.npy"}
-        assert set(sig) == {"__key__", "cls", "siglip.npy"}
+        assert set(lat) == {"__key__", "__url__", "cls", "latent.npy", "latent_flip.npy"}
+        assert set(sig) == {"__key__", "__url__", "cls", "siglip.npy"}
         for arr, shape in ((_npy(lat["latent.npy"]), (4, 8, 8)), (_npy(lat["latent_flip.npy"]), (4, 8, 8))):
             assert arr.dtype == np.float16 and arr.shape == shape
         feats = _npy(sig["siglip.npy"])

@@ -1,5 +1,7 @@
+import os
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -47,7 +49,7 @@ def test_index_is_deterministic_and_round_trips_through_tsv(cfg, dataset, tmp_pa
     imagenet.write_index(rows, tmp_path / "val.tsv")
     assert imagenet.read_index(tmp_path / "val.tsv") == rows
     assert imagenet.build_index(cfg, "val")[0] == rows
-    assert (tmp_path / "val.tsv").read_text().splitlines()[0] == "key\tpath\tcls\twnid\tshard"
+    assert (tmp_path / "val.tsv").read_text().splitlines()[0] == "key\tpath\tcls\twnid\tshard\trejected"
 
 
 def test_flat_val_folder_with_solution_csv_matches_per_class_layout(cfg, dataset):
@@ -113,9 +115,11 @@ def test_more_shards_than_images_fails(make_cfg):
 
 def test_non_image_files_are_reported(cfg, dataset):
     (dataset / "train" / "n00000002" / "notes.txt").write_text("x")
-    rows, ignored = imagenet.build_index(cfg, "train")
-    assert len(rows) == 24
-    assert ignored == [str(dataset / "train" / "n00000002" / "notes.txt")]
+    rows, rejected = imagenet.build_index(cfg, "train")
+    assert len([r for r in rows if not r.rejected]) == 24
+    assert [(r.path, r.cls, r.rejected) for r in rejected] == [
+        (str(dataset / "train" / "n00000002" / "notes.txt"), 2, "not an image file")
+    ]
 
 
 def test_cli_writes_the_index_and_fails_clearly(cfg, dataset, tmp_path):
@@ -127,3 +131,135 @@ def test_cli_writes_the_index_and_fails_clearly(cfg, dataset, tmp_path):
     elsewhere = ["--set", f"out_dir={tmp_path / 'x'}"]
     with pytest.raises(SystemExit, match="dataset root not found: .*/x/data/synthetic"):
         cli.main(["index", "--config", str(config), *elsewhere, "--split", "train", "--output", str(output)])
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet trees as they really are
+
+
+def _labels(rows):
+    return {r.key: (r.cls, r.wnid) for r in rows if not r.rejected}
+
+
+def test_hidden_entries_never_become_classes_or_images(cfg, dataset):
+    before = _labels(imagenet.build_index(cfg, "train")[0])
+    checkpoints = dataset / "train" / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    shutil.copy(next((dataset / "train" / "n00000000").iterdir()), checkpoints / "copy.JPEG")
+    (dataset / "train" / ".DS_Store").write_bytes(b"\0")
+    (dataset / "train" / "n00000001" / "._n00000001_0.JPEG").write_bytes(b"\0")
+    for mapping in (True, False):
+        if not mapping:
+            (dataset / imagenet.SYNSET_MAPPING).unlink()
+        rows, rejected = imagenet.build_index(cfg, "train")
+        assert _labels(rows) == before  # no label shifted
+        assert {(Path(r.path).name, r.rejected) for r in rejected} == {
+            (".ipynb_checkpoints", "hidden entry"),
+            (".DS_Store", "hidden entry"),
+            ("._n00000001_0.JPEG", "hidden entry"),
+        }
+
+
+def test_classes_follow_the_synset_mapping_file_and_must_match_the_folders(cfg, dataset):
+    mapping = dataset / imagenet.SYNSET_MAPPING
+    wnids = [line.split()[0] for line in mapping.read_text().splitlines()]
+    mapping.write_text("\ufeff" + "".join(f"{w} class {w}\n" for w in reversed(wnids)))  # with a BOM
+    rows, _ = imagenet.build_index(cfg, "train")
+    assert all(r.cls == 3 - int(r.wnid[1:]) for r in rows)
+    assert imagenet.build_index(cfg, "val")[0][0].cls == 3 - int(
+        imagenet.build_index(cfg, "val")[0][0].wnid[1:]
+    )
+    (dataset / "train" / "n00000009").mkdir()
+    with pytest.raises(
+        DatasetError, match=r"folders \['n00000009'\] are not listed in .*LOC_synset_mapping.txt"
+    ):
+        imagenet.build_index(cfg, "train")
+    (dataset / "train" / "n00000009").rmdir()
+    mapping.write_text(mapping.read_text() + "n00000042 a synset without images\n")
+    with pytest.raises(
+        DatasetError, match=r"1 synsets of .*LOC_synset_mapping.txt have no folder.*n00000042"
+    ):
+        imagenet.build_index(cfg, "train")
+    mapping.write_text("n00000000 x\nn00000000 y\n")
+    with pytest.raises(DatasetError, match="listed twice"):
+        imagenet.build_index(cfg, "train")
+
+
+def test_a_class_folder_without_images_is_refused(cfg, dataset):
+    (dataset / imagenet.SYNSET_MAPPING).unlink()
+    empty = dataset / "train" / "n00000004"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    with pytest.raises(DatasetError, match=r"class folder .*n00000004 has no images"):
+        imagenet.build_index(cfg, "train")
+
+
+def test_a_stray_folder_among_synsets_is_refused_not_made_a_class(cfg, dataset):
+    (dataset / imagenet.SYNSET_MAPPING).unlink()
+    stray = dataset / "train" / "backup"
+    stray.mkdir()
+    shutil.copy(next((dataset / "train" / "n00000000").iterdir()), stray / "x.JPEG")
+    with pytest.raises(DatasetError, match=r"mixes synset folders .* \['backup'\]"):
+        imagenet.build_index(cfg, "train")
+
+
+def test_dangling_symlinks_loose_files_and_odd_entries_are_listed_as_rejected(cfg, dataset):
+    train = dataset / "train"
+    (train / "n00000001" / "gone.JPEG").symlink_to(train / "nowhere.JPEG")
+    (train / "loose.JPEG").write_bytes((train / "n00000000" / "n00000000_0.JPEG").read_bytes())
+    (train / "README.txt").write_text("x")
+    (train / "n00000002" / "nested.JPEG").mkdir()
+    os.mkfifo(train / "n00000003" / "pipe.JPEG")  # reading it would block the shard job forever
+    rows, rejected = imagenet.build_index(cfg, "train")
+    assert len([r for r in rows if not r.rejected]) == 24
+    assert {(Path(r.path).name, r.cls, r.rejected) for r in rejected} == {
+        ("gone.JPEG", 1, "dangling symlink"),
+        ("loose.JPEG", -1, "file outside a class folder"),
+        ("README.txt", -1, "file outside a class folder"),
+        ("nested.JPEG", 2, "folder inside a class folder (not searched)"),
+        ("pipe.JPEG", 3, "not a regular file"),
+    }
+    assert all(0 <= r.shard < 2 for r in rows)
+
+
+def test_keys_of_odd_file_names_are_unique_ascii_without_dots_and_the_tsv_round_trips(cfg, dataset, tmp_path):
+    folder = dataset / "train" / "n00000001"
+    image = (folder / "n00000001_0.JPEG").read_bytes()
+    names = [
+        "a.b c.JPEG",
+        "a%2Eb c.JPEG",  # what "a.b c" would become if '%' were not itself encoded
+        "tab\there.jpeg",
+        "new\nline.JPEG",
+        "ünïcødé-" + "x" * 120 + ".JPEG",
+    ]
+    for name in names:
+        (folder / name).write_bytes(image)
+    raw_name = b"latin1-caf\xe9.JPEG"  # not valid UTF-8, as found on old file systems
+    with open(os.path.join(os.fsencode(folder), raw_name), "wb") as f:
+        f.write(image)
+    rows, _ = imagenet.build_index(cfg, "train")
+    keys = {Path(r.path).name: r.key for r in rows if r.cls == 1}
+    assert keys["a.b c.JPEG"] == "a%2Eb%20c" and keys["a%2Eb c.JPEG"] == "a%252Eb%20c"
+    assert keys[os.fsdecode(raw_name)] == "latin1-caf%E9"
+    assert all(k.isascii() and "." not in k for k in keys.values()) and len(set(keys.values())) == len(keys)
+    imagenet.write_index(rows, tmp_path / "train.tsv")
+    assert imagenet.read_index(tmp_path / "train.tsv") == rows
+
+
+def test_num_classes_comes_from_the_train_index(tmp_path, dataset, make_cfg, monkeypatch):
+    from semtok.train import ar, teachers
+
+    root = tmp_path / "imagenet"
+    image = (dataset / "train" / "n00000000" / "n00000000_0.JPEG").read_bytes()
+    for wnid in ("n01440764", "n01443537", "n01484850"):
+        (root / "train" / wnid).mkdir(parents=True)
+        (root / "train" / wnid / f"{wnid}_1.JPEG").write_bytes(image)
+    cfg = make_cfg(["data.source=imagenet", f"data.imagenet_root={root}"], tmp_path / "run")
+    with pytest.raises(DatasetError, match="train index, which does not exist"):
+        imagenet.num_classes(cfg)
+    imagenet.write_index(imagenet.build_index(cfg, "train")[0], paths.index_file(cfg.out, "train"))
+    assert imagenet.num_classes(cfg) == 3
+    # the generator (its null class is num_classes) and the bootstrapped teachers size their classes by it
+    monkeypatch.setattr(ar, "tokenizer_shape", lambda cfg, variant: (16, 18))
+    assert ar.generator_config(cfg, "ar-l").num_classes == 3
+    assert teachers._build(cfg, "siglip")[0].head.out_features == 3

@@ -9,6 +9,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from semtok import paths, registry
+from semtok.data import shards
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.loader import flip_grid, iterate_shard, latent_normalisation, make_loader
 from semtok.data.shards import CorruptShardError, read_shard, write_shard
@@ -164,3 +165,117 @@ def test_configuration_errors(built_cfg, make_cfg):
         make_loader(make_cfg(), "train", batch_size=2)
     with pytest.raises(ValueError, match="unknown features"):
         make_loader(built_cfg, "train", batch_size=2, features=("depth",))
+
+
+def _damage_member(path, key, member, damage):
+    """Rewrite shard `path` with `damage(bytes)` applied to one member of sample `key` (bit rot inside a
+    member: the tar itself stays valid)."""
+    samples = list(read_shard(path))
+    for s in samples:
+        if s["__key__"] == key:
+            s[member] = damage(s[member])
+    write_shard(path, samples)
+
+
+@pytest.mark.parametrize(
+    ("kind", "member", "damage"),
+    [
+        ("images", "jpg", lambda d: b"\x00" * 64 + d[64:]),  # PIL: cannot identify image file
+        ("latents", "latent.npy", lambda d: b"garbage!!!" + d[10:]),  # numpy: pickled (object) data
+        ("latents", "latent.npy", lambda d: d[:-64] + b"\xff" * 64),  # fp16 NaNs
+        ("siglip", "siglip.npy", lambda d: d[:-30]),  # shorter than its header says
+        ("siglip", "cls", lambda d: b"\xff"),  # the last set's cls is the one used
+    ],
+)
+def test_a_damaged_member_fails_naming_the_shard_the_key_and_the_member(copied_cfg, kind, member, damage):
+    cfg = copied_cfg()
+    tar = (
+        paths.image_shard(cfg.out, "train", 1)
+        if kind == "images"
+        else paths.feature_shard(cfg.out, kind, "train", 1)
+    )
+    key = next(read_shard(tar))["__key__"]
+    _damage_member(tar, key, member, damage)
+    loader = make_loader(cfg, "train", batch_size=4, resample=False, shuffle=False, images=True, flip=False)
+    with pytest.raises(shards.CorruptSampleError) as err:
+        list(loader)
+    assert str(tar) in str(err.value) and repr(key) in str(err.value) and repr(member) in str(err.value)
+
+
+def test_damaged_samples_and_shards_are_skipped_and_recorded_in_skip_mode(copied_cfg):
+    import json
+
+    cfg = copied_cfg(["data.on_corrupt_shard=skip"])
+    tar = paths.feature_shard(cfg.out, "latents", "train", 1)
+    key = next(read_shard(tar))["__key__"]
+    _damage_member(tar, key, "latent.npy", lambda d: b"garbage!!!" + d[10:])
+    _damage_member(tar, key, "latent_flip.npy", lambda d: b"garbage!!!" + d[10:])
+    _truncate(paths.feature_shard(cfg.out, "siglip", "train", 0))
+    loader = make_loader(cfg, "train", batch_size=4, resample=False, shuffle=False)
+    with pytest.warns(UserWarning, match=f"skipped corrupt sample.*{key}"):
+        keys = [k for b in loader for k in b["key"]]
+    shard1 = {s["__key__"] for s in read_shard(tar)}
+    assert key not in keys and shard1 - {key} <= set(keys) and len(keys) < 23
+    assert loader.skipped_samples == [(str(tar), key)]
+    assert loader.skipped_shards == [str(paths.feature_shard(cfg.out, "siglip", "train", 0))]
+    record = paths.skipped_record(cfg.out, "train")
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(r["shard"], r["key"], r["count"]) for r in lines] == [
+        (str(paths.feature_shard(cfg.out, "siglip", "train", 0)), None, 1),
+        (str(tar), key, 2),
+    ]
+    assert "pickled" in lines[1]["reason"] and lines[1]["command"]
+
+
+def test_encoding_a_damaged_image_names_the_shard_and_the_key(copied_cfg, tmp_path):
+    from semtok.data.encode import encode_shard
+
+    cfg = copied_cfg()
+    tar = paths.image_shard(cfg.out, "val", 0)
+    key = next(read_shard(tar))["__key__"]
+    _damage_member(tar, key, "jpg", lambda d: d[: len(d) // 3])
+    with pytest.raises(shards.CorruptSampleError, match=f"val-00000.tar: sample {key!r}, member 'jpg'"):
+        encode_shard(cfg, "latents", tar, tmp_path / "out.tar")
+
+
+def test_a_damaged_token_shard_names_the_shard_and_the_key(tmp_path):
+    from semtok.tokens import TokenDataset, read_token_shard
+    from semtok.utils.io import npy_bytes
+
+    tar = tmp_path / "train-00000.tar"
+    bits = npy_bytes(np.zeros((4, 3), np.uint8))
+    write_shard(
+        tar, [{"__key__": f"k{i}", "cls": b"1", "bits.npy": bits, "bits_flip.npy": bits} for i in range(3)]
+    )
+    _damage_member(tar, "k1", "bits_flip.npy", lambda d: d[:8])
+    with pytest.raises(
+        shards.CorruptSampleError, match="train-00000.tar: sample 'k1', member 'bits_flip.npy'"
+    ):
+        list(read_token_shard(tar, 18))
+    with pytest.raises(shards.CorruptSampleError, match="sample 'k1'"):
+        TokenDataset([tar], 18)
+
+
+def test_every_shard_corrupt_in_skip_mode_stops_instead_of_resampling_forever(copied_cfg):
+    import signal
+
+    cfg = copied_cfg(["data.on_corrupt_shard=skip"])
+    for i in range(2):
+        paths.feature_shard(cfg.out, "latents", "train", i).write_bytes(b"\0" * 100)
+
+    def too_long(*_):
+        raise TimeoutError("the loader resampled corrupt shards forever")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(120)
+    try:
+        loader = make_loader(cfg, "train", batch_size=4, features=("latents",))  # resampling: infinite
+        with pytest.warns(UserWarning), pytest.raises(CorruptShardError, match="corrupt shards in a row"):
+            next(iter(loader))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (
+        len(loader.skipped_shards) == 5
+        and len(paths.skipped_record(cfg.out, "train").read_text().splitlines()) == 5
+    )

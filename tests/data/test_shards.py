@@ -8,7 +8,7 @@ from PIL import Image
 
 from semtok import cli, paths
 from semtok.data import imagenet, shards, synthetic
-from semtok.data.images import center_crop_arr, decode_rgb
+from semtok.data.images import center_crop_arr, decode_any, decode_rgb
 
 
 def _jpeg(mode: str, size=(50, 40), color=None, fmt="JPEG") -> bytes:
@@ -43,7 +43,8 @@ def test_round_trip_every_image_once_with_its_class(cfg, dataset):
         for sample in shards.read_shard(paths.image_shard(cfg.out, "train", i)):
             assert sample["__key__"] not in seen
             seen[sample["__key__"]] = int(sample["cls"])
-            assert set(sample) == {"__key__", "jpg", "cls"}
+            assert set(sample) == {"__key__", "__url__", "jpg", "cls"}
+            assert sample["__url__"] == str(paths.image_shard(cfg.out, "train", i))
             assert decode_rgb(sample["jpg"]).shape == (32, 32, 3)
     assert seen == {r.key: r.cls for r in rows}
     per_class = {}
@@ -161,3 +162,64 @@ def test_cli_writes_shard_and_manifest(cfg, dataset, tmp_path):
     record = json.loads(manifest.read_text())
     assert record["split"] == "val" and record["index"] == 0
     assert record["counts"]["written"] == len(list(shards.read_shard(tar))) == 12
+
+
+def test_rejected_index_entries_are_listed_in_the_manifests_with_their_reason(cfg, dataset):
+    train = dataset / "train"
+    (train / "n00000001" / "gone.JPEG").symlink_to(train / "nowhere.JPEG")
+    (train / "loose.JPEG").write_bytes((train / "n00000000" / "n00000000_0.JPEG").read_bytes())
+    rows, manifests = _shard_all(cfg, "train")
+    rejected = {r["path"].rsplit("/", 1)[-1]: r for m in manifests for r in m["rejected"]}
+    assert rejected["gone.JPEG"]["reason"] == "dangling symlink" and rejected["gone.JPEG"]["cls"] == 1
+    assert rejected["loose.JPEG"]["reason"] == "file outside a class folder"
+    assert sum(m["counts"]["written"] for m in manifests) == 24
+    assert sum(m["counts"]["listed"] for m in manifests) == len(rows) == 26
+
+
+def test_long_and_odd_file_names_shard_and_keep_their_keys(cfg, dataset):
+    folder = dataset / "train" / "n00000002"
+    image = next(folder.iterdir()).read_bytes()
+    names = [
+        "ü" * 60 + ".JPEG",
+        "x" * 200 + ".JPEG",
+        "with.dots and spaces.JPEG",
+    ]  # 120+ bytes: over USTAR's 100
+    for name in names:
+        (folder / name).write_bytes(image)
+    rows, manifests = _shard_all(cfg, "train")
+    written = {
+        s["__key__"]: s for i in range(2) for s in shards.read_shard(paths.image_shard(cfg.out, "train", i))
+    }
+    keys = {r.path.rsplit("/", 1)[-1]: r.key for r in rows}
+    for name in names:
+        assert keys[name] in written and int(written[keys[name]]["cls"]) == 2
+    assert sum(m["counts"]["written"] for m in manifests) == 27
+
+
+def _png16(value: int, size=(24, 20)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full(size[::-1], value, dtype=np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("value", [0, 32768, 65535])
+def test_16_bit_grey_png_is_scaled_not_clipped(value):
+    decoded = decode_any(_png16(value), "deep.png")
+    pixels = np.asarray(decoded.image)
+    assert pixels.shape == (20, 24, 3)
+    assert np.all(pixels == round(value / 257))  # mid-grey 32768 -> 128, not 255
+    assert decoded.conversions == ["mode I;16 -> RGB (16-bit scaled to 8-bit)"]
+
+
+def test_16_bit_image_in_a_shard_keeps_its_grey_level(cfg, dataset):
+    (dataset / "train" / "n00000000" / "deep_1.JPEG").write_bytes(_png16(32768, (64, 64)))
+    _, manifests = _shard_all(cfg, "train")
+    converted = {c["key"]: c for m in manifests for c in m["converted"]}
+    assert converted["deep_1"]["reasons"] == [
+        "PNG data in a .JPEG file",
+        "mode I;16 -> RGB (16-bit scaled to 8-bit)",
+    ]
+    written = {
+        s["__key__"]: s for i in range(2) for s in shards.read_shard(paths.image_shard(cfg.out, "train", i))
+    }
+    assert abs(decode_rgb(written["deep_1"]["jpg"]).astype(float).mean() - 128) < 2

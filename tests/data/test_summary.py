@@ -1,6 +1,7 @@
 import csv
 import json
 
+import pytest
 import yaml
 
 from semtok import cli
@@ -78,3 +79,22 @@ def test_cli_writes_manifest_csv_and_markdown(cfg, tmp_path):
     lines = md.read_text().splitlines()
     assert lines[0] == "| split | images | classes | converted | rejected | shards |"
     assert lines[2] == "| train | 14 | 3 | 2 | 1 | 2 |"
+
+
+def test_a_damaged_manifest_is_named(tmp_path, cfg):
+    good, bad = tmp_path / "train-00000.json", tmp_path / "train-00001.json"
+    good.write_text(json.dumps(MANIFESTS[0]))
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(to_dict(cfg)))
+    out = [
+        "--output",
+        str(tmp_path / "m.json"),
+        "--csv",
+        str(tmp_path / "t.csv"),
+        "--md",
+        str(tmp_path / "t.md"),
+    ]
+    for damage in ('{"split": "train", "ind', '{"split": "train"}', "[1, 2]"):
+        bad.write_text(damage)
+        with pytest.raises(SystemExit, match="train-00001.json: not a shard manifest"):
+            cli.main(["data-summary", "--config", str(config), "--manifests", str(good), str(bad), *out])

@@ -340,6 +340,7 @@ def test_class_dropout_nulls_the_configured_fraction_of_labels_in_training(
 
     paths.tokenizer_dir(tmp_path, "b18", "stage2").parent.mkdir(parents=True)
     os.symlink(paths.tokenizer_dir(cfg.out, "b18", "stage2"), paths.tokenizer_dir(tmp_path, "b18", "stage2"))
+    os.symlink(cfg.out / "data", tmp_path / "data")  # the train index gives the class count
     train_generator(from_dict(raw), "ar-l", [str(t) for t in tokens], tmp_path / "gen")
     labels = torch.cat(seen)
     assert labels.numel() == 8 * 512

@@ -1,17 +1,36 @@
-"""The Snakemake DAG: the paper config against a fake ImageNet tree, validation errors at DAG start."""
+"""The Snakemake DAG: the paper config against a fake ImageNet tree, validation errors at DAG start,
+settings that another invocation cannot change under a run, and paths with spaces and non-ASCII
+characters (checkout, out_dir, interpreter) through a chain of real jobs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from semtok import paths
+from semtok.data.images import decode_rgb
+from semtok.data.shards import read_shard
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# A small synthetic dataset, bootstrapped teachers of a few steps, no fork server unless asked.
+SMALL = [
+    "data.synthetic={num_classes: 2, train_per_class: 4, val_per_class: 2, min_size: 36, max_size: 44, seed: 0}",
+    "data.resolution=32",
+    "data.train_shards=2",
+    "data.val_shards=1",
+    "compute.forkserver=false",
+]
 
 
 def fake_imagenet(root: Path) -> Path:
@@ -115,6 +134,12 @@ def test_bad_config_stops_the_dag_naming_the_key(tmp_path):
     assert "tokenizer.stage1.optim.lr: expected float, got str ('fast')" in done.stdout + done.stderr
 
 
+def test_an_out_dir_with_braces_is_refused_naming_the_key(tmp_path):
+    done = dry_run("all_tables", "--config", f"out_dir={tmp_path / 'run{1}'}")
+    assert done.returncode != 0
+    assert "out_dir:" in done.stdout + done.stderr and "contains a brace" in done.stdout + done.stderr
+
+
 def test_imagenet_source_without_a_root_is_refused(tmp_path):
     done = dry_run("all_tables", "--configfile", "config/paper.yaml", "--config", f"out_dir={tmp_path}")
     assert done.returncode != 0
@@ -127,3 +152,117 @@ def test_default_config_dry_run_builds_everything_from_the_synthetic_data(tmp_pa
     counts = job_counts(done.stdout + done.stderr)
     assert counts["synthetic_imagenet"] == 1 and counts["teacher"] == 4
     assert counts["stage1"] == 8 and counts["stage2"] == 11 and counts["train_ar"] == 9
+
+
+def checkout(dest: Path) -> Path:
+    """A copy of the repository's workflow and package at `dest` (a checkout in another place)."""
+    dest.mkdir(parents=True)
+    shutil.copy(REPO / "Snakefile", dest)
+    for folder in ("workflow", "config", "semtok"):
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def config_args(out: Path, overrides: list[str]) -> list[str]:
+    return ["--config", f"out_dir={out}", "overrides=" + json.dumps(overrides)]
+
+
+def shard_sizes(out: Path) -> set[tuple[int, ...]]:
+    tars = sorted((out / "data" / "shards").rglob("*.tar"))
+    return {decode_rgb(s["jpg"]).shape for tar in tars for s in read_shard(tar)}
+
+
+def test_a_dry_run_with_other_settings_during_a_run_leaves_the_run_unchanged(tmp_path):
+    """Run A builds the 32-px image shards; while it is paused between jobs, a dry run B with
+    `data.resolution=48` parses the same workflow into the same out_dir. A's later jobs must still
+    read A's settings, and afterwards A's configuration has nothing left to do."""
+    wf, out = checkout(tmp_path / "wf"), tmp_path / "results"
+    target = [str(paths.data_manifest(out))]
+    run_a = subprocess.Popen(
+        [*SNAKEMAKE, *target, "--cores", "1", *config_args(out, SMALL)],
+        cwd=wf,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while (
+        not paths.index_file(out, "train").exists() and run_a.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    os.killpg(run_a.pid, signal.SIGSTOP)  # between the index and the shard jobs
+    try:
+        # --rerun-incomplete: A's running job is incomplete, which a plain dry run refuses (after
+        # parsing the workflow, which is what matters here)
+        dry_b = dry_run(
+            *target, "--rerun-incomplete", *config_args(out, [*SMALL, "data.resolution=48"]), cwd=wf
+        )
+        assert dry_b.returncode == 0, dry_b.stderr[-3000:]
+    finally:
+        os.killpg(run_a.pid, signal.SIGCONT)
+    log = run_a.communicate(timeout=900)[0]
+    assert run_a.returncode == 0, log[-3000:]
+    assert shard_sizes(out) == {(32, 32, 3)}
+    again = dry_run(*target, *config_args(out, SMALL), cwd=wf)
+    assert "Nothing to be done" in again.stdout + again.stderr, (again.stdout + again.stderr)[-3000:]
+    other = dry_run(*target, *config_args(out, [*SMALL, "data.resolution=48"]), cwd=wf)
+    assert job_counts(other.stdout + other.stderr)["shard_images"] == 3  # its own settings still differ
+
+
+def interpreter_at(path: Path) -> Path:
+    """A virtual environment at `path` that sees this interpreter's packages: its python's path (and so
+    sys.executable of the Snakemake it runs) is `path`/bin/python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    purelib = subprocess.run(
+        [str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    site = subprocess.run(
+        [sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(purelib, "outer.pth").write_text(f"import site; site.addsitedir({site!r})\n")
+    return path / "bin" / "python"
+
+
+def test_paths_with_spaces_and_non_ascii_characters_run_a_chain_of_real_jobs(tmp_path):
+    """Checkout, out_dir and interpreter in folders named with a space and a non-ASCII character:
+    synthetic data → index → shards → data summary, bootstrapped teachers → encoded train features →
+    Stage I (tiny overrides), with the fork server of the default config."""
+    wf = checkout(tmp_path / "check out ä" / "semtok")
+    out = tmp_path / "rés ults"
+    python = interpreter_at(tmp_path / "py thon ø")
+    overrides = [
+        *SMALL[:-1],
+        "compute.forkserver=true",
+        "pretrained.vae.train_steps=2",
+        "pretrained.siglip.train_steps=2",
+        "tokenizer.stage1.optim={steps: 2, batch_size: 4, warmup: 1, ckpt_every: 1, log_every: 1}",
+    ]
+    targets = [
+        str(paths.table_file(out, "data_summary", "md")),
+        str(paths.tokenizer_dir(out, "b18", "stage1")),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(wf)}
+    done = subprocess.run(
+        [str(python), "-m", "snakemake", *targets, "--cores", "2", *config_args(out, overrides)],
+        cwd=wf,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    counts = job_counts(done.stdout + done.stderr)
+    assert counts["teacher"] == 2 and counts["encode_shard"] == 4 and counts["stage1"] == 1
+    assert shard_sizes(out) == {(32, 32, 3)}
+    assert any(paths.tokenizer_dir(out, "b18", "stage1").iterdir())
+    assert "| train | 8 | 2 |" in paths.table_file(out, "data_summary", "md").read_text()
+    # an unquoted `> {log}` would have written to a stray file named after the path's first word
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["check out ä", "py thon ø", "rés ults"]
+    assert sorted(p.name for p in wf.iterdir()) == [".snakemake", "Snakefile", "config", "semtok", "workflow"]

@@ -1,6 +1,8 @@
 # Config validation, the resolved config every job reads, and helpers shared by the rules.
+import hashlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,32 +24,38 @@ if CFG.data.source == "imagenet" and not CFG.data.imagenet_root:
         "(e.g. --config 'overrides=[\"data.imagenet_root=/datasets/imagenet\"]' or a site --configfile)"
     )
 OUT = CFG.out
+if "{" in str(OUT) or "}" in str(OUT):
+    raise WorkflowError(f"invalid configuration: out_dir: {str(OUT)!r} contains a brace, which Snakemake reads as a wildcard")
 
-# Every job reads the same validated config. It is rewritten only when its content changes, and it is
-# not a declared input: each rule's `params.cfg` holds a hash of the sections that rule depends on,
-# so Snakemake's params trigger reruns exactly the jobs whose settings changed.
-CONFIG_FILE = OUT / "config.resolved.json"
-_resolved = json.dumps(semtok.config.to_dict(CFG), indent=1, sort_keys=True)
+# Every job reads the validated config from a file named by the hash of its content, written once and
+# never changed: another invocation with other settings (even `-n`, or one refused by the lock) writes
+# its own file and cannot change the settings under this one's running jobs. The path reaches the jobs
+# through an environment variable, not the command text: Snakemake reruns a job whose command text
+# changes, and each rule's `params.cfg` (a hash of the sections the rule depends on) already decides
+# exactly which jobs rerun when settings change.
+_resolved = json.dumps(semtok.config.to_dict(CFG), indent=1, sort_keys=True) + "\n"
+CONFIG_FILE = OUT / "config" / f"{hashlib.sha256(_resolved.encode()).hexdigest()[:16]}.json"
 if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
     CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
-    _tmp = CONFIG_FILE.with_suffix(".tmp")
+    _tmp = CONFIG_FILE.with_name(f"{CONFIG_FILE.name}.tmp-{os.getpid()}")
     _tmp.write_text(_resolved)
     _tmp.replace(CONFIG_FILE)
-
-
+os.environ["SEMTOK_CONFIG"] = str(CONFIG_FILE)
 
 PYTHON = sys.executable  # the interpreter running Snakemake, which has semtok installed
 
 
+# Every path in a command is quoted (`{input:q}`, `{output:q}`, `{log:q}`): out_dir, the checkout and
+# the interpreter may contain spaces or any other character.
 def cli(cmd):
     """Shell prefix of a semtok entry point run in the job's own process."""
-    return f"{PYTHON} -m semtok.cli {cmd} --config {CONFIG_FILE}"
+    return f'{shlex.quote(PYTHON)} -m semtok.cli {cmd} --config "$SEMTOK_CONFIG"'
 
 
 def launch(cmd):
     """Shell prefix of a training/encoding entry point started through `accelerate launch`
     (semtok/launch.py derives processes, machines and rank from the job's resources and Slurm)."""
-    return f"{PYTHON} -m semtok.launch {cmd} --config {CONFIG_FILE}"
+    return f'{shlex.quote(PYTHON)} -m semtok.launch {cmd} --config "$SEMTOK_CONFIG"'
 
 
 def chash(*sections):

@@ -9,7 +9,7 @@ rule synthetic_imagenet:
     log:
         OUT / "logs/synthetic_imagenet.log",
     shell:
-        cli("synthetic") + " --output {output} > {log} 2>&1"
+        cli("synthetic") + " --output {output:q} > {log:q} 2>&1"
 
 
 def raw_dataset(wildcards):
@@ -26,7 +26,7 @@ rule index_split:
     log:
         OUT / "logs/index_{split}.log",
     shell:
-        cli("index") + " --split {wildcards.split} --output {output} > {log} 2>&1"
+        cli("index") + " --split {wildcards.split} --output {output:q} > {log:q} 2>&1"
 
 
 rule shard_images:
@@ -40,8 +40,8 @@ rule shard_images:
     log:
         OUT / "logs/shard_{split}-{shard}.log",
     shell:
-        cli("shard") + " --split {wildcards.split} --shard {wildcards.shard} --index {input.index}"
-        " --output {output.tar} --manifest {output.manifest} > {log} 2>&1"
+        cli("shard") + " --split {wildcards.split} --shard {wildcards.shard} --index {input.index:q}"
+        " --output {output.tar:q} --manifest {output.manifest:q} > {log:q} 2>&1"
 
 
 rule data_summary:
@@ -54,5 +54,5 @@ rule data_summary:
     log:
         OUT / "logs/data_summary.log",
     shell:
-        cli("data-summary") + " --manifests {input.manifests} --output {output.manifest}"
-        " --csv {output.csv} --md {output.md} > {log} 2>&1"
+        cli("data-summary") + " --manifests {input.manifests:q} --output {output.manifest:q}"
+        " --csv {output.csv:q} --md {output.md:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule encode_shard:
         OUT / "logs/encode_{kind}_{split}-{shard}.log",
     shell:
         launch("encode") + " --kind {wildcards.kind} --split {wildcards.split} --shard {wildcards.shard}"
-        " --input {input.shard} --output {output} > {log} 2>&1"
+        " --input {input.shard:q} --output {output:q} > {log:q} 2>&1"
 
 
 def encoded_shards(split):

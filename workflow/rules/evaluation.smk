@@ -34,7 +34,7 @@ rule eval_reference:
     log:
         OUT / "logs/eval_reference.log",
     shell:
-        cli("eval-reference") + " --output {output.reference} --metrics {output.metrics} > {log} 2>&1"
+        cli("eval-reference") + " --output {output.reference:q} --metrics {output.metrics:q} > {log:q} 2>&1"
 
 
 def val_latents():
@@ -61,8 +61,8 @@ rule eval_recon:
     log:
         OUT / "logs/eval_recon_{tok}-refiner.log",
     shell:
-        cli("eval-recon") + " --variant {wildcards.tok} --mode refiner --reference {params.reference}"
-        " --output {output.csv} --examples {output.examples} --features {output.features} > {log} 2>&1"
+        cli("eval-recon") + " --variant {wildcards.tok} --mode refiner --reference {params.reference:q}"
+        " --output {output.csv:q} --examples {output.examples:q} --features {output.features:q} > {log:q} 2>&1"
 
 
 rule eval_recon_diffusion:
@@ -77,8 +77,8 @@ rule eval_recon_diffusion:
     log:
         OUT / "logs/eval_recon_{tok}-diffusion.log",
     shell:
-        cli("eval-recon") + " --variant {wildcards.tok} --mode diffusion --reference {params.reference}"
-        " --output {output.csv} --examples {output.examples} > {log} 2>&1"
+        cli("eval-recon") + " --variant {wildcards.tok} --mode diffusion --reference {params.reference:q}"
+        " --output {output.csv:q} --examples {output.examples:q} > {log:q} 2>&1"
 
 
 rule eval_vae:
@@ -93,8 +93,8 @@ rule eval_vae:
     log:
         OUT / "logs/eval_vae.log",
     shell:
-        cli("eval-recon") + " --mode vae --reference {params.reference}"
-        " --output {output.csv} --examples {output.examples} > {log} 2>&1"
+        cli("eval-recon") + " --mode vae --reference {params.reference:q}"
+        " --output {output.csv:q} --examples {output.examples:q} > {log:q} 2>&1"
 
 
 rule eval_gen:
@@ -109,5 +109,5 @@ rule eval_gen:
     log:
         OUT / "logs/eval_gen_{gen}-{setting}.log",
     shell:
-        cli("eval-gen") + " --variant {wildcards.gen} --setting {wildcards.setting} --samples {input.samples}"
-        " --reference {input.reference} --output {output} > {log} 2>&1"
+        cli("eval-gen") + " --variant {wildcards.gen} --setting {wildcards.setting} --samples {input.samples:q}"
+        " --reference {input.reference:q} --output {output:q} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule train_ar:
     log:
         OUT / "logs/train_ar_{gen}.log",
     shell:
-        launch("train-ar") + " --variant {wildcards.gen} --tokens {input} --output {output} > {log} 2>&1"
+        launch("train-ar") + " --variant {wildcards.gen} --tokens {input:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule sample:
@@ -31,4 +31,4 @@ rule sample:
     log:
         OUT / "logs/sample_{gen}-{setting}.log",
     shell:
-        launch("sample") + " --variant {wildcards.gen} --setting {wildcards.setting} --output {output} > {log} 2>&1"
+        launch("sample") + " --variant {wildcards.gen} --setting {wildcards.setting} --output {output:q} > {log:q} 2>&1"

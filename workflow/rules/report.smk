@@ -35,8 +35,8 @@ for _name in TABLES:
         log:
             OUT / f"logs/{_name}.log",
         shell:
-            cli("table") + " --name {params.name} --csv {output.csv}"
-            " --md {output.md} --tex {output.tex} > {log} 2>&1"
+            cli("table") + " --name {params.name} --csv {output.csv:q}"
+            " --md {output.md:q} --tex {output.tex:q} > {log:q} 2>&1"
 
 
 for _name, _figure in S.FIGURES.items():
@@ -62,8 +62,8 @@ for _name, _figure in S.FIGURES.items():
         log:
             OUT / f"logs/{_name}.log",
         shell:
-            cli("figure") + " --name {params.name} --png {output.png}"
-            " --pdf {output.pdf} > {log} 2>&1"
+            cli("figure") + " --name {params.name} --png {output.png:q}"
+            " --pdf {output.pdf:q} > {log:q} 2>&1"
 
 
 rule learning:
@@ -86,8 +86,8 @@ rule learning:
     log:
         OUT / f"logs/{S.LEARNING}.log",
     shell:
-        cli("table") + " --name {params.name} --csv {output.csv}"
-        " --md {output.md} --tex {output.tex} > {log} 2>&1"
+        cli("table") + " --name {params.name} --csv {output.csv:q}"
+        " --md {output.md:q} --tex {output.tex:q} > {log:q} 2>&1"
 
 
 rule all_tables:

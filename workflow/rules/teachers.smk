@@ -9,7 +9,7 @@ rule prefetch_weights:
     log:
         OUT / "logs/prefetch_weights.log",
     shell:
-        cli("prefetch") + " --done {output} > {log} 2>&1"
+        cli("prefetch") + " --done {output:q} > {log:q} 2>&1"
 
 
 rule teacher:
@@ -22,4 +22,4 @@ rule teacher:
     log:
         OUT / "logs/teacher_{teacher}.log",
     shell:
-        launch("teachers") + " --name {wildcards.teacher} --output {output} > {log} 2>&1"
+        launch("teachers") + " --name {wildcards.teacher} --output {output:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule stage1:
     log:
         OUT / "logs/stage1_{tok}.log",
     shell:
-        launch("stage1") + " --variant {wildcards.tok} --output {output} > {log} 2>&1"
+        launch("stage1") + " --variant {wildcards.tok} --output {output:q} > {log:q} 2>&1"
 
 
 def stage2_inputs(wildcards):
@@ -39,7 +39,7 @@ rule stage2:
     log:
         OUT / "logs/stage2_{tok}.log",
     shell:
-        launch("stage2") + " --variant {wildcards.tok} --output {output} > {log} 2>&1"
+        launch("stage2") + " --variant {wildcards.tok} --output {output:q} > {log:q} 2>&1"
 
 
 rule dump_tokens:
@@ -51,7 +51,7 @@ rule dump_tokens:
     log:
         OUT / "logs/tokens_{tok}-{shard}.log",
     shell:
-        launch("dump-tokens") + " --variant {wildcards.tok} --input {input.latents} --output {output} > {log} 2>&1"
+        launch("dump-tokens") + " --variant {wildcards.tok} --input {input.latents:q} --output {output:q} > {log:q} 2>&1"
 
 
 def token_shards(tok):
