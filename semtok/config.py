@@ -312,7 +312,8 @@ class SampleConfig:
     cfg_scale: float = setting(6.0, ge=0)
     cfg_schedule: Literal["linear", "constant"] = "linear"
     temperature: float = setting(1.0, gt=0)
-    choice_temperature: float = setting(4.5, ge=0)  # Gumbel noise of confidence order, annealed to 0 (MaskGIT)
+    # Gumbel noise of confidence order, annealed to 0 (MaskGIT)
+    choice_temperature: float = setting(4.5, ge=0)
     per_class: int = setting(50, ge=1)
     batch_size: int = setting(250, ge=1)
     chunk: int = setting(5000, ge=1)  # images per resumable chunk
