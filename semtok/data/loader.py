@@ -246,6 +246,9 @@ class ShardLoader:
                 batch_size=None,
                 num_workers=self.num_workers,
                 pin_memory=torch.cuda.is_available(),
+                # its own generator: starting to iterate must not draw from the global RNG, which the
+                # training loop restores on resume (mid-segment resume would shift the model's noise)
+                generator=torch.Generator().manual_seed(self.seed),
             )
             self._passes += 1
             for batch in loader:

@@ -19,6 +19,7 @@ Layout of a checkpoint folder (`checkpoints/<job>/step-XXXXXXXX/`): accelerate's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -115,6 +116,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         set_seed(seed, device_specific=True)
+        self.fsdp = self._fsdp(compute)
 
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -122,7 +124,8 @@ class Trainer:
         self.clip: dict[str, float] = {}
         self.emas: dict[str, EMA] = {}
         for key, obj in objectives.items():
-            params = [p for p in obj.module.parameters() if p.requires_grad]
+            module = self.fsdp.shard(key, obj.module) if self.fsdp else obj.module
+            params = [p for p in module.parameters() if p.requires_grad]
             if not params:
                 raise ValueError(f"objective {key!r} has no trainable parameters")
             decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
@@ -138,7 +141,10 @@ class Trainer:
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lr_lambda(obj.optim.warmup, obj.optim.steps, obj.optim.min_lr_ratio)
             )
-            module, opt, sched = self.accelerator.prepare(obj.module, opt, sched)
+            if self.fsdp:  # sharded: the loop checkpoints model and optimizer itself (semtok/train/fsdp.py)
+                sched = self.accelerator.prepare(sched)
+            else:
+                module, opt, sched = self.accelerator.prepare(module, opt, sched)
             self.modules[key], self.optimizers[key], self.schedulers[key] = module, opt, sched
             self.clip[key] = obj.optim.grad_clip
             if obj.ema:
@@ -147,6 +153,14 @@ class Trainer:
         self._signal: int | None = None
 
     # -- helpers --------------------------------------------------------------------------------
+    def _fsdp(self, compute: ComputeConfig) -> Any:
+        """The sharding of `compute.fsdp` (semtok/train/fsdp.py) with more than one process, else None."""
+        if not (compute.fsdp and self.accelerator.num_processes > 1):
+            return None
+        from semtok.train.fsdp import FSDP
+
+        return FSDP(compute, self.accelerator.process_index, self.accelerator.num_processes)
+
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
@@ -177,9 +191,12 @@ class Trainer:
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp), safe_serialization=True)
-        if self.is_main:
+        if self.fsdp:
+            self.fsdp.save(tmp, self.modules, self.optimizers, self.emas)
+        elif self.is_main:
             for key, ema in self.emas.items():
                 save_file(ema.state_dict(), str(tmp / f"ema_{key}.safetensors"))
+        if self.is_main:
             meta = {
                 "step": self.step,
                 "segment_offset": segment_offset,
@@ -205,8 +222,11 @@ class Trainer:
             return 0
         latest = ckpts[-1]
         self.accelerator.load_state(str(latest))
-        for key, ema in self.emas.items():
-            ema.load_state_dict(load_file(str(latest / f"ema_{key}.safetensors")))
+        if self.fsdp:
+            self.fsdp.load(latest, self.modules, self.optimizers, self.emas)
+        else:
+            for key, ema in self.emas.items():
+                ema.load_state_dict(load_file(str(latest / f"ema_{key}.safetensors")))
         meta = json.loads((latest / "meta.json").read_text())
         self.step = int(meta["step"])
         if self.is_main:
@@ -216,6 +236,15 @@ class Trainer:
     # -- signals --------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signal = signum
+
+    def _agreed_signal(self) -> int | None:
+        """The checkpoint signal that any process received, else None: every process must stop and
+        checkpoint after the same step, also when the signal reaches them a step apart."""
+        if self.accelerator.num_processes == 1:
+            return self._signal
+        flag = torch.tensor([self._signal or 0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(
@@ -257,11 +286,10 @@ class Trainer:
                 if self.step % self.optim.log_every == 0 or self.step == total:
                     self._log(writer, out, logs, started)
                     bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
-                if self._signal is not None:
+                signum = self._agreed_signal()
+                if signum is not None:
                     self.save_checkpoint(self.step % every)
-                    log.warning(
-                        "%s: checkpointed at step %d on signal %d", self.name, self.step, self._signal
-                    )
+                    log.warning("%s: checkpointed at step %d on signal %d", self.name, self.step, signum)
                     raise SystemExit(EXIT_CHECKPOINTED)
                 if self.step % every == 0 and self.step < total:
                     self.save_checkpoint(0)
@@ -323,15 +351,13 @@ class Trainer:
         key = key or self.main
         output = Path(output)
         self.accelerator.wait_for_everyone()
-        if self.is_main:
-            tmp = output.with_name(output.name + ".tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            module = self.unwrap(key)
-            if key in self.emas:
-                with self.emas[key].swapped(module):
-                    save(module, tmp)
-            else:
-                save(module, tmp)
-            _atomic_dir_replace(tmp, output)
+        module = self.unwrap(key)
+        with self.emas[key].swapped(module) if key in self.emas else contextlib.nullcontext():
+            whole = self.fsdp.gather(key, module) if self.fsdp else module  # FSDP: collective
+            if self.is_main:
+                tmp = output.with_name(output.name + ".tmp")
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                save(whole, tmp)
+                _atomic_dir_replace(tmp, output)
         self.accelerator.wait_for_everyone()

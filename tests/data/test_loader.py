@@ -164,3 +164,13 @@ def test_configuration_errors(built_cfg, make_cfg):
         make_loader(make_cfg(), "train", batch_size=2)
     with pytest.raises(ValueError, match="unknown features"):
         make_loader(built_cfg, "train", batch_size=2, features=("depth",))
+
+
+def test_iterating_leaves_the_global_rng_alone(built_cfg):
+    """A training job resumed mid-segment restores the global RNG and then starts a new loader: if
+    starting to iterate drew from the global RNG (DataLoader's base seed), the resumed run's noise
+    would be shifted by one draw against the uninterrupted run's."""
+    loader = make_loader(built_cfg, "train", batch_size=4, features=("latents",), seed=3)
+    state = torch.get_rng_state()
+    next(iter(loader))
+    assert torch.equal(torch.get_rng_state(), state)
