@@ -14,7 +14,9 @@ states and the step are restored; the resumed run ends with the same weights.
 
 Layout of a checkpoint folder (`checkpoints/<job>/step-XXXXXXXX/`): accelerate's `save_state`
 (safetensors models, optimizer/scheduler/RNG states loaded with weights_only=True), `ema.safetensors`,
-`meta.json`. Written to `tmp-*` and renamed when complete; the newest `keep_ckpts` are kept.
+`meta.json`. Written to `tmp-*` and renamed when complete; the newest `keep_ckpts` are kept. With
+`compute.fsdp` and several processes, models, optimizers and EMA are sharded (semtok/train/fsdp.py) and
+saved as one safetensors file of shards per process.
 """
 
 from __future__ import annotations
@@ -196,6 +198,7 @@ class Trainer:
         elif self.is_main:
             for key, ema in self.emas.items():
                 save_file(ema.state_dict(), str(tmp / f"ema_{key}.safetensors"))
+        self.accelerator.wait_for_everyone()  # every process's files (RNG states, shards) are written
         if self.is_main:
             meta = {
                 "step": self.step,
