@@ -222,6 +222,7 @@ def test_preempted_two_node_job_resumes_to_the_same_weights(
             stdout=log,
             stderr=log,
         )
+    try:
         deadline = time.monotonic() + 900
         while max(logged_steps(metrics), default=0) < 10:
             assert proc.poll() is None and time.monotonic() < deadline, "the job never got to step 10"
@@ -229,6 +230,10 @@ def test_preempted_two_node_job_resumes_to_the_same_weights(
         job = re.findall(r"submitted with SLURM jobid (\d+)", (tmp_path / "snakemake.log").read_text())[0]
         subprocess.run(["scancel", *scancel, job], check=True)
         assert proc.wait(timeout=1800) == 0, (tmp_path / "snakemake.log").read_text()[-6000:]
+    finally:
+        if proc.poll() is None:  # a failed test: Snakemake cancels its jobs on SIGTERM
+            proc.terminate()
+            proc.wait(timeout=120)
     text = (tmp_path / "snakemake.log").read_text()
     assert f"SLURM-job '{job}' failed" in text, text[-3000:]
     assert len(set(re.findall(r"submitted with SLURM jobid (\d+)", text))) == 2, "not retried once"

@@ -42,19 +42,33 @@ def setup_run(tiny, built_cfg, out: Path, fsdp: bool) -> Path:
     return out
 
 
-def start(out: Path) -> subprocess.Popen:
-    """`semtok.launch stage1` with two CPU processes, in a process group of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(SEMTOK_CPU_PROCS="2", SEMTOK_GPUS="0")
-    command = [sys.executable, "-m", "semtok.launch", "stage1", "--config", str(out / "config.json")]
-    log = open(out / "launch.log", "a")  # noqa: SIM115 (closed with the process by the OS)
-    return subprocess.Popen(
-        [*command, "--variant", "b18", "--output", str(out / "final")],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+@pytest.fixture
+def start():
+    """start(out): `semtok.launch stage1` with two CPU processes, in a process group of its own;
+    groups still running at the end of the test (a failed one) are killed."""
+    groups: list[subprocess.Popen] = []
+
+    def launch(out: Path) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+        env.update(SEMTOK_CPU_PROCS="2", SEMTOK_GPUS="0")
+        command = [sys.executable, "-m", "semtok.launch", "stage1", "--config", str(out / "config.json")]
+        with open(out / "launch.log", "a") as log:
+            groups.append(
+                subprocess.Popen(
+                    [*command, "--variant", "b18", "--output", str(out / "final")],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        return groups[-1]
+
+    yield launch
+    for proc in groups:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
@@ -85,17 +99,16 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "final" / "diffusion_pytorch_model.safetensors"))
 
 
-def finish(out: Path) -> None:
-    proc = start(out)
-    assert proc.wait(timeout=900) == 0, (out / "launch.log").read_text()[-3000:]
+def finish(start, out: Path) -> None:
+    assert start(out).wait(timeout=900) == 0, (out / "launch.log").read_text()[-3000:]
 
 
-def test_fsdp_trains_like_ddp_and_resumes_exactly_after_kill_and_signal(tiny, built_cfg, tmp_path):
+def test_fsdp_trains_like_ddp_and_resumes_exactly_after_kill_and_signal(tiny, built_cfg, start, tmp_path):
     ddp = setup_run(tiny, built_cfg, tmp_path / "ddp", fsdp=False)
     fsdp = setup_run(tiny, built_cfg, tmp_path / "fsdp", fsdp=True)
     broken = setup_run(tiny, built_cfg, tmp_path / "interrupted", fsdp=True)
-    finish(ddp)
-    finish(fsdp)
+    finish(start, ddp)
+    finish(start, fsdp)
 
     # 1. SIGKILL (the whole process group) once the first periodic checkpoint exists
     ckpts = paths.checkpoint_dir(broken, JOB)
@@ -130,7 +143,7 @@ def test_fsdp_trains_like_ddp_and_resumes_exactly_after_kill_and_signal(tiny, bu
         assert json.loads((checkpointed[-1] / "meta.json").read_text())["step"] < STEPS
 
     # 4. the rest
-    finish(broken)
+    finish(start, broken)
     log = (broken / "launch.log").read_text()
     for ckpt in [ckpts / f"step-{EVERY:08d}", *checkpointed]:
         assert f"resumed from {ckpt}" in log
