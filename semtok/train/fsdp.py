@@ -143,8 +143,8 @@ class FSDP:
         if not path.exists():
             written = sorted(p.name for p in folder.glob("fsdp-rank*.safetensors"))
             raise RuntimeError(
-                f"{folder}: no FSDP shard {path.name} for process {self.rank} of {self.world}; the checkpoint "
-                f"holds {written[:2]}...: resume with the number of processes that wrote it"
+                f"{folder}: no FSDP shard {path.name} for process {self.rank} of {self.world}; the "
+                f"checkpoint holds {written[:2]}...: resume with the number of processes that wrote it"
             )
         tensors = load_file(str(path))
         groups = json.loads((folder / OPTIM_FILE).read_text())

@@ -19,9 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from semtok import paths
-from semtok.config import to_dict
-
-pytestmark = pytest.mark.slow  # six two-process training runs (a minute or two)
+from semtok.config import ComputeConfig, ConfigError, to_dict
+from semtok.train.fsdp import FSDP, blocks
 
 JOB = "tokenizer-b18-stage1"
 STEPS, EVERY = 24, 8
@@ -103,6 +102,7 @@ def finish(start, out: Path) -> None:
     assert start(out).wait(timeout=900) == 0, (out / "launch.log").read_text()[-3000:]
 
 
+@pytest.mark.slow  # six two-process training runs (a minute or two)
 def test_fsdp_trains_like_ddp_and_resumes_exactly_after_kill_and_signal(tiny, built_cfg, start, tmp_path):
     ddp = setup_run(tiny, built_cfg, tmp_path / "ddp", fsdp=False)
     fsdp = setup_run(tiny, built_cfg, tmp_path / "fsdp", fsdp=True)
@@ -154,3 +154,26 @@ def test_fsdp_trains_like_ddp_and_resumes_exactly_after_kill_and_signal(tiny, bu
         torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0, msg=name)
         # sharded and replicated training differ only in the order of gradient reductions
         torch.testing.assert_close(expected[name], data_parallel[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_sharding_units_are_the_outermost_trainable_blocks():
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = torch.nn.Linear(4, 4)
+            self.to_out = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Dropout(0.0)])
+
+    model = torch.nn.Module()
+    model.blocks = torch.nn.ModuleList([Block(), Block()])
+    model.frozen = torch.nn.ModuleList([torch.nn.Linear(4, 4)]).requires_grad_(False)
+    model.head = torch.nn.Linear(4, 2)
+    assert blocks(model) == list(model.blocks)
+
+
+def test_fsdp_refuses_fp16_and_a_checkpoint_of_another_process_count(tmp_path):
+    with pytest.raises(ConfigError, match="compute.fsdp: fp16"):
+        FSDP(ComputeConfig(mixed_precision="fp16", fsdp=True), rank=0, world=2)
+    (tmp_path / "fsdp-rank00000-of-00004.safetensors").touch()
+    sharding = FSDP(ComputeConfig(mixed_precision="no", fsdp=True), rank=0, world=2)
+    with pytest.raises(RuntimeError, match="number of processes that wrote it"):
+        sharding.load(tmp_path, {}, {}, {})
