@@ -4,8 +4,9 @@ cluster runs jobs (executor, account, partitions, status queries, retries).
     semtok install-profile --account ACCOUNT --partition cpu [--gpu-partition gpu]
     snakemake --profile slurm all_tables
 
-Snakemake finds `--profile slurm` in ./slurm/, ~/.config/snakemake/slurm/ (the default --dest) or
-/etc/xdg/snakemake/slurm/. What each rule needs (threads, memory, GPUs, runtime) lives in the workflow
+Snakemake finds `--profile slurm` in ./slurm/, then in its user and site configuration folders
+(platformdirs: ~/.config/snakemake/ or $XDG_CONFIG_HOME/snakemake/ on Linux, ~/Library/Application
+Support/snakemake/ on macOS; /etc/xdg/snakemake/). The default --dest is the user folder's `slurm`. What each rule needs (threads, memory, GPUs, runtime) lives in the workflow
 profile (profiles/default/config.yaml of the workflow), which Snakemake loads on top of this one; that
 profile never names an executor, an account or a partition, nor sets `default-resources` (it would
 replace this profile's), and this one never names a rule's resources.
@@ -69,8 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dest",
         type=Path,
-        default=Path("~/.config/snakemake/slurm"),
-        help="profile folder (default: %(default)s, found by `--profile slurm`)",
+        help=f"profile folder (default: {user_profile_dir()}, found by `--profile slurm`)",
     )
     parser.add_argument("--jobs", type=int, default=100, help="most Slurm jobs queued at once")
     parser.add_argument(
@@ -80,6 +80,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how job states are queried; sacct needs Slurm accounting (default: %(default)s)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing profile")
+
+
+def snakemake_dirs() -> Any:
+    """The configuration folders Snakemake searches for named profiles (the same platformdirs call as
+    snakemake.common.get_appdirs; platformdirs comes with Snakemake)."""
+    from platformdirs import AppDirs
+
+    return AppDirs("snakemake", "snakemake")
+
+
+def user_profile_dir() -> Path:
+    """Where `snakemake --profile slurm` finds the site profile of this user."""
+    return Path(snakemake_dirs().user_config_dir) / "slurm"
 
 
 def _yaml(value: str) -> str:
@@ -133,7 +146,7 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, cfg: Any) -> None:
-    dest = args.dest.expanduser().resolve()
+    dest = (args.dest or user_profile_dir()).expanduser().resolve()
     try:
         files = render(args, dest)
     except ValueError as err:
@@ -153,5 +166,6 @@ def run(args: argparse.Namespace, cfg: Any) -> None:
 
 def _profile_arg(dest: Path) -> str:
     """What to pass to `--profile` for `dest`: its name where Snakemake finds profiles by name."""
-    search = [Path("~/.config/snakemake").expanduser().resolve(), Path("/etc/xdg/snakemake")]
+    dirs = snakemake_dirs()
+    search = [Path(d).expanduser().resolve() for d in (dirs.user_config_dir, dirs.site_config_dir)]
     return dest.name if dest.parent in search else str(dest)

@@ -70,13 +70,15 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def imagenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An ImageNet-layout folder: one train class, a flat val folder whose image has no label."""
+    """An ImageNet-layout folder: one train class, a flat val folder with one labelled image and one
+    without a label."""
     root = tmp_path_factory.mktemp("imagenet")
     (root / "train/n01").mkdir(parents=True)
     (root / "val").mkdir()
     Image.new("RGB", (8, 8)).save(root / "train/n01/a.JPEG")
+    Image.new("RGB", (8, 8)).save(root / "val/v0.JPEG")
     Image.new("RGB", (8, 8)).save(root / "val/v1.JPEG")
-    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nother,n01 1 2 3 4\n")
+    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nv0,n01 1 2 3 4\n")
     return root
 
 

@@ -1,32 +1,16 @@
-"""semtok.launch: processes, machines, rank and rendezvous from the job's GPUs and Slurm nodes."""
+"""semtok.launch: processes per node, the Slurm job's nodes, the per-node srun, exit statuses.
+
+The launcher's processes really rendezvousing (one node, and two Slurm nodes) are tested in
+tests/train/test_fsdp.py and tests/cluster/test_multinode.py."""
 
 from __future__ import annotations
 
-import json
+import signal
+import sys
+
+import pytest
 
 from semtok import launch
-
-
-def config(tmp_path, **compute) -> str:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"compute": compute}))
-    return str(path)
-
-
-def test_multi_node_command_has_rank_rendezvous_precision_and_fsdp(tmp_path):
-    argv = ["stage1", "--config", config(tmp_path, mixed_precision="bf16", fsdp=True), "--variant", "b18"]
-    cmd = launch.accelerate_command(argv, gpus=8, nodes=4, rank=2, host="node-a", fsdp=True)
-    joined = " ".join(cmd)
-    assert "--num_processes 32" in joined and "--num_machines 4" in joined and "--multi_gpu" in joined
-    assert "--machine_rank 2" in joined and "--main_process_ip node-a" in joined
-    assert "--mixed_precision bf16" in joined and "--use_fsdp" in joined
-    assert cmd[-6:] == ["-m", "semtok.cli", *argv][-6:]
-
-
-def test_single_gpu_has_no_multi_gpu_or_fsdp(tmp_path):
-    argv = ["encode", "--config", config(tmp_path, mixed_precision="bf16", fsdp=True)]
-    joined = " ".join(launch.accelerate_command(argv, gpus=1, nodes=1, rank=0, host=None, fsdp=True))
-    assert "--num_processes 1" in joined and "--multi_gpu" not in joined and "--use_fsdp" not in joined
 
 
 def test_gpu_count_from_slurm_or_cuda_visible_devices(monkeypatch):
@@ -40,10 +24,97 @@ def test_gpu_count_from_slurm_or_cuda_visible_devices(monkeypatch):
     assert launch.gpus_per_node() == 0
 
 
-def test_cpu_runs_the_entry_point_directly(tmp_path, monkeypatch):
+def test_processes_per_node_one_per_gpu_else_semtok_cpu_procs(monkeypatch):
+    monkeypatch.setenv("SEMTOK_GPUS", "8")
+    monkeypatch.setenv("SEMTOK_CPU_PROCS", "2")
+    assert launch.processes_per_node() == 8
     monkeypatch.setenv("SEMTOK_GPUS", "0")
-    monkeypatch.delenv("SLURM_JOB_NUM_NODES", raising=False)
+    assert launch.processes_per_node() == 2
+    monkeypatch.delenv("SEMTOK_CPU_PROCS")
+    assert launch.processes_per_node() == 1
+    monkeypatch.setenv("SEMTOK_CPU_PROCS", "two")
+    with pytest.raises(SystemExit, match="SEMTOK_CPU_PROCS"):
+        launch.processes_per_node()
+
+
+def test_allocation_is_asked_of_the_controller_not_the_step_environment(monkeypatch):
+    """Inside Snakemake's `srun -n1` step the environment names one node of a two-node job."""
+    answers = {
+        (
+            "show",
+            "job",
+            "-o",
+            "42",
+        ): "JobId=42 JobName=x NodeList=gpu-[07-08] NumNodes=2 NumCPUs=32 CPUs/Task=16",
+        ("show", "hostnames", "gpu-[07-08]"): "gpu-07\ngpu-08\n",
+        ("show", "node", "-o", "gpu-07"): "NodeName=gpu-07 Arch=x86_64 NodeAddr=10.0.0.7 NodeHostName=gpu-07",
+    }
+    monkeypatch.setattr(launch, "_scontrol", lambda *args: answers[args])
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu-07")
+    monkeypatch.setenv("SLURM_NNODES", "1")
+    job = launch.allocation()
+    assert job == launch.Allocation(["gpu-07", "gpu-08"], cpus_per_node=16)
+    assert launch.node_address(job.hosts[0]) == "10.0.0.7"
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert launch.allocation() is None
+
+
+def test_srun_starts_one_launcher_per_node_outside_the_current_step(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu-07")
+    monkeypatch.setenv("SRUN_CPUS_PER_TASK", "1")
+    cmd = launch.srun_command(["stage1", "--variant", "b18"], launch.Allocation(["a", "b", "c"], 16))
+    assert cmd[: cmd.index(sys.executable)] == [
+        "srun",
+        "--overlap",
+        "--nodes=3",
+        "--ntasks=3",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=16",
+        "--kill-on-bad-exit=1",
+    ]
+    assert cmd[-5:] == ["-m", "semtok.launch", "stage1", "--variant", "b18"]
+    env = launch.srun_env(3, "10.0.0.7:29542")
+    assert (
+        env["SLURM_JOB_ID"] == "42"
+        and env[launch.RENDEZVOUS] == "10.0.0.7:29542"
+        and env[launch.NODES] == "3"
+    )
+    assert not {"SLURM_NTASKS", "SLURM_JOB_NODELIST", "SRUN_CPUS_PER_TASK"} & env.keys()
+
+
+@pytest.mark.parametrize(
+    ("codes", "status"),
+    [
+        ([0, 0], 0),
+        ([75, 75], 75),
+        ([75, 0], 75),
+        ([75, None], 75),
+        ([1, None], 1),
+        ([75, 3], 3),
+        ([-signal.SIGKILL, 0], 128 + signal.SIGKILL),
+    ],
+)
+def test_exit_status_of_a_node(codes, status):
+    assert launch.exit_status(codes) == status
+
+
+def test_failing_processes_give_their_status(monkeypatch, capsys):
+    """Two real processes (an unknown command exits 2 in both); each is told its rank."""
+    monkeypatch.delenv("SLURMD_NODENAME", raising=False)
+    assert launch.run_processes(["no-such-command"], 2, nodes=1, node_rank=0, host="127.0.0.1", port=1) == 2
+    out = capsys.readouterr().out
+    assert "rank 0 of 2 (node 0" in out and "rank 1 of 2 (node 0" in out
+
+
+def test_one_process_replaces_the_launcher(monkeypatch):
+    monkeypatch.setenv("SEMTOK_GPUS", "0")
+    monkeypatch.delenv("SEMTOK_CPU_PROCS", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv(launch.RENDEZVOUS, raising=False)
     executed = {}
-    monkeypatch.setattr(launch.os, "execvp", lambda prog, cmd: executed.setdefault("cmd", cmd))
-    launch.main(["config-schema", "--config", config(tmp_path)])
-    assert executed["cmd"][1:4] == ["-m", "semtok.cli", "config-schema"]
+    monkeypatch.setattr(launch.os, "execvpe", lambda prog, cmd, env: executed.setdefault("cmd", cmd))
+    launch.main(["config-schema"])
+    assert executed["cmd"][1:] == ["-m", "semtok.cli", "config-schema"]

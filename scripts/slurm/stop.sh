@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop the single-node Slurm started by scripts/slurm/start.sh: cancel every job, then stop slurmd,
+# Stop the Slurm started by scripts/slurm/start.sh: cancel every job, then stop every slurmd,
 # slurmctld and (when start.sh started it) munged, by the pids in their pid files. Safe to call when
 # nothing runs.
 # Environment: SEMTOK_SLURM_STATE as for start.sh.
@@ -36,7 +36,12 @@ if [[ -s "$STATE/slurmctld.pid" ]] && kill -0 "$(cat "$STATE/slurmctld.pid")" 2>
         done
     fi
 fi
-stop slurmd "$STATE/slurmd.pid"
+for pidfile in "$STATE"/slurmd*.pid; do # slurmd-NODE.pid (and slurmd.pid of older layouts)
+    [[ -e "$pidfile" ]] || continue
+    name="${pidfile##*/}"
+    stop "${name%.pid}" "$pidfile"
+    rm -f "$pidfile"
+done
 stop slurmctld "$STATE/slurmctld.pid"
 if [[ -e "$STATE/munged.ours" ]]; then
     stop munged /run/munge/munged.pid

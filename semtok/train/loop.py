@@ -23,7 +23,9 @@ modules' structure, and the size and SHA-256 of every file). Written to `tmp-*`,
 complete; the newest `keep_ckpts` are kept. A job resumes only from a checkpoint that verifies and was
 written under the same settings and structure: one of other settings is deleted, a corrupt one is
 renamed `corrupt-step-*` and the previous one is used, each with a warning naming it. Once the job's
-declared output is written, its checkpoints are removed.
+declared output is written, its checkpoints are removed. With `compute.fsdp` and several processes,
+models, optimizers and EMA are sharded (semtok/train/fsdp.py) and saved as one safetensors file of
+shards per process.
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         set_seed(seed, device_specific=True)
+        self.fsdp = self._fsdp(compute)
 
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -224,7 +227,8 @@ class Trainer:
         self.clip: dict[str, float] = {}
         self.emas: dict[str, EMA] = {}
         for key, obj in objectives.items():
-            params = [p for p in obj.module.parameters() if p.requires_grad]
+            module = self.fsdp.shard(key, obj.module) if self.fsdp else obj.module
+            params = [p for p in module.parameters() if p.requires_grad]
             if not params:
                 raise ValueError(f"objective {key!r} has no trainable parameters")
             decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
@@ -240,7 +244,10 @@ class Trainer:
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lr_lambda(obj.optim.warmup, obj.optim.steps, obj.optim.min_lr_ratio)
             )
-            module, opt, sched = self.accelerator.prepare(obj.module, opt, sched)
+            if self.fsdp:  # sharded: the loop checkpoints model and optimizer itself (semtok/train/fsdp.py)
+                sched = self.accelerator.prepare(sched)
+            else:
+                module, opt, sched = self.accelerator.prepare(module, opt, sched)
             self.modules[key], self.optimizers[key], self.schedulers[key] = module, opt, sched
             self.clip[key] = obj.optim.grad_clip
             if obj.ema:
@@ -250,6 +257,14 @@ class Trainer:
         self._signal: int | None = None
 
     # -- helpers --------------------------------------------------------------------------------
+    def _fsdp(self, compute: ComputeConfig) -> Any:
+        """The sharding of `compute.fsdp` (semtok/train/fsdp.py) with more than one process, else None."""
+        if not (compute.fsdp and self.accelerator.num_processes > 1):
+            return None
+        from semtok.train.fsdp import FSDP
+
+        return FSDP(compute, self.accelerator.process_index, self.accelerator.num_processes)
+
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
@@ -281,10 +296,13 @@ class Trainer:
             shutil.rmtree(tmp)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp), safe_serialization=True)
-        self.accelerator.wait_for_everyone()  # every process's files are written before they are hashed
-        if self.is_main:
+        if self.fsdp:
+            self.fsdp.save(tmp, self.modules, self.optimizers, self.emas)
+        elif self.is_main:
             for key, ema in self.emas.items():
                 save_file(ema.state_dict(), str(tmp / f"ema_{key}.safetensors"))
+        self.accelerator.wait_for_everyone()  # every process's files (RNG states, shards) are written
+        if self.is_main:
             meta = {
                 "step": self.step,
                 "segment_offset": segment_offset,
@@ -346,8 +364,11 @@ class Trainer:
             return 0
         folder, meta = Path(choice[0]), choice[1]
         self.accelerator.load_state(str(folder))
-        for key, ema in self.emas.items():
-            ema.load_state_dict(load_file(str(folder / f"ema_{key}.safetensors")))
+        if self.fsdp:
+            self.fsdp.load(folder, self.modules, self.optimizers, self.emas)
+        else:
+            for key, ema in self.emas.items():
+                ema.load_state_dict(load_file(str(folder / f"ema_{key}.safetensors")))
         self.step = self._saved_step = int(meta["step"])
         if self.is_main:
             log.warning("%s: resumed from %s (step %d)", self.name, folder, self.step)
@@ -535,15 +556,13 @@ class Trainer:
         output = Path(output)
         with self._catching_signals():
             self.accelerator.wait_for_everyone()
-            if self.is_main:
-                tmp = output.with_name(output.name + ".tmp")
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-                module = self.unwrap(key)
-                if key in self.emas:
-                    with self.emas[key].swapped(module):
-                        save(module, tmp)
-                else:
-                    save(module, tmp)
-                _atomic_dir_replace(tmp, output)
+            module = self.unwrap(key)
+            with self.emas[key].swapped(module) if key in self.emas else contextlib.nullcontext():
+                whole = self.fsdp.gather(key, module) if self.fsdp else module  # FSDP: collective
+                if self.is_main:
+                    tmp = output.with_name(output.name + ".tmp")
+                    if tmp.exists():
+                        shutil.rmtree(tmp)
+                    save(whole, tmp)
+                    _atomic_dir_replace(tmp, output)
             self.remove_checkpoints()

@@ -69,6 +69,27 @@ def test_install_profile_writes_a_valid_profile(tmp_path: Path) -> None:
     assert partitions == {"cpu": 0, "gpu": 8}
 
 
+def test_install_profile_default_is_where_snakemake_finds_profile_slurm(tmp_path, monkeypatch):
+    """Snakemake resolves `--profile slurm` through platformdirs: $XDG_CONFIG_HOME/snakemake/slurm
+    when that is set, ~/.config/snakemake/slurm otherwise (Linux)."""
+    import snakemake.common
+    from snakemake.cli import get_profile_dir
+
+    monkeypatch.chdir(tmp_path)  # Snakemake looks in the working directory first
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for xdg in (tmp_path / "xdg", None):
+        if xdg is None:
+            monkeypatch.delenv("XDG_CONFIG_HOME")
+        else:
+            monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+        monkeypatch.setattr(snakemake.common, "APPDIRS", None)  # Snakemake caches the folders
+        assert cli.main(["install-profile", "--no-account"]) == 0
+        found = get_profile_dir("slurm")
+        assert found is not None, "snakemake --profile slurm would not find the installed profile"
+        expected = (xdg or tmp_path / "home" / ".config") / "snakemake" / "slurm" / "config.yaml"
+        assert found[1] == expected
+
+
 @pytest.mark.slurm
 def test_sbatch_job_completes(slurm: None, tmp_path: Path) -> None:
     out = tmp_path / "job.out"

@@ -279,3 +279,13 @@ def test_every_shard_corrupt_in_skip_mode_stops_instead_of_resampling_forever(co
         len(loader.skipped_shards) == 5
         and len(paths.skipped_record(cfg.out, "train").read_text().splitlines()) == 5
     )
+
+
+def test_iterating_leaves_the_global_rng_alone(built_cfg):
+    """A training job resumed mid-segment restores the global RNG and then starts a new loader: if
+    starting to iterate drew from the global RNG (DataLoader's base seed), the resumed run's noise
+    would be shifted by one draw against the uninterrupted run's."""
+    loader = make_loader(built_cfg, "train", batch_size=4, features=("latents",), seed=3)
+    state = torch.get_rng_state()
+    next(iter(loader))
+    assert torch.equal(torch.get_rng_state(), state)
