@@ -1,6 +1,6 @@
 """Does every model of a run learn? The learning table's figures, printed from its metric CSVs.
 
-    python benchmarks/learning.py --out results [--config results/config.resolved.json]
+    python benchmarks/learning.py --out results [--config results/config/<hash>.json]
 
 Prints what `snakemake learning` writes to results/tables/learning.md — the class_acc of the frozen
 classifier on the validation images, on the frozen VAE's and every tokenizer's reconstructions
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from semtok import config
+from semtok import config, paths
 from semtok.report import learning
 
 
@@ -23,10 +23,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="the run's out_dir")
-    parser.add_argument("--config", help="the run's config (default: <out>/config.resolved.json)")
+    parser.add_argument(
+        "--config", help="the run's config (default: the newest of <out>/config/*.json, its last invocation)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
-    cfg = config.load(args.config or out / "config.resolved.json", [f"out_dir={out}"])
+    cfg = config.load(args.config or paths.latest_config(out), [f"out_dir={out}"])
     print(learning.to_markdown(cfg, learning.collect(cfg, out, strict=False)), end="")
 
 

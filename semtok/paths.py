@@ -101,6 +101,19 @@ def gen_metrics(out: Path, variant: str, setting: str) -> Path:
     return out / "metrics" / "gen" / f"{variant}-{setting}.csv"
 
 
+def config_file(out: Path, digest: str) -> Path:
+    """The resolved config of one settings hash, written once by the workflow and read by its jobs."""
+    return out / "config" / f"{digest}.json"
+
+
+def latest_config(out: Path) -> Path:
+    """The resolved config that the run's most recent Snakemake invocation wrote."""
+    found = sorted((out / "config").glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    if not found:
+        raise FileNotFoundError(f"no resolved config under {out / 'config'}: is {out} a run's out_dir?")
+    return found[-1]
+
+
 def table_file(out: Path, name: str, ext: str) -> Path:
     return out / "tables" / f"{name}.{ext}"
 

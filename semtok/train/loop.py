@@ -239,7 +239,7 @@ class Trainer:
                 ],
                 lr=obj.lr if obj.lr is not None else obj.optim.lr,
                 betas=tuple(obj.optim.betas),
-                fused=bool(compute.fused_adam and cuda),
+                fused=compute.fused_adam,
             )
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lr_lambda(obj.optim.warmup, obj.optim.steps, obj.optim.min_lr_ratio)

@@ -168,7 +168,7 @@ def test_stage1_on_two_nodes_equals_two_processes_on_one(
     local = inputs(default_run, tmp_path, "data", "teachers")
     run_locally(
         local,
-        out / "config.resolved.json",
+        paths.latest_config(out),
         ["stage1", "--variant", "b18", "--output", str(stage1_dir(local))],
     )
     assert_identical(stage1_dir(out), stage1_dir(local))
@@ -185,7 +185,7 @@ def test_generator_on_two_nodes_equals_two_processes_on_one(
     local = inputs(default_run, tmp_path / "local", *parts)
     tokens = [str(paths.token_shard(local, "b18", i)) for i in range(2)]
     command = ["train-ar", "--variant", "ar-l", "--tokens", *tokens, "--output", str(local / "ar-l")]
-    run_locally(local, out / "config.resolved.json", command)
+    run_locally(local, paths.latest_config(out), command)
     assert_identical(target, local / "ar-l")
 
 

@@ -223,3 +223,38 @@ def test_16_bit_image_in_a_shard_keeps_its_grey_level(cfg, dataset):
         s["__key__"]: s for i in range(2) for s in shards.read_shard(paths.image_shard(cfg.out, "train", i))
     }
     assert abs(decode_rgb(written["deep_1"]["jpg"]).astype(float).mean() - 128) < 2
+
+
+def test_a_small_shard_read_to_its_end_is_served_from_memory_until_it_changes(tmp_path, monkeypatch):
+    path = tmp_path / "s.tar"
+    shards.write_shard(path, [{"__key__": f"k{i}", "cls": str(i).encode()} for i in range(3)])
+    first = list(shards.read_shard(path))
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(
+        tarfile, "open", lambda *a, **k: opened.append(a[1:2] == ("r:",)) or real_open(*a, **k)
+    )
+    first[0]["cls"] = b"changed by a caller"
+    assert list(shards.read_shard(path)) == list(shards.read_shard(path)) != first
+    assert [s["cls"] for s in shards.read_shard(path)] == [b"0", b"1", b"2"] and sum(opened) == 0
+    shards.write_shard(path, [{"__key__": "k0", "cls": b"9"}])  # rewritten: read from disk again
+    assert [s["cls"] for s in shards.read_shard(path)] == [b"9"] and sum(opened) == 1
+
+
+def test_a_shard_read_only_in_part_or_found_corrupt_is_not_kept(tmp_path, monkeypatch):
+    path = tmp_path / "s.tar"
+    shards.write_shard(path, [{"__key__": f"k{i}", "cls": b"1", "jpg": bytes(3000)} for i in range(3)])
+    next(shards.read_shard(path))  # a partial read
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(
+        tarfile, "open", lambda *a, **k: opened.append(a[1:2] == ("r:",)) or real_open(*a, **k)
+    )
+    list(shards.read_shard(path))
+    assert sum(opened) == 1
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # cut inside a member
+    for _ in range(2):
+        with pytest.raises(shards.CorruptShardError, match="bad.tar"):
+            list(shards.read_shard(bad))
+    assert sum(opened) == 3

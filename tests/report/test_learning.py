@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
+from semtok import paths
 from semtok.cli import main as cli_main
 from semtok.eval.records import ORIGINAL, VAE
 from semtok.report import learning
@@ -99,7 +100,9 @@ def test_cli(cfg, results, tmp_path):
 def test_benchmark_prints_the_learning_figures(cfg, fresh_results):
     """`benchmarks/learning.py --out RESULTS` on a run: the same figures, and missing ones say so."""
     Input("gen", "ar-xxl", "main").path(fresh_results).unlink()
-    (fresh_results / "config.resolved.json").write_text((REPO / "config/config.yaml").read_text())
+    resolved = paths.config_file(fresh_results, "0123456789abcdef")
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    resolved.write_text((REPO / "config/config.yaml").read_text())
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "learning.py"), "--out", str(fresh_results)],
         capture_output=True,

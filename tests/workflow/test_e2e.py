@@ -78,4 +78,62 @@ def test_samples_follow_the_adm_convention(default_run):
     with np.load(default_run.outputs / "samples" / "ar-l" / "main.npz") as f:
         images, labels = f["arr_0"], f["labels"]
     assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3
-    assert len(images) == len(labels) == 10 * 20
+    per_class = _run_config(default_run).generator.sample.per_class
+    assert len(images) == len(labels) == 10 * per_class
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning: the default run's models learn (issue "every model learns"). Values come from the run's
+# metric CSVs; the run is seeded, so these are fixed numbers on one machine, and every threshold
+# sits below the measured value by a margin that covers other CPUs' arithmetic.
+
+
+def _run_config(default_run):
+    from semtok import config, paths
+
+    return config.load(paths.latest_config(default_run.outputs), [f"out_dir={default_run.outputs}"])
+
+
+def _metric(default_run, kind: str, variant: str, setting: str, metric: str) -> float:
+    from semtok.report.settings import Input
+
+    with open(Input(kind, variant, setting).path(default_run.outputs)) as f:
+        values = {r["metric"]: float(r["value"]) for r in csv.DictReader(f)}
+    print(f"{kind} {variant}-{setting} {metric} = {values[metric]:.4f}")
+    return values[metric]
+
+
+# (kind, variant, setting, metric, threshold): the measured value must be >= threshold
+LEARNING_TARGETS = [
+    ("recon", "original", "val", "class_acc", 0.95),  # the classifier itself, on the validation images
+    ("recon", "vae", "frozen", "PSNR", 27.0),
+    ("recon", "vae", "frozen", "class_acc", 0.9),
+    ("recon", "b18", "refiner", "class_acc", 0.8),
+    ("recon", "b18", "diffusion", "class_acc", 0.6),
+    ("gen", "ar-l", "main", "class_acc", 0.7),
+]
+
+
+@pytest.mark.parametrize(("kind", "variant", "setting", "metric", "threshold"), LEARNING_TARGETS)
+def test_default_run_meets_its_learning_target(default_run, kind, variant, setting, metric, threshold):
+    assert _metric(default_run, kind, variant, setting, metric) >= threshold
+
+
+def test_guidance_raises_class_accuracy_along_the_linear_cfg_sweep(default_run):
+    from semtok.report.settings import setting_name
+
+    sweeps = _run_config(default_run).evaluation.sweeps
+    scales = sorted(sweeps.cfg_linear)
+    acc = [
+        _metric(default_run, "gen", sweeps.generator, setting_name("cfg_linear", s), "class_acc")
+        for s in scales
+    ]
+    assert all(a < b for a, b in zip(acc, acc[1:], strict=False)), dict(zip(scales, acc, strict=True))
+
+
+def test_learning_table_lists_every_tokenizer_and_generator(default_run):
+    text = (default_run.outputs / "tables" / "learning.md").read_text()
+    cfg = _run_config(default_run)
+    for name in [*cfg.tokenizer_variants, *cfg.generator_variants]:
+        assert f"| {name}" in text or f"{name}, refiner" in text, name
+    assert "missing" not in text

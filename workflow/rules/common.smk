@@ -34,7 +34,7 @@ if "{" in str(OUT) or "}" in str(OUT):
 # changes, and each rule's `params.cfg` (a hash of the sections the rule depends on) already decides
 # exactly which jobs rerun when settings change.
 _resolved = json.dumps(semtok.config.to_dict(CFG), indent=1, sort_keys=True) + "\n"
-CONFIG_FILE = OUT / "config" / f"{hashlib.sha256(_resolved.encode()).hexdigest()[:16]}.json"
+CONFIG_FILE = P.config_file(OUT, hashlib.sha256(_resolved.encode()).hexdigest()[:16])
 if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
     CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
     _tmp = CONFIG_FILE.with_name(f"{CONFIG_FILE.name}.tmp-{os.getpid()}")
