@@ -18,6 +18,7 @@ import numpy as np
 
 from semtok import paths, registry
 from semtok.config import Config, section_hash
+from semtok.data.imagenet import num_classes
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, inception_score, precision_recall, stats_from_features
 from semtok.eval.records import protocol, write_metrics
@@ -96,7 +97,9 @@ def generation_metrics(
         "IS_std": protocol(fid=setup.protocol, splits=IS_SPLITS, n=n),
         "Precision": pr,
         "Recall": pr,
-        "class_acc": protocol(classifier=classifier.protocol, labels="requested", n=n),
+        "class_acc": protocol(
+            classifier=classifier.protocol, labels="requested", classes=num_classes(cfg), n=n
+        ),
     }
     return values, protocols
 

@@ -26,6 +26,7 @@ import torch
 
 from semtok import paths, registry
 from semtok.config import Config, section_hash
+from semtok.data.imagenet import num_classes
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
 from semtok.eval.records import PSNR_DEFINITION, SSIM_DEFINITION, VAE, protocol, write_metrics
@@ -144,7 +145,9 @@ def image_metrics(
         "PSNR": protocol(definition=PSNR_DEFINITION, data=data, n=n),
         "SSIM": protocol(definition=SSIM_DEFINITION, data=data, n=n),
         "LPIPS": protocol(net=registry.lpips_metric_protocol(cfg), data=data, n=n),
-        "class_acc": protocol(classifier=classifier.protocol, labels="true", data=data, n=n),
+        "class_acc": protocol(
+            classifier=classifier.protocol, labels="true", classes=num_classes(cfg), data=data, n=n
+        ),
     }
     return values, protocols
 

@@ -25,6 +25,7 @@ import torch
 
 from semtok import registry
 from semtok.config import Config, section_hash
+from semtok.data.imagenet import num_classes
 from semtok.eval.features import FeatureSetup, extract_features, top1_accuracy
 from semtok.eval.metrics import FeatureStats, stats_from_features
 from semtok.eval.records import ORIGINAL, protocol, write_metrics
@@ -165,7 +166,11 @@ def compute_reference(cfg: Config, output: Path, metrics: Path) -> dict[str, Any
         values={"class_acc": accuracy},
         protocols={
             "class_acc": protocol(
-                classifier=classifier.protocol, labels="true", data=data_tag(cfg), n=len(images)
+                classifier=classifier.protocol,
+                labels="true",
+                classes=num_classes(cfg),
+                data=data_tag(cfg),
+                n=len(images),
             )
         },
         config_hash=section_hash(cfg.data, cfg.pretrained.inception, cfg.evaluation),

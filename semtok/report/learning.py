@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from semtok.config import Config, section_hash
-from semtok.eval.records import ORIGINAL, VAE
+from semtok.eval.records import ORIGINAL, VAE, parse_protocol
 from semtok.report.settings import (
     LEARNING,
     LEARNING_CAPTION,
@@ -92,11 +92,19 @@ def collect(cfg: Config, results: Path, strict: bool = True) -> dict[Line, dict[
     return out
 
 
-def chance(cfg: Config) -> float:
-    """The accuracy of guessing: 1 / number of classes."""
-    from semtok.train.ar import num_classes
-
-    return 1.0 / num_classes(cfg)
+def chance(values: dict[Line, dict[str, Measured | None]]) -> str:
+    """The accuracy of guessing, 1 / the number of classes the class_acc protocols name (`classes=N`,
+    written by every evaluation): "chance = 0.100 (1/10 classes)"."""
+    counts = set()
+    for metrics in values.values():
+        m = metrics.get("class_acc")
+        if m is not None and m.protocol:
+            classes = parse_protocol(m.protocol).get("classes")
+            if classes is not None:
+                counts.add(int(classes))
+    if not counts:
+        return "chance = 1/(number of classes; the protocols do not name it)"
+    return "; ".join(f"chance = {1 / n:.3f} (1/{n} classes)" for n in sorted(counts))
 
 
 def to_frame(values: dict[Line, dict[str, Measured | None]]) -> pd.DataFrame:
@@ -151,10 +159,9 @@ def footer(cfg: Config, values: dict[Line, dict[str, Measured | None]]) -> dict[
             if m is not None:
                 key = (metric, m.protocol or "no protocol given")
                 runs_by_protocol.setdefault(key, []).append(f"{line.need.variant}-{line.need.setting}")
-    p = chance(cfg)
     return {
         "Notes": [
-            f"class_acc: top-1 accuracy of the frozen classifier; chance = {p:.3f} (1/{round(1 / p)} classes). "
+            f"class_acc: top-1 accuracy of the frozen classifier; {chance(values)}. "
             "Reconstructions are scored against the images' true labels, samples against the labels they "
             "were requested with; the validation images' own class_acc is what a perfect reconstruction keeps.",
             "A model has learned what its images should show when its class_acc is well above chance; the "

@@ -372,6 +372,7 @@ class Trainer:
         self.step = self._saved_step = int(meta["step"])
         if self.is_main:
             log.warning("%s: resumed from %s (step %d)", self.name, folder, self.step)
+            log.warning("%s: its data segment continues at batch %d", self.name, int(meta["segment_offset"]))
         return int(meta["segment_offset"])
 
     def remove_checkpoints(self) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from snakemake_executor_plugin_slurm.partitions import read_partition_file
@@ -173,6 +174,8 @@ def test_paper_dag_on_the_slurm_profile_lists_the_paper_resources(slurm: None, t
     for wnid in ("n01440764", "n01443537"):
         (root / "train" / wnid).mkdir(parents=True)
         (root / "val" / wnid).mkdir(parents=True)
+    batch = tmp_path / "VIRTUAL_imagenet256_labeled.npz"  # ADM's reference batch, a stand-in file
+    np.savez(batch, arr_0=np.zeros((2, 8, 8, 3), np.uint8), mu=np.zeros(4), sigma=np.eye(4))
     install_profile(tmp_path / "profile", "--no-account", "--partition", "local")
     done = subprocess.run(
         [
@@ -186,7 +189,7 @@ def test_paper_dag_on_the_slurm_profile_lists_the_paper_resources(slurm: None, t
             "--configfile",
             "config/paper.yaml",
             "--config",
-            f'overrides=["data.imagenet_root={root}"]',
+            f'overrides=["data.imagenet_root={root}", "evaluation.fid_reference={batch}"]',
             f"out_dir={tmp_path / 'results'}",
         ],
         cwd=REPO,
@@ -198,7 +201,7 @@ def test_paper_dag_on_the_slurm_profile_lists_the_paper_resources(slurm: None, t
     assert done.returncode == 0, text[-3000:]
     assert "workflow specific profile profiles/default" in text
     stats = text.split("Job stats:", 1)[1]
-    assert re.search(r"^total\s+11830$", stats.split("\n\n", 1)[0], re.M)  # every job of the paper DAG
+    assert re.search(r"^total\s+11838$", stats.split("\n\n", 1)[0], re.M)  # every job of the paper DAG
 
     def resources(rule: str) -> str:
         block = text.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]

@@ -36,7 +36,7 @@ def protocols(extractor: str, reference: str, data: str, net: str, classifier: s
         "PSNR": protocol(definition=PSNR_DEFINITION, data=data, n=n),
         "SSIM": protocol(definition=SSIM_DEFINITION, data=data, n=n),
         "LPIPS": protocol(net=net, data=data, n=n),
-        "class_acc": protocol(classifier=classifier, labels="true", data=data, n=n),
+        "class_acc": protocol(classifier=classifier, labels="true", classes=10, data=data, n=n),
         "bpp": protocol(definition="bits*tokens/(H*W)"),
         "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=n),
         "gFID": protocol(fid=extractor, ref=reference, n=n),
