@@ -9,10 +9,10 @@ import os
 import time
 from pathlib import Path
 
-from semtok import cli
+from semtok.cli import dispatch
 
 NEEDS_CONFIG = False
-cli.COMMANDS["sleep"] = (__name__, "test only: write the pid to --pid-file, then sleep")
+dispatch.COMMANDS["sleep"] = (__name__, "test only: write the pid to --pid-file, then sleep")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -50,11 +50,9 @@ from torch import nn
 
 from semtok.config import ComputeConfig, OptimConfig
 from semtok.train.ema import EMA
-from semtok.utils.process import CHECKPOINT_SIGNALS, held_signals
+from semtok.utils.process import CHECKPOINT_SIGNALS, EXIT_CHECKPOINTED, held_signals
 
 log = logging.getLogger("semtok.train")
-
-EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: checkpointed on a signal; the scheduler should retry/requeue
 
 
 @dataclass

@@ -125,7 +125,7 @@ def run_locally(out: Path, resolved: Path, command: list[str]) -> None:
         [
             sys.executable,
             "-m",
-            "semtok.launch",
+            "semtok.cli.launch",
             command[0],
             "--config",
             str(out / "config.json"),

@@ -5,7 +5,8 @@ import pytest
 import torch
 import yaml
 
-from semtok import cli, paths, registry
+from semtok import paths, registry
+from semtok.cli import main as cli
 from semtok.config import to_dict
 from semtok.data import encode
 from semtok.data.images import decode_rgb, to_model_range

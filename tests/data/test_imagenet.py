@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtok import cli, paths
+from semtok import paths
+from semtok.cli import main as cli
 from semtok.config import to_dict
 from semtok.data import imagenet, synthetic
 from semtok.data.imagenet import DatasetError

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from semtok.cli import main as cli_main
+from semtok.cli.main import main as cli_main
 from semtok.report import figures
 from semtok.report.settings import FIGURES, Input, MissingInput
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from semtok.cli import main as cli_main
+from semtok.cli.main import main as cli_main
 from semtok.eval.records import ORIGINAL, VAE
 from semtok.report import learning
 from semtok.report.settings import LEARNING, Input, MissingInput, learning_needs, table_inputs

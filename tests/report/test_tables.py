@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from semtok.cli import main as cli_main
+from semtok.cli.main import main as cli_main
 from semtok.report import tables
 from semtok.report.reported import TABLES
 from semtok.report.settings import Input, MissingInput, table_needs

@@ -1,4 +1,4 @@
-"""Training with two CPU processes (gloo) started by semtok.launch, for real: FSDP (`compute.fsdp`)
+"""Training with two CPU processes (gloo) started by semtok.cli.launch, for real: FSDP (`compute.fsdp`)
 trains Stage I to the weights plain data parallelism (DDP) gives, writes sharded checkpoints, and
 resumes to the weights of an uninterrupted run after a SIGKILL of everything, a signal that reaches
 one process only (both must checkpoint the same step), and a signal to the launcher (forwarded)."""
@@ -43,14 +43,14 @@ def setup_run(tiny, built_cfg, out: Path, fsdp: bool) -> Path:
 
 @pytest.fixture
 def start():
-    """start(out): `semtok.launch stage1` with two CPU processes, in a process group of its own;
+    """start(out): `semtok.cli.launch stage1` with two CPU processes, in a process group of its own;
     groups still running at the end of the test (a failed one) are killed."""
     groups: list[subprocess.Popen] = []
 
     def launch(out: Path) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
         env.update(SEMTOK_CPU_PROCS="2", SEMTOK_GPUS="0")
-        command = [sys.executable, "-m", "semtok.launch", "stage1", "--config", str(out / "config.json")]
+        command = [sys.executable, "-m", "semtok.cli.launch", "stage1", "--config", str(out / "config.json")]
         with open(out / "launch.log", "a") as log:
             groups.append(
                 subprocess.Popen(

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from semtok.config import ComputeConfig, OptimConfig, section_hash, to_dict
-from semtok.train.loop import EXIT_CHECKPOINTED, Objective, StepOutput, Trainer, lr_lambda
+from semtok.train.loop import Objective, StepOutput, Trainer, lr_lambda
+from semtok.utils.process import EXIT_CHECKPOINTED
 
 COMPUTE = ComputeConfig(
     mixed_precision="no", compile=False, grad_checkpointing=False, fused_adam=False, threads=1

@@ -1,8 +1,9 @@
-"""`semtok <command>`: every computation of the workflow is one of these entry points.
+"""The command table of `semtok <command>` and running one command in this process.
 
 Snakemake rules only wire files to these commands; each can be run by hand. Modules are imported
 lazily so that a job pays only for what it uses. Every command takes `--config FILE` (YAML, the
 schema of semtok/config.py) and any number of `--set key.path=value` overrides.
+`semtok.cli.main` hands a command to the fork server when one serves the run, else to `run` here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 
 # command -> (module, help). The module defines `add_arguments(parser)` and `run(args, cfg)`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,11 +32,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("semtok.report.tables", "build one paper table from metric CSVs"),
     "figure": ("semtok.report.figures", "draw one paper figure"),
     "install-profile": (
-        "semtok.cluster",
+        "semtok.cli.cluster",
         "install the Snakemake site profile `slurm` for your account/partition",
     ),
-    "config-schema": ("semtok.config_cli", "print the JSON schema of the config"),
-    "resolve-config": ("semtok.config_cli", "print the validated config (with overrides) as YAML"),
+    "config-schema": ("semtok.cli.schema", "print the JSON schema of the config"),
+    "resolve-config": ("semtok.cli.schema", "print the validated config (with overrides) as YAML"),
 }
 
 
@@ -48,13 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from semtok.forkserver import delegate
-
-    status = delegate(argv)  # a local workflow run: execute in the warm fork server
-    if status is not None:
-        return status
+def run(argv: list[str]) -> int:
+    """Run `semtok argv` in this process; returns the exit status (errors of the arguments exit 2)."""
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints help or a clear "invalid choice" error
         return 2
@@ -94,7 +89,3 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, default=str))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
