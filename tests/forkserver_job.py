@@ -11,8 +11,9 @@ from pathlib import Path
 
 from semtok.cli import dispatch
 
-NEEDS_CONFIG = False
-dispatch.COMMANDS["sleep"] = (__name__, "test only: write the pid to --pid-file, then sleep")
+dispatch.COMMANDS["sleep"] = dispatch.Command(
+    __name__, "test only: write the pid to --pid-file, then sleep", needs_config=False
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,40 +11,56 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from dataclasses import dataclass
 
-# command -> (module, help). The module defines `add_arguments(parser)` and `run(args, cfg)`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "synthetic": ("semtok.data.synthetic", "write the synthetic ImageNet-like dataset"),
-    "index": ("semtok.data.imagenet", "list a split of an ImageNet-layout folder and assign shards"),
-    "shard": ("semtok.data.shards", "write one webdataset image shard (and its manifest)"),
-    "data-summary": ("semtok.data.summary", "merge shard manifests into the data manifest and table"),
-    "prefetch": ("semtok.registry", "download every pretrained component into the cache"),
-    "teachers": ("semtok.train.teachers", "bootstrap the tiny frozen teachers on the configured data"),
-    "encode": ("semtok.data.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"),
-    "stage1": ("semtok.train.stage1", "Stage I: generative pre-training of a tokenizer variant"),
-    "stage2": ("semtok.train.stage2", "Stage II: one-step refiner fine-tuning of a tokenizer variant"),
-    "dump-tokens": ("semtok.tokens", "encode one image shard (and flips) into token shards"),
-    "train-ar": ("semtok.train.ar", "train a masked autoregressive generator variant"),
-    "sample": ("semtok.sample", "sample images from a generator into an ADM-style npz"),
-    "eval-reference": ("semtok.eval.reference", "features of the validation images (the FID/PR reference)"),
-    "eval-recon": ("semtok.eval.recon", "reconstruction metrics of a tokenizer -> CSV"),
-    "eval-gen": ("semtok.eval.gen", "generation metrics of a sample file -> CSV"),
-    "table": ("semtok.report.tables", "build one paper table from metric CSVs"),
-    "figure": ("semtok.report.figures", "draw one paper figure"),
-    "install-profile": (
+
+@dataclass(frozen=True)
+class Command:
+    """A `semtok` command: the module whose `ENTRY_POINTS` holds it (the job of its workflow stage),
+    its help line, and whether it reads the experiment config."""
+
+    module: str
+    help: str
+    needs_config: bool = True
+
+
+COMMANDS: dict[str, Command] = {
+    "synthetic": Command("semtok.jobs.data", "write the synthetic ImageNet-like dataset"),
+    "index": Command("semtok.jobs.data", "list a split of an ImageNet-layout folder and assign shards"),
+    "shard": Command("semtok.jobs.data", "write one webdataset image shard (and its manifest)"),
+    "data-summary": Command("semtok.jobs.data", "merge shard manifests into the data manifest and table"),
+    "prefetch": Command("semtok.registry", "download every pretrained component into the cache"),
+    "teachers": Command("semtok.train.teachers", "bootstrap the tiny frozen teachers on the configured data"),
+    "encode": Command(
+        "semtok.data.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"
+    ),
+    "stage1": Command("semtok.train.stage1", "Stage I: generative pre-training of a tokenizer variant"),
+    "stage2": Command("semtok.train.stage2", "Stage II: one-step refiner fine-tuning of a tokenizer variant"),
+    "dump-tokens": Command("semtok.tokens", "encode one image shard (and flips) into token shards"),
+    "train-ar": Command("semtok.train.ar", "train a masked autoregressive generator variant"),
+    "sample": Command("semtok.sample", "sample images from a generator into an ADM-style npz"),
+    "eval-reference": Command(
+        "semtok.eval.reference", "features of the validation images (the FID/PR reference)"
+    ),
+    "eval-recon": Command("semtok.eval.recon", "reconstruction metrics of a tokenizer -> CSV"),
+    "eval-gen": Command("semtok.eval.gen", "generation metrics of a sample file -> CSV"),
+    "table": Command("semtok.report.tables", "build one paper table from metric CSVs"),
+    "figure": Command("semtok.report.figures", "draw one paper figure"),
+    "install-profile": Command(
         "semtok.cli.cluster",
         "install the Snakemake site profile `slurm` for your account/partition",
+        needs_config=False,
     ),
-    "config-schema": ("semtok.cli.schema", "print the JSON schema of the config"),
-    "resolve-config": ("semtok.cli.schema", "print the validated config (with overrides) as YAML"),
+    "config-schema": Command("semtok.cli.schema", "print the JSON schema of the config"),
+    "resolve-config": Command("semtok.cli.schema", "print the validated config (with overrides) as YAML"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semtok", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
@@ -76,16 +92,21 @@ def run(argv: list[str]) -> int:
         configure_environment(cfg)
     except (ValueError, FileNotFoundError) as err:
         config_error = str(err)
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"semtok {name}", description=COMMANDS[name][1], parents=[common])
-    module.add_arguments(parser)
+    command = COMMANDS[name]
+    module = importlib.import_module(command.module)
+    if hasattr(module, "ENTRY_POINTS"):
+        arguments, execute = module.ENTRY_POINTS[name]
+    else:
+        arguments, execute = module.add_arguments, module.run
+    parser = argparse.ArgumentParser(prog=f"semtok {name}", description=command.help, parents=[common])
+    arguments(parser)
     args = parser.parse_args(rest)
     args.command = name
-    if not getattr(module, "NEEDS_CONFIG", True):
+    if not command.needs_config:
         cfg = None
     elif config_error is not None:
         parser.error(config_error)
-    result = module.run(args, cfg)
+    result = execute(args, cfg)
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, default=str))
     return 0
