@@ -32,7 +32,7 @@ COMMANDS: dict[str, Command] = {
     "prefetch": Command("semtok.registry", "download every pretrained component into the cache"),
     "teachers": Command("semtok.train.teachers", "bootstrap the tiny frozen teachers on the configured data"),
     "encode": Command(
-        "semtok.data.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"
+        "semtok.jobs.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"
     ),
     "stage1": Command("semtok.train.stage1", "Stage I: generative pre-training of a tokenizer variant"),
     "stage2": Command("semtok.train.stage2", "Stage II: one-step refiner fine-tuning of a tokenizer variant"),
