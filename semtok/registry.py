@@ -11,7 +11,6 @@ real weights are loaded), or random init from `arch` ("random"). `semtok prefetc
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -307,12 +306,6 @@ def lpips_metric_protocol(cfg: Config) -> str:
 # ---------------------------------------------------------------------------------------------
 # Prefetch (login node, once)
 
-NEEDS_CONFIG = True
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--done", help="marker file written when everything is cached")
-
 
 def prefetch(cfg: Config) -> list[str]:
     """Download every 'pretrained' component into the cache; returns what was fetched."""
@@ -350,14 +343,6 @@ def prefetch(cfg: Config) -> list[str]:
             torch.hub.download_url_to_file(url, str(path))  # to a temporary file, then renamed
         fetched.append(f"reference batch: {path}")
     return fetched
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    fetched = prefetch(cfg)
-    if args.done:
-        Path(args.done).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.done).write_text("\n".join(fetched) + "\n")
-    return {"fetched": fetched}
 
 
 def siglip_hidden_size(cfg: Config) -> int:

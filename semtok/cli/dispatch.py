@@ -29,8 +29,8 @@ COMMANDS: dict[str, Command] = {
     "index": Command("semtok.jobs.data", "list a split of an ImageNet-layout folder and assign shards"),
     "shard": Command("semtok.jobs.data", "write one webdataset image shard (and its manifest)"),
     "data-summary": Command("semtok.jobs.data", "merge shard manifests into the data manifest and table"),
-    "prefetch": Command("semtok.registry", "download every pretrained component into the cache"),
-    "teachers": Command("semtok.train.teachers", "bootstrap the tiny frozen teachers on the configured data"),
+    "prefetch": Command("semtok.jobs.teachers", "download every pretrained component into the cache"),
+    "teachers": Command("semtok.jobs.teachers", "bootstrap the tiny frozen teachers on the configured data"),
     "encode": Command(
         "semtok.jobs.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"
     ),

@@ -263,4 +263,4 @@ def test_num_classes_comes_from_the_train_index(tmp_path, dataset, make_cfg, mon
     # the generator (its null class is num_classes) and the bootstrapped teachers size their classes by it
     monkeypatch.setattr(ar, "tokenizer_shape", lambda cfg, variant: (16, 18))
     assert ar.generator_config(cfg, "ar-l").num_classes == 3
-    assert teachers._build(cfg, "siglip")[0].head.out_features == 3
+    assert teachers.build_teacher(cfg, "siglip")[0].head.out_features == 3
