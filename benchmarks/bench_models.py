@@ -39,6 +39,7 @@ from semtok.models.quantizer import brute_force_entropy, factorized_entropy
 from semtok.models.tokenizer import SemTok
 from semtok.registry import tiny_vae_arch
 from semtok.sampling.masked import sample
+from semtok.train.tokenizer import FlowMatchingObjective, RefinerObjective
 
 SD35_VAE = {  # SD3.5's AutoencoderKL layout (16 latent channels, f = 8)
     "in_channels": 3,
@@ -136,9 +137,14 @@ def flops(fn: Callable[[], object]) -> float:
 def tokenizer(s: dict, device: torch.device, refiner: bool) -> SemTok:
     enc = EncoderConfig(
         **s["encoder"],
+        in_channels=16,
+        patch_size=2,
         latent_size=s["latent"],
         num_tokens=s["tokens"],
         token_dim=BITS,
+        mlp_ratio=4.0,
+        causal_1d=False,
+        mode="1d",
         grad_checkpointing=device.type == "cuda",
     )
     decoder = TokenDecoder(
@@ -156,6 +162,10 @@ def tokenizer(s: dict, device: torch.device, refiner: bool) -> SemTok:
         quantizer_config={"kind": "bsq"},
         decoder_config=dict(decoder.config),
         vae_config=s["vae"],
+        latent_shift=s["vae"]["shift_factor"],
+        latent_scale=s["vae"]["scaling_factor"],
+        flow_steps=25,
+        flow_shift=1.0,
         semantic_config=semantic,
         decoder_module=decoder,
     )
@@ -228,11 +238,12 @@ def main() -> None:
 
     if want("stage1"):
         model = tokenizer(s, device, refiner=False).train()
+        objective = FlowMatchingObjective(model)
         lat = torch.randn(b["stage1"], 16, s["latent"], s["latent"], device=device)
         sig = torch.randn(b["stage1"], *s["sig"], device=device)
 
         def stage1() -> torch.Tensor:
-            out = model(lat, sig)
+            out = objective(lat, sig)
             return out["diff"] + 0.0025 * out["quant"] + 0.05 * (out["distill"] + out["contra"])
 
         rows.append(bench_train("train_stage1", model, stage1, b["stage1"], args, device))
@@ -256,7 +267,7 @@ def main() -> None:
         img = torch.rand(b["stage2"], 3, s["res"], s["res"], device=device) * 2 - 1
 
         def stage2() -> torch.Tensor:
-            fake = model(lat, stage="stage2")["image"]
+            fake = RefinerObjective(model)(lat)["image"]
             loss = F.mse_loss(fake, img) + 0.1 * (
                 lpips(fake, img).mean() + resnet_logit_loss(resnet, img, fake, resnet_size)
             )

@@ -132,12 +132,6 @@ def load_vae(cfg: Config) -> nn.Module:
     return _frozen(AutoencoderKL.from_pretrained(location(cfg, "vae"), **_vae_kwargs(comp)))
 
 
-def vae_normalisation(config: Any) -> tuple[float, float]:
-    """(shift_factor, scaling_factor) of a VAE config: latents are stored raw and normalised once, at
-    load time, as (z - shift) * scale (SPEC §1; SD3.5: 0.0609, 1.5305)."""
-    return float(config.get("shift_factor") or 0.0), float(config.get("scaling_factor") or 1.0)
-
-
 # ---------------------------------------------------------------------------------------------
 # SigLIP vision tower (transformers SiglipVisionModel)
 

@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 from semtok import paths
 from semtok.config import Config, SampleConfig
 from semtok.data.imagenet import num_classes
+from semtok.models.factory import load_tokenizer
 from semtok.models.generator import MaskedGenerator
 from semtok.report.settings import sample_config
 from semtok.sampling.masked import sample
-from semtok.tokens import load_tokenizer
 from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True
@@ -53,7 +53,7 @@ class Sampler:
         self.generator = (
             MaskedGenerator.from_pretrained(paths.generator_dir(cfg.out, variant)).to(self.device).eval()
         )
-        self.tokenizer = load_tokenizer(cfg, cfg.generator_variant(variant).tokenizer, self.device)
+        self.tokenizer = load_tokenizer(cfg, cfg.generator_variant(variant).tokenizer, device=self.device)
         self.autocast = torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         )

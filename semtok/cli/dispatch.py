@@ -34,9 +34,11 @@ COMMANDS: dict[str, Command] = {
     "encode": Command(
         "semtok.jobs.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"
     ),
-    "stage1": Command("semtok.train.stage1", "Stage I: generative pre-training of a tokenizer variant"),
-    "stage2": Command("semtok.train.stage2", "Stage II: one-step refiner fine-tuning of a tokenizer variant"),
-    "dump-tokens": Command("semtok.tokens", "encode one image shard (and flips) into token shards"),
+    "stage1": Command("semtok.jobs.tokenizer", "Stage I: generative pre-training of a tokenizer variant"),
+    "stage2": Command(
+        "semtok.jobs.tokenizer", "Stage II: one-step refiner fine-tuning of a tokenizer variant"
+    ),
+    "dump-tokens": Command("semtok.jobs.tokenizer", "encode one image shard (and flips) into token shards"),
     "train-ar": Command("semtok.train.ar", "train a masked autoregressive generator variant"),
     "sample": Command("semtok.sample", "sample images from a generator into an ADM-style npz"),
     "eval-reference": Command(

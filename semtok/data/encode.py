@@ -34,15 +34,10 @@ from semtok import registry
 from semtok.config import Config
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.shards import Sample, decode_member, read_shard, write_shard
+from semtok.models import vae
 from semtok.utils.io import npy_bytes
 
 KINDS = ("latents", "siglip")
-
-
-@torch.no_grad()
-def encode_images_vae(vae: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """images: (B, 3, H, W) in [-1, 1] → raw VAE latent mean (B, C, H/f, W/f)."""
-    return vae.encode(images.to(vae.dtype)).latent_dist.mean
 
 
 @torch.no_grad()
@@ -59,7 +54,7 @@ def _fp16(t: torch.Tensor) -> list[np.ndarray]:
 def feature_payloads(kind: str, model: nn.Module, images: torch.Tensor) -> list[dict[str, bytes]]:
     """images: (B, 3, H, W) in [-1, 1] → per image the npy members of shard kind `kind`."""
     if kind == "latents":
-        mean, mean_flip = encode_images_vae(model, torch.cat([images, images.flip(-1)])).chunk(2)
+        mean, mean_flip = vae.encode_mean(model, torch.cat([images, images.flip(-1)])).chunk(2)
         return [
             {"latent.npy": npy_bytes(z), "latent_flip.npy": npy_bytes(zf)}
             for z, zf in zip(_fp16(mean), _fp16(mean_flip), strict=True)

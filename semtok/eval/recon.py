@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from semtok import paths, registry
+from semtok import registry
 from semtok.config import Config, section_hash
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
 from semtok.eval.records import PSNR_DEFINITION, SSIM_DEFINITION, VAE, protocol, write_metrics
 from semtok.eval.reference import data_tag, fid_setup, images_uint8, load_reference, on_gpu, val_batches
+from semtok.models import vae
 from semtok.utils.io import save_npz
 
 NEEDS_CONFIG = True
@@ -86,16 +87,20 @@ def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstruc
 
 def tokenizer_decoder(cfg: Config, variant: str, mode: str, device: torch.device) -> tuple[Decode, Any]:
     """Decode through tokenizer `variant`: Stage II's refiner, or Stage I's flow sampler."""
-    from semtok.models.tokenizer import SemTok
+    from semtok.models.factory import load_tokenizer
 
-    stage = "stage2" if mode == "refiner" else "stage1"
-    tok = SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, stage)).to(device).eval()
+    tok = load_tokenizer(cfg, variant, "stage2" if mode == "refiner" else "stage1", device)
     sampler = cfg.tokenizer_variant(variant).sampler
     gen = torch.Generator().manual_seed(cfg.seed)
 
+    def to_latents(codes: torch.Tensor) -> torch.Tensor:
+        if mode == "refiner":
+            return tok.refine_latents(codes)
+        return tok.flow_latents(codes, sampler.steps, sampler.shift, gen)
+
     def decode(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         enc, q = tok.quantize(latents)
-        recon = tok.decode_codes(q.codes, mode, sampler.steps, sampler.shift, gen)
+        recon = tok.latents_to_pixels(to_latents(q.codes))
         return recon, enc.features.float().mean(1), q.indices
 
     return decode, tok
@@ -105,11 +110,11 @@ def vae_decoder(cfg: Config, device: torch.device) -> Decode:
     """Decode the stored latents with the frozen VAE alone (its encode → decode)."""
     from semtok.data.loader import latent_normalisation
 
-    vae = registry.load_vae(cfg).to(device)
+    frozen = registry.load_vae(cfg).to(device)
     shift, scale = latent_normalisation(cfg)
 
     def decode(latents: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return vae.decode((latents / scale + shift).to(vae.dtype)).sample, None, None
+        return vae.decode(frozen, latents, shift, scale), None, None
 
     return decode
 
@@ -166,10 +171,10 @@ def code_metrics(tok: Any, rec: Reconstructions) -> tuple[dict[str, float], dict
 
 def latent_bits(cfg: Config, rec: Reconstructions) -> tuple[dict[str, float], dict[str, str]]:
     """Bits per pixel of the VAE's fp16 latent, 16·C·h·w/(H·W) (the paper's 1.000 for SD-VAE)."""
-    vae = registry.vae_config(cfg)
+    config = registry.vae_config(cfg)
     h, w = rec.original.shape[1:3]
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)
-    bits = LATENT_BITS * vae["latent_channels"] * (h // factor) * (w // factor)
+    factor = vae.downsample_factor(config)
+    bits = LATENT_BITS * config["latent_channels"] * (h // factor) * (w // factor)
     return {"bpp": bits / float(h * w)}, {"bpp": protocol(definition="16*C*h*w/(H*W)")}
 
 

@@ -16,10 +16,11 @@ import torch
 from semtok import paths
 from semtok.config import Config, section_hash
 from semtok.data.imagenet import num_classes
+from semtok.data.tokens import TokenDataset
 from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
-from semtok.tokens import TokenDataset
+from semtok.train.compile import compile_blocks
 from semtok.train.loop import Objective, StepOutput, Trainer
-from semtok.train.stage1 import compile_blocks, tokenizer_settings
+from semtok.train.tokenizer import tokenizer_settings
 
 NEEDS_CONFIG = True
 

@@ -13,9 +13,10 @@ import torch
 from diffusers.models.attention import JointTransformerBlock
 
 from semtok.models.encoder import JointBlock
+from semtok.models.factory import build_tokenizer
 from semtok.models.generator import GeneratorConfig, MaskedGenerator
 from semtok.models.rope import rope_1d
-from semtok.train.stage1 import build_tokenizer, compile_blocks, compiled_block_types
+from semtok.train.compile import compile_blocks, compiled_block_types
 
 
 def tiny_generator() -> MaskedGenerator:

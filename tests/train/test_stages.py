@@ -24,15 +24,16 @@ from semtok import paths
 from semtok.config import from_dict, to_dict
 from semtok.data.images import decode_rgb
 from semtok.data.shards import read_shard
+from semtok.data.tokens import dump_shard, read_token_shard
 from semtok.eval.reference import val_batches
+from semtok.jobs.tokenizer import train_stage1, train_stage2
+from semtok.models.factory import build_tokenizer
 from semtok.models.generator import MaskedGenerator
 from semtok.models.tokenizer import SemTok
 from semtok.sampling.flow import flow_matching_targets
 from semtok.sampling.masked import sample
-from semtok.tokens import dump_shard, read_token_shard
 from semtok.train.ar import train_generator
-from semtok.train.stage1 import build_tokenizer, train_stage1
-from semtok.train.stage2 import refiner_errors, stage2_start, train_stage2
+from semtok.train.tokenizer import refiner_errors, stage2_start
 
 STAGES = [
     "data.synthetic.train_per_class=12",
@@ -245,7 +246,7 @@ def test_encode_decode_round_trip_shapes_and_dtypes(cfg, stage1, stage2):
     torch.testing.assert_close(tok.decode(out.indices), tok.decode(out.bits))
     torch.testing.assert_close(tok.decode(out), tok.decode(out.bits))  # the encode output itself
     flow = SemTok.from_pretrained(stage1).eval()
-    recon = flow.decode(flow.encode(images.float() / 255).indices, mode="diffusion", steps=3)
+    recon = flow.decode_flow(flow.encode(images.float() / 255).indices, steps=3)
     assert recon.shape == (3, 3, 32, 32)
 
 
@@ -264,8 +265,10 @@ def test_bad_inputs_raise_clear_errors(stage1, stage2):
         tok.decode(torch.zeros(1, k))
     with pytest.raises(ValueError, match="bits must have shape"):
         tok.decode(torch.zeros(1, k, 17, dtype=torch.bool))
-    with pytest.raises(ValueError, match="mode='diffusion'"):
-        SemTok.from_pretrained(stage1).decode(torch.zeros(1, k, dtype=torch.long), mode="refiner")
+    with pytest.raises(ValueError, match="use decode_flow"):
+        SemTok.from_pretrained(stage1).decode(torch.zeros(1, k, dtype=torch.long))
+    with pytest.raises(ValueError, match="flow decoding needs Stage I weights"):
+        tok.decode_flow(torch.zeros(1, k, dtype=torch.long))
     with pytest.raises(ValueError, match="NaN"):
         tok.encode(torch.full((1, 3, 32, 32), float("nan")))
     with pytest.raises(ValueError, match="empty"):
