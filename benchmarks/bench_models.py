@@ -29,16 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from semtok.config import SampleConfig
 from semtok.losses.gan import discriminator_hinge, generator_hinge
 from semtok.losses.perceptual import LPIPS, resnet_logit_loss
 from semtok.models.decoder import SD35_MEDIUM_TRANSFORMER, TokenDecoder
 from semtok.models.discriminator import Discriminator
 from semtok.models.encoder import EncoderConfig, JointBlock
-from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
+from semtok.models.generator import MaskedGenerator, sample_mask
 from semtok.models.quantizer import brute_force_entropy, factorized_entropy
 from semtok.models.tokenizer import SemTok
 from semtok.registry import tiny_vae_arch
 from semtok.sampling.masked import sample
+from semtok.sampling.settings import sampler_kwargs
 from semtok.train.tokenizer import FlowMatchingObjective, RefinerObjective
 
 SD35_VAE = {  # SD3.5's AutoencoderKL layout (16 latent channels, f = 8)
@@ -278,29 +280,32 @@ def main() -> None:
         del model, lpips, resnet, disc
 
     depth, width, heads = s["generator"]
-    gen_cfg = GeneratorConfig(
+    gen_cfg = dict(
         depth=depth,
         width=width,
         heads=heads,
         num_tokens=s["tokens"],
         bits=BITS,
         num_classes=1000,
+        head="bitwise",
+        causal=False,
+        class_dropout=0.1,
         grad_checkpointing=False,
     )
     if want("ar"):
-        gen = MaskedGenerator.build(gen_cfg).to(device).train()
+        gen = MaskedGenerator(**gen_cfg).to(device).train()
         bits = torch.rand(b["ar"], s["tokens"], BITS, device=device) > 0.5
         labels = torch.randint(0, 1000, (b["ar"],), device=device)
 
         def ar() -> torch.Tensor:
-            mask = sample_mask(b["ar"], s["tokens"], device=device)
-            return gen.loss(gen(bits, mask, gen.drop_labels(labels)), bits, mask)[0]
+            mask = sample_mask(b["ar"], s["tokens"], 0.7, 1.0, "uniform", device=device)
+            return gen.loss(gen(bits, mask, gen.drop_labels(labels)), bits, mask, 0.01)[0]
 
         rows.append(bench_train("train_generator", gen, ar, b["ar"], args, device))
         del gen
 
     if want("sample"):
-        gen = MaskedGenerator.build(gen_cfg).to(device).eval()
+        gen = MaskedGenerator(**gen_cfg).to(device).eval()
         tok = tokenizer(s, device, refiner=True).eval()
         labels = torch.randint(0, 1000, (b["sample"],), device=device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -308,7 +313,11 @@ def main() -> None:
         @torch.no_grad()
         def sample_images() -> torch.Tensor:
             with autocast:
-                out = sample(gen, labels, steps=s["ar_steps"], cfg_scale=6.0, top_p=0.75)
+                out = sample(
+                    gen,
+                    labels,
+                    **sampler_kwargs(SampleConfig(steps=s["ar_steps"], cfg_scale=6.0, top_p=0.75)),
+                )
                 return tok.decode(out.bits)
 
         seconds = timed(sample_images, max(1, args.steps // 2), device)

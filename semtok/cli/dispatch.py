@@ -39,15 +39,15 @@ COMMANDS: dict[str, Command] = {
         "semtok.jobs.tokenizer", "Stage II: one-step refiner fine-tuning of a tokenizer variant"
     ),
     "dump-tokens": Command("semtok.jobs.tokenizer", "encode one image shard (and flips) into token shards"),
-    "train-ar": Command("semtok.train.ar", "train a masked autoregressive generator variant"),
-    "sample": Command("semtok.sample", "sample images from a generator into an ADM-style npz"),
+    "train-ar": Command("semtok.jobs.generator", "train a masked autoregressive generator variant"),
+    "sample": Command("semtok.jobs.generator", "sample images from a generator into an ADM-style npz"),
     "eval-reference": Command(
-        "semtok.eval.reference", "features of the validation images (the FID/PR reference)"
+        "semtok.jobs.evaluation", "features of the validation images (the FID/PR reference)"
     ),
-    "eval-recon": Command("semtok.eval.recon", "reconstruction metrics of a tokenizer -> CSV"),
-    "eval-gen": Command("semtok.eval.gen", "generation metrics of a sample file -> CSV"),
-    "table": Command("semtok.report.tables", "build one paper table from metric CSVs"),
-    "figure": Command("semtok.report.figures", "draw one paper figure"),
+    "eval-recon": Command("semtok.jobs.evaluation", "reconstruction metrics of a tokenizer -> CSV"),
+    "eval-gen": Command("semtok.jobs.evaluation", "generation metrics of a sample file -> CSV"),
+    "table": Command("semtok.jobs.report", "build one paper table from metric CSVs"),
+    "figure": Command("semtok.jobs.report", "draw one paper figure"),
     "install-profile": Command(
         "semtok.cli.cluster",
         "install the Snakemake site profile `slurm` for your account/partition",

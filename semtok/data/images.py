@@ -99,3 +99,10 @@ def to_model_range(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """uint8 (B, H, W, 3) (or a list of (H, W, 3)) → float32 (B, 3, H, W) in [-1, 1]."""
     batch = torch.from_numpy(np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images))
     return batch.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] → (B, H, W, 3) uint8, each value rounded to the nearest level (ADM's
+    sample format; the one conversion of every image the pipeline writes or measures). Images in the
+    model range [-1, 1] go in as (x + 1) / 2."""
+    return (images.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -1,6 +1,7 @@
 """Models from the experiment config: the one place where config sections (semtok/config.py) become
-model hyperparameters. The model classes take every such value as an argument and have no defaults
-of their own for them; the trained artefacts of a run are loaded here by variant.
+model hyperparameters (the tokenizer's `build_tokenizer`, the generator's `build_generator`). The model
+classes take every such value as an argument and have no defaults of their own for them; the trained
+artefacts of a run are loaded here by variant (`load_tokenizer`, `load_generator`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import torch
 
 from semtok import paths, registry
 from semtok.config import Config, ConfigError, TokenizerConfig
+from semtok.data.imagenet import num_classes
 from semtok.models import vae
 from semtok.models.decoder import TokenDecoder
 from semtok.models.encoder import EncoderConfig
+from semtok.models.generator import MaskedGenerator
 from semtok.models.tokenizer import SemTok
 
 
@@ -134,3 +137,39 @@ def load_tokenizer(
 ) -> SemTok:
     """The trained tokenizer of `variant` after `stage` ("stage1" or "stage2"), in eval mode on `device`."""
     return SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, stage)).to(device).eval()
+
+
+def tokenizer_shape(cfg: Config, variant: str) -> tuple[int, int]:
+    """(K, d) of the trained (Stage II) tokenizer `variant`, from its saved config."""
+    config = SemTok.load_config(paths.tokenizer_dir(cfg.out, variant, "stage2"))
+    return config["encoder_config"]["num_tokens"], config["encoder_config"]["token_dim"]
+
+
+def generator_kwargs(cfg: Config, variant: str) -> dict[str, Any]:
+    """MaskedGenerator kwargs of generator `variant`: its size (`generator.sizes`, Table 9), head and
+    attention, the shape of its trained tokenizer's tokens, and the run's classes."""
+    g = cfg.generator_variant(variant)
+    depth, width, heads = g.sizes[g.arch.size]
+    k, d = tokenizer_shape(cfg, g.tokenizer)
+    return {
+        "depth": depth,
+        "width": width,
+        "heads": heads,
+        "num_tokens": k,
+        "bits": d,
+        "num_classes": num_classes(cfg),
+        "head": g.arch.head,
+        "causal": g.arch.causal,
+        "class_dropout": g.class_dropout,
+        "grad_checkpointing": cfg.compute.grad_checkpointing,
+    }
+
+
+def build_generator(cfg: Config, variant: str) -> MaskedGenerator:
+    """A fresh MaskedGenerator for generator `variant` (random init from torch's global RNG)."""
+    return MaskedGenerator(**generator_kwargs(cfg, variant))
+
+
+def load_generator(cfg: Config, variant: str, device: torch.device | str = "cpu") -> MaskedGenerator:
+    """The trained generator `variant`, in eval mode on `device`."""
+    return MaskedGenerator.from_pretrained(paths.generator_dir(cfg.out, variant)).to(device).eval()
