@@ -24,6 +24,11 @@ class Command:
     needs_config: bool = True
 
 
+DESCRIPTION = (
+    "SemTok (arXiv 2603.16373) as commands: every computation of the Snakemake workflow is one of them "
+    "and runs by hand too. Each takes --config FILE (YAML, the schema of semtok/config.py) and any "
+    "number of --set key.path=value overrides; `semtok COMMAND --help` lists its options."
+)
 COMMANDS: dict[str, Command] = {
     "synthetic": Command("semtok.jobs.data", "write the synthetic ImageNet-like dataset"),
     "index": Command("semtok.jobs.data", "list a split of an ImageNet-layout folder and assign shards"),
@@ -59,7 +64,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="semtok", description=__doc__)
+    parser = argparse.ArgumentParser(prog="semtok", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         sub.add_parser(name, help=command.help, add_help=False)
@@ -96,10 +101,7 @@ def run(argv: list[str]) -> int:
         config_error = str(err)
     command = COMMANDS[name]
     module = importlib.import_module(command.module)
-    if hasattr(module, "ENTRY_POINTS"):
-        arguments, execute = module.ENTRY_POINTS[name]
-    else:
-        arguments, execute = module.add_arguments, module.run
+    arguments, execute = module.ENTRY_POINTS[name]
     parser = argparse.ArgumentParser(prog=f"semtok {name}", description=command.help, parents=[common])
     arguments(parser)
     args = parser.parse_args(rest)
