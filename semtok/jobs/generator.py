@@ -32,7 +32,7 @@ from semtok.models.factory import build_generator, load_generator, load_tokenize
 from semtok.sampling.pipeline import SemTokPipeline
 from semtok.sampling.settings import sample_config
 from semtok.train.compile import compile_blocks
-from semtok.train.generator import generator_settings, generator_step
+from semtok.train.generator import generator_step
 from semtok.train.loop import Objective, Trainer
 from semtok.utils.io import save_npz
 
@@ -58,7 +58,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
-        settings=section_hash(*generator_settings(cfg, variant)),
+        settings=section_hash(*cfg.generator_dependencies(variant)),
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
     acc = trainer.accelerator

@@ -29,7 +29,6 @@ from semtok.train.tokenizer import (
     stage1_step,
     stage2_start,
     stage2_step,
-    tokenizer_settings,
 )
 
 
@@ -54,7 +53,7 @@ def trainer(cfg: Config, job: str, objectives: dict[str, Objective], variant: st
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
-        settings=section_hash(*tokenizer_settings(cfg, variant)),
+        settings=section_hash(*cfg.tokenizer_dependencies(variant)),
     )
 
 

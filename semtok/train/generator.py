@@ -8,23 +8,12 @@ trains next-token prediction over all positions. The training script is the `tra
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from semtok.config import Config, GeneratorConfig
+from semtok.config import GeneratorConfig
 from semtok.models.generator import sample_mask
 from semtok.train.loop import StepOutput, Trainer
-from semtok.train.tokenizer import tokenizer_settings
-
-
-def generator_settings(cfg: Config, variant: str) -> list[Any]:
-    """The config a generator variant's weights depend on (its training job's settings hash): the
-    variant and everything its tokenizer's weights depend on."""
-    return [
-        cfg.generator_variant(variant),
-        *tokenizer_settings(cfg, cfg.generator_variant(variant).tokenizer),
-    ]
 
 
 def generator_step(g: GeneratorConfig) -> Callable[[Trainer, dict[str, torch.Tensor]], StepOutput]:

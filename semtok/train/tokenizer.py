@@ -42,14 +42,6 @@ from semtok.train.loop import StepOutput, Trainer
 ENCODER_TERMS = ("quant", "commit", "distill", "contra")
 
 
-def tokenizer_settings(cfg: Config, variant: str) -> list[Any]:
-    """The config a tokenizer variant's weights depend on (its training jobs' settings hash): the
-    variant, the variant whose Stage I it starts from, data, frozen components, compute, seed."""
-    source = cfg.stage1_source(variant)
-    upstream = cfg.tokenizer_variant(source) if source else None
-    return [cfg.tokenizer_variant(variant), upstream, cfg.data, cfg.pretrained, cfg.compute, cfg.seed]
-
-
 class SiglipOnline:
     """SigLIP features computed inside the training job (`data.precompute_siglip: false`)."""
 
