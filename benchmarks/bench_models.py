@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from semtok.config import SampleConfig
+from semtok.config import SampleConfig, load
 from semtok.losses.gan import discriminator_hinge, generator_hinge
 from semtok.losses.perceptual import LPIPS, resnet_logit_loss
-from semtok.models.decoder import SD35_MEDIUM_TRANSFORMER, TokenDecoder
+from semtok.models.decoder import TokenDecoder
 from semtok.models.discriminator import Discriminator
 from semtok.models.encoder import EncoderConfig, JointBlock
 from semtok.models.generator import MaskedGenerator, sample_mask
@@ -103,7 +103,9 @@ SCALES = {
         "vae": SD35_VAE,
         "encoder": {"depth": 8, "width": 768, "heads": 12},
         "tokens": 256,
-        "decoder": SD35_MEDIUM_TRANSFORMER,
+        "decoder": load(
+            Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
+        ).tokenizer.decoder.transformer,
         "sig": (256, 1152),
         "lpips": [64, 128, 256, 512, 512],
         "disc": (128, [1, 2, 4, 4, 4]),
@@ -158,10 +160,20 @@ def tokenizer(s: dict, device: torch.device, refiner: bool) -> SemTok:
     )
     if refiner:
         decoder.enable_refiner()
-    semantic = {"width": enc.width, "code_dim": BITS, "sig_dim": s["sig"][1], "contrastive_embed_dim": 512}
+    semantic = {
+        "width": enc.width,
+        "code_dim": BITS,
+        "sig_dim": s["sig"][1],
+        "contrastive": True,
+        "distill": True,
+        "distill_head": "linear",
+        "contrastive_embed_dim": 512,
+        "init_temperature": 0.07,
+        "max_scale": 100.0,
+    }
     model = SemTok(
         encoder_config=enc.__dict__,
-        quantizer_config={"kind": "bsq"},
+        quantizer_config={"kind": "bsq", "group_size": 1, "tau": 1.0},
         decoder_config=dict(decoder.config),
         vae_config=s["vae"],
         latent_shift=s["vae"]["shift_factor"],

@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 
 SEED_MAX = 2**32 - 1
-MAX_BITS = 62  # bits of a token index that fit an int64 (semtok/models/quantizer.py)
+MAX_BITS = 62  # bits of a token index that fit an int64 (a sign bit and a margin; semtok/models/quantizer.py)
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,9 @@ class EncoderArch:
 @dataclass
 class DecoderArch:
     init: Literal["pretrained", "random"] = "pretrained"  # pretrained = the `sd3` registry entry
-    transformer: dict[str, Any] = field(default_factory=dict)  # SD3Transformer2DModel kwargs (random init)
+    # SD3Transformer2DModel kwargs: the architecture of a random init; with init "pretrained", checked
+    # against the checkpoint's config (empty: not checked)
+    transformer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

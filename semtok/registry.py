@@ -26,10 +26,6 @@ if TYPE_CHECKING:  # torch is imported lazily: the workflow imports this module 
 COMPONENTS = ("vae", "siglip", "sd3", "lpips", "resnet", "inception", "lpips_metric")
 BOOTSTRAPPABLE = ("vae", "siglip", "resnet", "inception")
 
-# Image normalisation each network expects, applied to images in [0, 1].
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def component(cfg: Config, name: str) -> ComponentConfig:
     if name not in COMPONENTS:

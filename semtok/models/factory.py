@@ -73,6 +73,18 @@ def semantic_kwargs(t: TokenizerConfig, sig_dim: int) -> dict[str, Any] | None:
     }
 
 
+def check_architecture(expected: dict[str, Any], config: Any, where: str) -> None:
+    """ConfigError naming the first key of `tokenizer.decoder.transformer` that the pretrained
+    transformer's config (`config`, loaded from `where`) has another value of."""
+    for key, value in expected.items():
+        found = config.get(key)
+        if (list(found) if isinstance(found, tuple) else found) != value:
+            raise ConfigError(
+                f"tokenizer.decoder.transformer.{key}: {value!r}, but the pretrained transformer at {where} "
+                f"has {found!r}"
+            )
+
+
 def build_tokenizer(cfg: Config, variant: str) -> SemTok:
     """A fresh SemTok for `variant`: frozen VAE from the registry, decoder from SD3.5 or random."""
     t = cfg.tokenizer_variant(variant)
@@ -96,6 +108,7 @@ def build_tokenizer(cfg: Config, variant: str) -> SemTok:
     if t.decoder.init == "pretrained":
         where, subfolder = registry.sd3_location(cfg)
         decoder, _report = TokenDecoder.from_sd3(where, subfolder=subfolder, **decoder_kw)
+        check_architecture(t.decoder.transformer, decoder.transformer.config, where)
         if decoder.transformer.config.in_channels != channels:
             raise ConfigError(
                 f"pretrained.sd3: the transformer takes {decoder.transformer.config.in_channels}-channel "

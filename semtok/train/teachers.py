@@ -29,6 +29,7 @@ from torch import nn
 from semtok import registry
 from semtok.config import ComponentConfig, Config, OptimConfig
 from semtok.data.imagenet import num_classes
+from semtok.data.images import imagenet_normalise
 
 KL_WEIGHT = 1e-6
 LABEL_SMOOTHING = 0.1
@@ -80,9 +81,7 @@ def teacher_loss(
         return mse + KL_WEIGHT * kl, {"mse": mse.detach(), "kl": kl.detach()}
     x = (images + 1) / 2
     if name != "siglip":
-        mean = x.new_tensor(registry.IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = x.new_tensor(registry.IMAGENET_STD).view(1, 3, 1, 1)
-        x = (x - mean) / std
+        x = imagenet_normalise(x)
     logits = model(x)
     # Label smoothing keeps the logits' scale moderate: the ResNet logit loss of Stage II is an MSE
     # between logits, which an over-confident classifier would blow up.
