@@ -33,7 +33,7 @@ from semtok.sampling.pipeline import SemTokPipeline
 from semtok.sampling.settings import sample_config
 from semtok.train.compile import compile_blocks
 from semtok.train.generator import generator_step
-from semtok.train.loop import Objective, Trainer
+from semtok.train.loop import Objective, Trainer, segment_seed
 from semtok.utils.io import save_npz
 
 PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5
@@ -65,7 +65,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
 
     def make_batches(segment: int):
         stream = data.batches(
-            g.optim.batch_size, cfg.seed * 100_003 + segment, acc.process_index, acc.num_processes
+            g.optim.batch_size, segment_seed(cfg.seed, segment), acc.process_index, acc.num_processes
         )
         for batch in stream:
             yield {k: v.to(trainer.device, non_blocking=True) for k, v in batch.items()}

@@ -73,6 +73,11 @@ class StepOutput:
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def segment_seed(seed: int, segment: int) -> int:
+    """The seed of the data stream of checkpoint segment `segment` of a run seeded `seed` (exact resume)."""
+    return seed * 100_003 + segment
+
+
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     """Linear warmup then cosine decay to `min_ratio` of the peak (SPEC §2, §4)."""
 

@@ -37,7 +37,7 @@ from semtok.losses.perceptual import PerceptualLoss
 from semtok.models.factory import build_tokenizer
 from semtok.models.tokenizer import SemTok
 from semtok.sampling.flow import flow_matching_targets, sample_timesteps
-from semtok.train.loop import StepOutput, Trainer
+from semtok.train.loop import StepOutput, Trainer, segment_seed
 
 ENCODER_TERMS = ("quant", "commit", "distill", "contra")
 
@@ -69,7 +69,7 @@ def data_stream(cfg: Config, trainer: Trainer, batch_size: int, features: tuple[
             batch_size=per_process,
             features=features,
             images=images,
-            seed=cfg.seed * 100_003 + segment,
+            seed=segment_seed(cfg.seed, segment),
         )
         for batch in loader:
             yield {
