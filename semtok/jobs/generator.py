@@ -59,6 +59,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
         settings=section_hash(*cfg.generator_dependencies(variant)),
+        project=cfg.run_id,
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
     acc = trainer.accelerator

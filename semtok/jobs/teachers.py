@@ -61,6 +61,7 @@ def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
         paths.log_dir(cfg.out, job),
         seed=seed,
         settings=section_hash(comp, cfg.data, cfg.compute, seed),
+        project=cfg.run_id,
     )
 
     def make_batches(segment: int):

@@ -54,6 +54,7 @@ def trainer(cfg: Config, job: str, objectives: dict[str, Objective], variant: st
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
         settings=section_hash(*cfg.tokenizer_dependencies(variant)),
+        project=cfg.run_id,
     )
 
 
