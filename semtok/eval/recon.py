@@ -59,7 +59,7 @@ def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstruc
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     parts: dict[str, list[Any]] = {"original": [], "recon": [], "labels": [], "pooled": [], "indices": []}
     batches = val_batches(cfg, cfg.evaluation.batch_size, features=("latents",))
-    with tqdm(total=validation_images(cfg), unit="img", desc="reconstruct", disable=None) as progress:
+    with tqdm(total=validation_images(cfg), unit="img", desc="reconstruct") as progress:
         for batch in batches:
             with torch.no_grad(), autocast:
                 recon, pooled, indices = decode(batch["latent"].to(device))

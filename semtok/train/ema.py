@@ -41,7 +41,9 @@ class EMA:
         """Temporarily load the EMA weights into `model` (evaluation, final export)."""
         params = self._params(model)
         backup = [p.detach().clone() for p in params]
-        self.average.copy_to(params)
+        with torch.no_grad():  # copied one by one: FSDP's sharded parameters have no foreach copy
+            for p, s in zip(params, self.shadow, strict=True):
+                p.copy_(s)
         try:
             yield
         finally:

@@ -119,7 +119,7 @@ def test_generation_uses_the_reference_batch_like_adms_evaluator(setup, tmp_path
     assert got["params"] == 15
 
 
-def test_the_frozen_vae_alone_is_measured(setup, tmp_path):
+def test_the_frozen_vae_alone_is_measured(setup, tmp_path, capfd):
     cfg, _, ref, _ = setup
     out = tmp_path / "vae.csv"
     args = argparse.Namespace(
@@ -131,6 +131,9 @@ def test_the_frozen_vae_alone_is_measured(setup, tmp_path):
         features=None,
     )
     evaluation.eval_recon(args, cfg)
+    # the decoding loop shows its progress in the job's log, image by image of the validation split
+    progress = capfd.readouterr().err
+    assert "reconstruct: 100%" in progress and f"{CLASSES * 3}/{CLASSES * 3} [" in progress
     frame = pd.read_csv(out)
     assert set(frame.variant) == {VAE[0]} and set(frame.setting) == {VAE[1]}
     got = _metrics(out)
