@@ -122,7 +122,8 @@ def test_fsdp_trains_like_ddp_and_resumes_exactly_after_kill_and_signal(tiny, bu
     parts = [load_file(str(ckpts / f"step-{EVERY:08d}" / name)) for name in shards]
     whole, sharded = weights(fsdp), 0
     for name, value in whole.items():
-        first, second = (part[f"model.model.{name}"] for part in parts)
+        # objective "model", its module state, the Stage I objective's tokenizer
+        first, second = (part[f"model.model.tokenizer.{name}"] for part in parts)
         if first.shape != value.shape:
             assert first.shape[0] + second.shape[0] == value.shape[0], name
             sharded += value.numel()
