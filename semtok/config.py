@@ -195,7 +195,7 @@ class ComputeConfig:
     allow_tf32: bool = True
     num_workers: int = setting(8, ge=0)
     threads: int = setting(0, ge=0)  # torch CPU threads; 0 = library default
-    fsdp: bool = False  # multi-GPU: FullyShardedDataParallel instead of DDP (semtok/launch.py)
+    fsdp: bool = False  # several processes: FSDP2 sharding instead of DDP (semtok/train/fsdp.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
     # accelerate's experiment trackers of every training job; "wandb" needs `pip install wandb`
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])

@@ -47,11 +47,13 @@ PRELOAD = (
     "lpips",
     "accelerate",
     "webdataset",
-    "semtok.models.tokenizer",
-    "semtok.models.generator",
-    "semtok.train.loop",
-    "semtok.eval.features",
-    "semtok.eval.metrics",
+    "semtok.jobs.data",
+    "semtok.jobs.teachers",
+    "semtok.jobs.encode",
+    "semtok.jobs.tokenizer",
+    "semtok.jobs.generator",
+    "semtok.jobs.evaluation",
+    "semtok.jobs.report",
 )
 _HEADER = struct.Struct("!I")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
