@@ -25,8 +25,6 @@ from semtok.data.shards import class_label, decode_member, npy_array, read_shard
 from semtok.models.factory import load_tokenizer
 from semtok.utils.io import npy_bytes
 
-NEEDS_CONFIG = True
-
 
 def pack_bits(bits: torch.Tensor) -> np.ndarray:
     """bits (..., d) bool → uint8 (..., ceil(d/8)), little-endian within and across bytes."""
