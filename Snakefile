@@ -1,7 +1,7 @@
 # semtok: the SemTok paper (arXiv 2603.16373) as one DAG.
 #   snakemake --cores 2 all_tables                                   tiny default (config/config.yaml)
 #   snakemake --profile slurm --configfile config/paper.yaml site.yaml all_tables     the paper, on Slurm
-# Rules only wire files to `semtok <command>` entry points (semtok/cli.py).
+# Rules only wire files to `semtok <command>` entry points (semtok/cli/dispatch.py).
 
 from snakemake.utils import min_version
 

@@ -29,16 +29,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from semtok.config import SampleConfig, load
 from semtok.losses.gan import discriminator_hinge, generator_hinge
 from semtok.losses.perceptual import LPIPS, resnet_logit_loss
-from semtok.models.decoder import SD35_MEDIUM_TRANSFORMER, TokenDecoder
+from semtok.models.decoder import TokenDecoder
 from semtok.models.discriminator import Discriminator
 from semtok.models.encoder import EncoderConfig, JointBlock
-from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
+from semtok.models.generator import MaskedGenerator, sample_mask
 from semtok.models.quantizer import brute_force_entropy, factorized_entropy
 from semtok.models.tokenizer import SemTok
 from semtok.registry import tiny_vae_arch
 from semtok.sampling.masked import sample
+from semtok.sampling.settings import sampler_kwargs
+from semtok.train.tokenizer import FlowMatchingObjective, RefinerObjective
 
 SD35_VAE = {  # SD3.5's AutoencoderKL layout (16 latent channels, f = 8)
     "in_channels": 3,
@@ -100,7 +103,9 @@ SCALES = {
         "vae": SD35_VAE,
         "encoder": {"depth": 8, "width": 768, "heads": 12},
         "tokens": 256,
-        "decoder": SD35_MEDIUM_TRANSFORMER,
+        "decoder": load(
+            Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
+        ).tokenizer.decoder.transformer,
         "sig": (256, 1152),
         "lpips": [64, 128, 256, 512, 512],
         "disc": (128, [1, 2, 4, 4, 4]),
@@ -136,9 +141,14 @@ def flops(fn: Callable[[], object]) -> float:
 def tokenizer(s: dict, device: torch.device, refiner: bool) -> SemTok:
     enc = EncoderConfig(
         **s["encoder"],
+        in_channels=16,
+        patch_size=2,
         latent_size=s["latent"],
         num_tokens=s["tokens"],
         token_dim=BITS,
+        mlp_ratio=4.0,
+        causal_1d=False,
+        mode="1d",
         grad_checkpointing=device.type == "cuda",
     )
     decoder = TokenDecoder(
@@ -150,12 +160,26 @@ def tokenizer(s: dict, device: torch.device, refiner: bool) -> SemTok:
     )
     if refiner:
         decoder.enable_refiner()
-    semantic = {"width": enc.width, "code_dim": BITS, "sig_dim": s["sig"][1], "contrastive_embed_dim": 512}
+    semantic = {
+        "width": enc.width,
+        "code_dim": BITS,
+        "sig_dim": s["sig"][1],
+        "contrastive": True,
+        "distill": True,
+        "distill_head": "linear",
+        "contrastive_embed_dim": 512,
+        "init_temperature": 0.07,
+        "max_scale": 100.0,
+    }
     model = SemTok(
         encoder_config=enc.__dict__,
-        quantizer_config={"kind": "bsq"},
+        quantizer_config={"kind": "bsq", "group_size": 1, "tau": 1.0},
         decoder_config=dict(decoder.config),
         vae_config=s["vae"],
+        latent_shift=s["vae"]["shift_factor"],
+        latent_scale=s["vae"]["scaling_factor"],
+        flow_steps=25,
+        flow_shift=1.0,
         semantic_config=semantic,
         decoder_module=decoder,
     )
@@ -228,11 +252,12 @@ def main() -> None:
 
     if want("stage1"):
         model = tokenizer(s, device, refiner=False).train()
+        objective = FlowMatchingObjective(model)
         lat = torch.randn(b["stage1"], 16, s["latent"], s["latent"], device=device)
         sig = torch.randn(b["stage1"], *s["sig"], device=device)
 
         def stage1() -> torch.Tensor:
-            out = model(lat, sig)
+            out = objective(lat, sig)
             return out["diff"] + 0.0025 * out["quant"] + 0.05 * (out["distill"] + out["contra"])
 
         rows.append(bench_train("train_stage1", model, stage1, b["stage1"], args, device))
@@ -256,7 +281,7 @@ def main() -> None:
         img = torch.rand(b["stage2"], 3, s["res"], s["res"], device=device) * 2 - 1
 
         def stage2() -> torch.Tensor:
-            fake = model(lat, stage="stage2")["image"]
+            fake = RefinerObjective(model)(lat)["image"]
             loss = F.mse_loss(fake, img) + 0.1 * (
                 lpips(fake, img).mean() + resnet_logit_loss(resnet, img, fake, resnet_size)
             )
@@ -267,29 +292,32 @@ def main() -> None:
         del model, lpips, resnet, disc
 
     depth, width, heads = s["generator"]
-    gen_cfg = GeneratorConfig(
+    gen_cfg = dict(
         depth=depth,
         width=width,
         heads=heads,
         num_tokens=s["tokens"],
         bits=BITS,
         num_classes=1000,
+        head="bitwise",
+        causal=False,
+        class_dropout=0.1,
         grad_checkpointing=False,
     )
     if want("ar"):
-        gen = MaskedGenerator.build(gen_cfg).to(device).train()
+        gen = MaskedGenerator(**gen_cfg).to(device).train()
         bits = torch.rand(b["ar"], s["tokens"], BITS, device=device) > 0.5
         labels = torch.randint(0, 1000, (b["ar"],), device=device)
 
         def ar() -> torch.Tensor:
-            mask = sample_mask(b["ar"], s["tokens"], device=device)
-            return gen.loss(gen(bits, mask, gen.drop_labels(labels)), bits, mask)[0]
+            mask = sample_mask(b["ar"], s["tokens"], 0.7, 1.0, "uniform", device=device)
+            return gen.loss(gen(bits, mask, gen.drop_labels(labels)), bits, mask, 0.01)[0]
 
         rows.append(bench_train("train_generator", gen, ar, b["ar"], args, device))
         del gen
 
     if want("sample"):
-        gen = MaskedGenerator.build(gen_cfg).to(device).eval()
+        gen = MaskedGenerator(**gen_cfg).to(device).eval()
         tok = tokenizer(s, device, refiner=True).eval()
         labels = torch.randint(0, 1000, (b["sample"],), device=device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -297,7 +325,11 @@ def main() -> None:
         @torch.no_grad()
         def sample_images() -> torch.Tensor:
             with autocast:
-                out = sample(gen, labels, steps=s["ar_steps"], cfg_scale=6.0, top_p=0.75)
+                out = sample(
+                    gen,
+                    labels,
+                    **sampler_kwargs(SampleConfig(steps=s["ar_steps"], cfg_scale=6.0, top_p=0.75)),
+                )
                 return tok.decode(out.bits)
 
         seconds = timed(sample_images, max(1, args.steps // 2), device)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from semtok import config, paths
 from semtok.eval.reference import val_batches
 from semtok.models.tokenizer import SemTok
-from semtok.train.stage2 import refiner_errors, stage2_start
+from semtok.train.tokenizer import refiner_errors, stage2_start
 
 
 def decoder_sensitivity(model: SemTok, latents: torch.Tensor, noise_std: float = 0.5) -> dict[str, float]:

@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 
 SEED_MAX = 2**32 - 1
-MAX_BITS = 62  # bits of a token index that fit an int64 (semtok/models/quantizer.py)
+MAX_BITS = 62  # bits of a token index that fit an int64 (a sign bit and a margin; semtok/models/quantizer.py)
 
 
 @dataclass(frozen=True)
@@ -195,8 +195,10 @@ class ComputeConfig:
     allow_tf32: bool = True
     num_workers: int = setting(8, ge=0)
     threads: int = setting(0, ge=0)  # torch CPU threads; 0 = library default
-    fsdp: bool = False  # multi-GPU: FullyShardedDataParallel instead of DDP (semtok/launch.py)
+    fsdp: bool = False  # several processes: FSDP2 sharding instead of DDP (semtok/train/fsdp.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
+    # accelerate's experiment trackers of every training job; "wandb" needs `pip install wandb`
+    trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,7 +218,9 @@ class EncoderArch:
 @dataclass
 class DecoderArch:
     init: Literal["pretrained", "random"] = "pretrained"  # pretrained = the `sd3` registry entry
-    transformer: dict[str, Any] = field(default_factory=dict)  # SD3Transformer2DModel kwargs (random init)
+    # SD3Transformer2DModel kwargs: the architecture of a random init; with init "pretrained", checked
+    # against the checkpoint's config (empty: not checked)
+    transformer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -366,6 +370,49 @@ class EvalConfig:
 
 
 # ----------------------------------------------------------------------------------------------
+# Report (SPEC §6): which variant plays each role of the paper's tables and figures
+
+
+@dataclass
+class TokenizerRoles:
+    """The tokenizer variant of each role that the paper's rows and panels name (semtok/report/spec.py
+    gives each role its label and says where it appears). Renaming a variant means renaming it here too."""
+
+    semtok: str = "b18"  # SemTok 2^18: the reference row of every ablation
+    semtok_b32: str = "b32"  # SemTok 2^32 (Tables 1, 6)
+    lfq: str = "lfq"  # LFQ instead of BSQ (Table 10)
+    no_contrastive: str = "no-contra"  # distillation only (Table 4, Fig. 6)
+    no_distillation: str = "no-distill"  # contrastive only (Table 4, Fig. 6)
+    no_semantics: str = "no-sem"  # no semantic constraint (Table 4, Figs. 3, 6)
+    raster: str = "raster"  # raster-ordered 1D tokens (Table 5)
+    grid2d: str = "grid2d"  # the 2D-grid baseline (Fig. 3)
+    finetune_only: str = "finetune-only"  # no generative pre-training (Table 12)
+    lpips_only: str = "lpips-only"  # perceptual loss LPIPS only (Table 11)
+    resnet_only: str = "resnet-only"  # perceptual loss ResNet only (Table 11)
+
+
+@dataclass
+class GeneratorRoles:
+    """The generator variant of each role that the paper's rows and panels name."""
+
+    ar_l: str = "ar-l"  # SemTok-AR-L, the reference row of the generation ablations
+    ar_xl: str = "ar-xl"
+    ar_xxl: str = "ar-xxl"
+    groups2: str = "ar-l-groups2"  # two classifiers over 2^(d/2) indices (Table 13)
+    no_contrastive: str = "ar-l-no-contra"  # on the no_contrastive tokenizer (Table 4)
+    no_distillation: str = "ar-l-no-distill"  # on the no_distillation tokenizer (Table 4)
+    no_semantics: str = "ar-l-no-sem"  # on the no_semantics tokenizer (Tables 3, 4; Fig. 4)
+    raster: str = "ar-l-raster"  # next-token prediction on raster tokens (Table 5, Fig. 5)
+    grid2d: str = "ar-l-grid2d"  # on the 2D-grid tokenizer (Table 3, Figs. 4, 5)
+
+
+@dataclass
+class ReportConfig:
+    tokenizers: TokenizerRoles = field(default_factory=TokenizerRoles)
+    generators: GeneratorRoles = field(default_factory=GeneratorRoles)
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -381,6 +428,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generator_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     overrides: list[str] = field(default_factory=list)  # "a.b.c=value" pairs, applied at load
 
     # -- variants ------------------------------------------------------------------------------
@@ -390,6 +438,20 @@ class Config:
 
     def generator_variant(self, name: str) -> GeneratorConfig:
         return _variant(self.generator, self.generator_variants, name, "generator_variants")
+
+    def tokenizer_dependencies(self, name: str) -> list[Any]:
+        """The config sections a tokenizer variant's weights depend on (its training jobs' settings
+        hash, semtok/train/loop.py): the variant, the variant whose Stage I it starts from, data, frozen
+        components, compute, seed."""
+        source = self.stage1_source(name)
+        upstream = self.tokenizer_variant(source) if source else None
+        return [self.tokenizer_variant(name), upstream, self.data, self.pretrained, self.compute, self.seed]
+
+    def generator_dependencies(self, name: str) -> list[Any]:
+        """The config sections a generator variant's weights depend on: the variant and everything its
+        tokenizer's weights depend on."""
+        gen = self.generator_variant(name)
+        return [gen, *self.tokenizer_dependencies(gen.tokenizer)]
 
     def stage1_source(self, name: str) -> str | None:
         """The variant whose Stage I weights `name` starts Stage II from (None: no Stage I)."""

@@ -11,7 +11,6 @@ real weights are loaded), or random init from `arch` ("random"). `semtok prefetc
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +25,6 @@ if TYPE_CHECKING:  # torch is imported lazily: the workflow imports this module 
 
 COMPONENTS = ("vae", "siglip", "sd3", "lpips", "resnet", "inception", "lpips_metric")
 BOOTSTRAPPABLE = ("vae", "siglip", "resnet", "inception")
-
-# Image normalisation each network expects, applied to images in [0, 1].
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def component(cfg: Config, name: str) -> ComponentConfig:
@@ -131,12 +126,6 @@ def load_vae(cfg: Config) -> nn.Module:
     if comp.source == "random":
         return _frozen(_seeded(cfg, lambda: AutoencoderKL(**tiny_vae_arch(comp.arch, cfg.data.resolution))))
     return _frozen(AutoencoderKL.from_pretrained(location(cfg, "vae"), **_vae_kwargs(comp)))
-
-
-def vae_normalisation(config: Any) -> tuple[float, float]:
-    """(shift_factor, scaling_factor) of a VAE config: latents are stored raw and normalised once, at
-    load time, as (z - shift) * scale (SPEC §1; SD3.5: 0.0609, 1.5305)."""
-    return float(config.get("shift_factor") or 0.0), float(config.get("scaling_factor") or 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,12 +296,6 @@ def lpips_metric_protocol(cfg: Config) -> str:
 # ---------------------------------------------------------------------------------------------
 # Prefetch (login node, once)
 
-NEEDS_CONFIG = True
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--done", help="marker file written when everything is cached")
-
 
 def prefetch(cfg: Config) -> list[str]:
     """Download every 'pretrained' component into the cache; returns what was fetched."""
@@ -350,14 +333,6 @@ def prefetch(cfg: Config) -> list[str]:
             torch.hub.download_url_to_file(url, str(path))  # to a temporary file, then renamed
         fetched.append(f"reference batch: {path}")
     return fetched
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    fetched = prefetch(cfg)
-    if args.done:
-        Path(args.done).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.done).write_text("\n".join(fetched) + "\n")
-    return {"fetched": fetched}
 
 
 def siglip_hidden_size(cfg: Config) -> int:

@@ -9,16 +9,21 @@ import os
 import time
 from pathlib import Path
 
-from semtok import cli
+from semtok.cli import dispatch
+from semtok.jobs import EntryPoint
 
-NEEDS_CONFIG = False
-cli.COMMANDS["sleep"] = (__name__, "test only: write the pid to --pid-file, then sleep")
+dispatch.COMMANDS["sleep"] = dispatch.Command(
+    __name__, "test only: write the pid to --pid-file, then sleep", needs_config=False
+)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def sleep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid-file", required=True)
 
 
-def run(args: argparse.Namespace, _cfg: object) -> None:
+def sleep(args: argparse.Namespace, _cfg: object) -> None:
     Path(args.pid_file).write_text(str(os.getpid()))
     time.sleep(600)
+
+
+ENTRY_POINTS = {"sleep": EntryPoint(sleep_arguments, sleep)}

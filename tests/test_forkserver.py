@@ -1,4 +1,4 @@
-"""The fork server (semtok/forkserver.py): a command run through it writes to the rule's log what it
+"""The fork server (semtok/cli/forkserver.py): a command run through it writes to the rule's log what it
 writes in-process, SystemExit messages included, and exits with the same status; its jobs never
 outlive the run (killed parent, server or client)."""
 
@@ -19,7 +19,7 @@ import semtok
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 # What the commands below import (the real server preloads torch & co. as well).
-PRELOAD = ["semtok.cli", "semtok.config", "semtok.registry", "semtok.data.imagenet"]
+PRELOAD = ["semtok.cli.dispatch", "semtok.config", "semtok.registry", "semtok.data.imagenet"]
 # A stand-in for Snakemake: starts the server given as its arguments, then waits.
 STAND_IN = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(600)"
 
@@ -30,7 +30,16 @@ def environment(server: Path | None = None) -> dict[str, str]:
 
 
 def server_command(sock: Path, *preload: str) -> list[str]:
-    return [sys.executable, "-m", "semtok.forkserver", "--socket", str(sock), "--preload", *PRELOAD, *preload]
+    return [
+        sys.executable,
+        "-m",
+        "semtok.cli.forkserver",
+        "--socket",
+        str(sock),
+        "--preload",
+        *PRELOAD,
+        *preload,
+    ]
 
 
 def wait_ready(sock: Path) -> int:

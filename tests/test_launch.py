@@ -1,4 +1,4 @@
-"""semtok.launch: processes per node, the Slurm job's nodes, the per-node srun, exit statuses.
+"""semtok.cli.launch: processes per node, the Slurm job's nodes, the per-node srun, exit statuses.
 
 The launcher's processes really rendezvousing (one node, and two Slurm nodes) are tested in
 tests/train/test_fsdp.py and tests/cluster/test_multinode.py."""
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from semtok import launch
+from semtok.cli import launch
 
 
 def test_gpu_count_from_slurm_or_cuda_visible_devices(monkeypatch):
@@ -75,7 +75,7 @@ def test_srun_starts_one_launcher_per_node_outside_the_current_step(monkeypatch)
         "--cpus-per-task=16",
         "--kill-on-bad-exit=1",
     ]
-    assert cmd[-5:] == ["-m", "semtok.launch", "stage1", "--variant", "b18"]
+    assert cmd[-5:] == ["-m", "semtok.cli.launch", "stage1", "--variant", "b18"]
     env = launch.srun_env(3, "10.0.0.7:29542")
     assert (
         env["SLURM_JOB_ID"] == "42"

@@ -1,4 +1,4 @@
-"""`semtok encode`: pre-encode one image shard with a frozen network (SPEC §1).
+"""Pre-encoding one image shard with a frozen network (SPEC §1).
 
     latents: the SD3.5 VAE's latent distribution mean (raw, NOT normalised: `(z - shift) * scale` is
              applied once, by the loader) of the image and of its horizontal flip, fp16:
@@ -11,7 +11,7 @@
              the features online with `encode_images_siglip` in the training job.
 
 Output shards keep the input shard's keys, in the same order, plus `cls`, so the loader zips
-image, latent and SigLIP shards sample by sample. The job runs under `accelerate launch`;
+image, latent and SigLIP shards sample by sample. The job runs under `semtok.cli.launch`;
 `Accelerator` only chooses the device and mixed precision (bf16 on GPU per
 `compute.mixed_precision`, fp32 on CPU). With several processes, each encodes a contiguous part of
 the shard into `<output>.tmp.part<rank>` and the main process joins the parts in order; the output
@@ -20,7 +20,6 @@ appears (atomically) only when the whole shard is encoded.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable, Iterator
 from itertools import zip_longest
 from pathlib import Path
@@ -31,19 +30,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from semtok import paths, registry
+from semtok import registry
 from semtok.config import Config
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.shards import Sample, decode_member, read_shard, write_shard
+from semtok.models import vae
 from semtok.utils.io import npy_bytes
 
 KINDS = ("latents", "siglip")
-
-
-@torch.no_grad()
-def encode_images_vae(vae: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """images: (B, 3, H, W) in [-1, 1] → raw VAE latent mean (B, C, H/f, W/f)."""
-    return vae.encode(images.to(vae.dtype)).latent_dist.mean
 
 
 @torch.no_grad()
@@ -60,7 +54,7 @@ def _fp16(t: torch.Tensor) -> list[np.ndarray]:
 def feature_payloads(kind: str, model: nn.Module, images: torch.Tensor) -> list[dict[str, bytes]]:
     """images: (B, 3, H, W) in [-1, 1] → per image the npy members of shard kind `kind`."""
     if kind == "latents":
-        mean, mean_flip = encode_images_vae(model, torch.cat([images, images.flip(-1)])).chunk(2)
+        mean, mean_flip = vae.encode_mean(model, torch.cat([images, images.flip(-1)])).chunk(2)
         return [
             {"latent.npy": npy_bytes(z), "latent_flip.npy": npy_bytes(zf)}
             for z, zf in zip(_fp16(mean), _fp16(mean_flip), strict=True)
@@ -128,16 +122,3 @@ def encode_shard(
                 p.unlink()
         accelerator.wait_for_everyone()
     return {"kind": kind, "input": str(input_path), "output": str(output), "samples": len(samples)}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", required=True, choices=KINDS)
-    parser.add_argument("--split", required=True, choices=paths.SPLITS)
-    parser.add_argument("--shard", required=True, type=int, help="shard number (e.g. 00003 or 3)")
-    parser.add_argument("--input", required=True, help="image shard (semtok shard)")
-    parser.add_argument("--output", required=True, help="feature shard to write")
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    desc = f"{args.kind} {paths.shard_name(args.split, args.shard)}"
-    return encode_shard(cfg, args.kind, Path(args.input), Path(args.output), desc=desc)

@@ -1,4 +1,4 @@
-"""`semtok index`: list one split of an ImageNet-layout folder and assign every image to a shard (SPEC §1).
+"""The index of a split: an ImageNet-layout folder listed, every image assigned to a shard (SPEC §1).
 
 Layouts accepted:
     ROOT/train/nXXXXXXXX/*.JPEG                          (always; its synsets are the classes 0..N-1)
@@ -31,13 +31,11 @@ The index is a TSV (csv quoting) with columns key, path (absolute), cls, wnid, s
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import os
 import re
 import string
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -346,26 +344,3 @@ def build_index(cfg: Config, split: str) -> tuple[list[IndexRow], list[IndexRow]
     num_shards = {"train": cfg.data.train_shards, "val": cfg.data.val_shards}[split]
     rows = assign_shards(rows, num_shards)
     return rows, [r for r in rows if r.rejected]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--split", required=True, choices=paths.SPLITS)
-    parser.add_argument("--output", required=True, help="index TSV (key, path, cls, wnid, shard, rejected)")
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    try:
-        rows, rejected = build_index(cfg, args.split)
-    except DatasetError as err:
-        sys.exit(f"semtok index: {err}")
-    write_index(rows, Path(args.output))
-    for row in rejected:
-        print(f"semtok index: not an image to shard ({row.rejected}): {row.path}", file=sys.stderr)
-    images = [r for r in rows if not r.rejected]
-    return {
-        "split": args.split,
-        "images": len(images),
-        "classes": len({r.cls for r in images}),
-        "shards": rows[-1].shard + 1,
-        "rejected": dict(Counter(r.rejected for r in rejected)),
-    }

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+# ImageNet's channel statistics, the input normalisation of every ImageNet classifier (RGB in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # The format a file's name promises; anything else found in its bytes is recorded as a conversion.
 EXPECTED_FORMAT = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}
 IMAGE_SUFFIXES = frozenset(EXPECTED_FORMAT)
@@ -99,3 +102,17 @@ def to_model_range(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """uint8 (B, H, W, 3) (or a list of (H, W, 3)) → float32 (B, 3, H, W) in [-1, 1]."""
     batch = torch.from_numpy(np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images))
     return batch.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] → (x − mean) / std with ImageNet's channel statistics."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] → (B, H, W, 3) uint8, each value rounded to the nearest level (ADM's
+    sample format; the one conversion of every image the pipeline writes or measures). Images in the
+    model range [-1, 1] go in as (x + 1) / 2."""
+    return (images.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -11,7 +11,7 @@ stored flipped latent, the mirrored SigLIP grid and the mirrored image; `flip` i
 
 Latent normalisation: latents are stored raw; the loader applies `(z - shift) * scale` exactly once.
 The factors come from the VAE's config (`AutoencoderKL.load_config` of the configured VAE, the same
-source `registry.vae_normalisation` reads from the loaded model), so they can never disagree with
+source `semtok.models.vae.normalisation` reads from the loaded model), so they can never disagree with
 the VAE that later decodes.
 
 Corrupt data: a shard that cannot be read to its end, or a sample member that cannot be decoded (bit
@@ -58,6 +58,7 @@ from semtok.data.shards import (
     npy_array,
     read_shard,
 )
+from semtok.models import vae
 from semtok.utils.process import CHECKPOINT_SIGNALS, die_with_parent
 
 FEATURES = ("latents", "siglip")
@@ -66,7 +67,7 @@ SKIPPED = "__skipped__"  # marker sample: a corrupt shard or sample skipped in "
 
 def latent_normalisation(cfg: Config) -> tuple[float, float]:
     """(shift, scale) of the configured VAE, read from its config without loading the weights."""
-    return registry.vae_normalisation(registry.vae_config(cfg))
+    return vae.normalisation(registry.vae_config(cfg))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +98,9 @@ def decode_sample(
         if latent_norm is None:
             raise ValueError("latent shards need latent_norm=latent_normalisation(cfg)")
         shift, scale = latent_norm
-        out["latent"] = (_npy(sample, "latent_flip.npy" if flipped else "latent.npy") - shift) * scale
+        out["latent"] = vae.normalise(
+            _npy(sample, "latent_flip.npy" if flipped else "latent.npy"), shift, scale
+        )
     if "siglip.npy" in sample:
         features = _npy(sample, "siglip.npy")
         out["siglip"] = flip_grid(features) if flipped else features

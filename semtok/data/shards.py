@@ -1,5 +1,5 @@
-"""`semtok shard`: one webdataset image shard and its manifest (SPEC §1); the tar reader and writer
-that every shard set (images, latents, SigLIP features, tokens) shares.
+"""Webdataset shards (SPEC §1): one image shard and its manifest, and the tar reader and writer that
+every shard set (images, latents, SigLIP features, tokens) shares.
 
 A sample is `{"__key__": key, "<ext>": bytes, ...}`; its members are `<key>.<ext>` in sorted
 extension order (entries starting with "__" are not members: `read_shard` adds `__url__`, the shard
@@ -15,7 +15,6 @@ was converted) or in the manifest's `rejected` list with the reason; nothing is 
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import tarfile
@@ -27,9 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from semtok import paths
-from semtok.config import Config
-from semtok.data.imagenet import IndexRow, read_index
+from semtok.data.imagenet import IndexRow
 from semtok.data.images import UnreadableImage, center_crop_arr, decode_any, encode_jpeg
 from semtok.utils.io import atomic_path
 
@@ -252,27 +249,3 @@ def write_image_shard(
 def write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--split", required=True, choices=paths.SPLITS)
-    parser.add_argument("--shard", required=True, type=int, help="shard number (e.g. 00003 or 3)")
-    parser.add_argument("--index", required=True, help="index TSV of the split (semtok index)")
-    parser.add_argument("--output", required=True, help="webdataset tar to write")
-    parser.add_argument("--manifest", required=True, help="manifest JSON to write")
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    rows = [r for r in read_index(Path(args.index)) if r.shard == args.shard]
-    if not rows:
-        raise SystemExit(f"semtok shard: no images of shard {args.shard} in {args.index}")
-    manifest = write_image_shard(
-        rows,
-        Path(args.output),
-        resolution=cfg.data.resolution,
-        quality=cfg.data.jpeg_quality,
-        desc=paths.shard_name(args.split, args.shard),
-    )
-    manifest = {"split": args.split, "index": args.shard, **manifest}
-    write_json(Path(args.manifest), manifest)
-    return {"split": args.split, "shard": args.shard, **manifest["counts"]}

@@ -1,4 +1,4 @@
-"""`semtok data-summary`: merge the per-shard manifests into the data manifest and a small table.
+"""The data summary: the per-shard manifests merged into the data manifest and a small table.
 
 The data manifest (JSON) holds, per split: images written, shards, per-class counts, and every
 converted and rejected file with its reason; plus the totals of each reason. The table (CSV and
@@ -7,17 +7,12 @@ Markdown) has one row per split: split, images, classes, converted, rejected, sh
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-from semtok.config import Config
-from semtok.data.shards import write_json
-from semtok.utils.io import atomic_path
 
 TABLE_COLUMNS = ("split", "images", "classes", "converted", "rejected", "shards")
 
@@ -75,13 +70,6 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifests", nargs="+", required=True, help="per-shard manifest JSONs")
-    parser.add_argument("--output", required=True, help="data manifest JSON")
-    parser.add_argument("--csv", required=True, help="summary table (CSV)")
-    parser.add_argument("--md", required=True, help="summary table (Markdown)")
-
-
 def read_manifest(path: Path) -> dict[str, Any]:
     """One shard manifest; an unreadable or incomplete one raises ValueError naming the file."""
     try:
@@ -92,17 +80,3 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path}: not a shard manifest (no {sorted(missing)}); rerun its shard job")
     return manifest
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    try:
-        manifests = [read_manifest(Path(p)) for p in args.manifests]
-    except ValueError as err:
-        raise SystemExit(f"semtok data-summary: {err}") from None
-    summary = merge_manifests(manifests)
-    write_json(Path(args.output), summary)
-    rows = table_rows(summary)
-    for path, text in ((args.csv, to_csv(rows)), (args.md, to_markdown(rows))):
-        with atomic_path(Path(path)) as tmp:
-            tmp.write_text(text)
-    return {"splits": rows, "reasons": summary["reasons"]}

@@ -1,4 +1,4 @@
-"""`semtok synthetic`: the built-in class-conditional dataset, in ImageNet's folder layout.
+"""The built-in class-conditional dataset, in ImageNet's folder layout.
 
 Each class is one combination of a shape, a texture and a colour palette; every image draws its own
 size (non-square, in [min_size, max_size]), background, position, scale and rotation. Class c takes
@@ -17,7 +17,6 @@ and renamed into place, so a killed job never leaves a partial dataset.
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import math
 import os
@@ -30,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from semtok.config import Config, SyntheticConfig
+from semtok.config import SyntheticConfig
 from semtok.data.images import encode_jpeg
 
 SHAPES = ("circle", "square", "triangle", "star", "ring", "stripes", "cross")
@@ -233,11 +232,3 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(src, dst)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, help="dataset folder (ImageNet layout)")
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    return write_dataset(cfg.data.synthetic, Path(args.output))

@@ -41,12 +41,12 @@ from torch_fidelity.helpers import text_to_dtype
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from tqdm import tqdm
 
+from semtok.data.images import IMAGENET_MEAN, IMAGENET_STD
+
 CLASSIFIER_EXTRACTOR_NAME = "semtok-classifier"
 INCEPTION_EXTRACTOR_NAME = "inception-v3-compat"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

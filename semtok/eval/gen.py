@@ -1,4 +1,5 @@
-"""`semtok eval-gen --variant G --setting S --samples NPZ ...`: generation metrics (SPEC §5).
+"""Generation metrics (SPEC §5), computed by the `eval-gen` job (semtok/jobs/evaluation.py) for a
+sample file of a generator.
 
 gFID and Precision/Recall (k = `evaluation.pr_k`) against the generation reference of
 `semtok eval-reference` — ADM's `VIRTUAL_imagenet256_labeled.npz` (its `mu`/`sigma`; the features of
@@ -10,30 +11,19 @@ column records which extractor, reference and sample count produced each number.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from semtok import paths, registry
-from semtok.config import Config, section_hash
+from semtok import registry
+from semtok.config import Config
 from semtok.data.imagenet import num_classes
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, inception_score, precision_recall, stats_from_features
-from semtok.eval.records import protocol, write_metrics
+from semtok.eval.records import protocol
 from semtok.eval.reference import fid_setup, load_reference, on_gpu
 
-NEEDS_CONFIG = True
 IS_SPLITS = 10
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", required=True, help="generator variant")
-    parser.add_argument("--setting", required=True, help="sampling setting of the sample file")
-    parser.add_argument("--samples", required=True, help="npz with arr_0 (N, H, W, 3) uint8")
-    parser.add_argument("--reference", required=True, help="validation features (semtok eval-reference)")
-    parser.add_argument("--output", required=True, help="metrics CSV")
 
 
 def generator_parameters(folder: Path) -> int:
@@ -102,30 +92,3 @@ def generation_metrics(
         ),
     }
     return values, protocols
-
-
-def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    images, labels = read_samples(Path(args.samples))
-    values, protocols = generation_metrics(cfg, images, labels, Path(args.reference))
-    values["params"] = float(generator_parameters(paths.generator_dir(cfg.out, args.variant)))
-    protocols["params"] = protocol(definition="safetensors-element-count")
-    g = cfg.generator_variant(args.variant)
-    config_hash = section_hash(
-        g, cfg.tokenizer_variant(g.tokenizer), cfg.evaluation.fid_reference, args.setting
-    )
-    write_metrics(
-        Path(args.output),
-        run_id=cfg.run_id,
-        kind="gen",
-        variant=args.variant,
-        setting=args.setting,
-        values=values,
-        protocols=protocols,
-        config_hash=config_hash,
-        n_samples=len(images),
-    )
-    return {"variant": args.variant, "setting": args.setting, **values}
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    return evaluate(cfg, args)

@@ -1,5 +1,5 @@
-"""`semtok eval-recon --variant V --mode refiner|diffusion ...` and `semtok eval-recon --mode vae ...`:
-reconstruction metrics (SPEC §5).
+"""Reconstruction metrics (SPEC §5), computed by the `eval-recon` job (semtok/jobs/evaluation.py) for a
+tokenizer variant decoded by its refiner or its flow sampler, or for the frozen VAE alone.
 
 Validation images (the first `evaluation.recon_images`, key order) → pre-encoded latents → tokens →
 decoder (one-step refiner of Stage II, or Stage I's flow sampler) → VAE → uint8. Mode `vae` skips the
@@ -15,7 +15,6 @@ encoder features of Fig. 6.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,28 +22,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from semtok import paths, registry
-from semtok.config import Config, section_hash
+from semtok import registry
+from semtok.config import Config
 from semtok.data.imagenet import num_classes
+from semtok.data.images import to_uint8
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
-from semtok.eval.records import PSNR_DEFINITION, SSIM_DEFINITION, VAE, protocol, write_metrics
-from semtok.eval.reference import data_tag, fid_setup, images_uint8, load_reference, on_gpu, val_batches
-from semtok.utils.io import save_npz
+from semtok.eval.records import PSNR_DEFINITION, SSIM_DEFINITION, protocol
+from semtok.eval.reference import data_tag, fid_setup, load_reference, on_gpu, val_batches, validation_images
+from semtok.models import vae
 
-NEEDS_CONFIG = True
 MODES = ("refiner", "diffusion", "vae")
 LATENT_BITS = 16  # the VAE latents are stored and decoded as fp16
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", help="tokenizer variant (not with --mode vae)")
-    parser.add_argument("--mode", choices=MODES, default="refiner")
-    parser.add_argument("--reference", required=True, help="validation features (semtok eval-reference)")
-    parser.add_argument("--output", required=True, help="metrics CSV")
-    parser.add_argument("--examples", required=True, help="npz of a few originals and reconstructions")
-    parser.add_argument("--features", help="npz of pooled encoder features (Fig. 6); refiner mode")
 
 
 @dataclass
@@ -64,18 +55,22 @@ Decode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None, torch
 
 def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstructions:
     """Run `decode` (normalised latents (B, C, h, w) → images (B, 3, H, W) in [-1, 1], pooled encoder
-    features (B, width) or None, code indices or None) over the validation batches."""
+    features (B, width) or None, code indices or None) over the validation batches, with a progress bar
+    (the decoding is the slowest part of every evaluation)."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     parts: dict[str, list[Any]] = {"original": [], "recon": [], "labels": [], "pooled": [], "indices": []}
-    for batch in val_batches(cfg, cfg.evaluation.batch_size, features=("latents",)):
-        with torch.no_grad(), autocast:
-            recon, pooled, indices = decode(batch["latent"].to(device))
-        parts["original"].append(images_uint8(batch["image"]))
-        parts["recon"].append(images_uint8(recon.float().cpu()))
-        parts["labels"].append(batch["cls"].numpy())
-        if pooled is not None:
-            parts["pooled"].append(pooled.float().cpu().numpy())
-            parts["indices"].append(indices.cpu())
+    batches = val_batches(cfg, cfg.evaluation.batch_size, features=("latents",))
+    with tqdm(total=validation_images(cfg), unit="img", desc="reconstruct") as progress:
+        for batch in batches:
+            with torch.no_grad(), autocast:
+                recon, pooled, indices = decode(batch["latent"].to(device))
+            parts["original"].append(to_uint8((batch["image"] + 1) / 2))
+            parts["recon"].append(to_uint8((recon.float().cpu() + 1) / 2))
+            parts["labels"].append(batch["cls"].numpy())
+            if pooled is not None:
+                parts["pooled"].append(pooled.float().cpu().numpy())
+                parts["indices"].append(indices.cpu())
+            progress.update(len(batch["cls"]))
     return Reconstructions(
         original=np.concatenate(parts["original"]),
         recon=np.concatenate(parts["recon"]),
@@ -87,16 +82,20 @@ def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstruc
 
 def tokenizer_decoder(cfg: Config, variant: str, mode: str, device: torch.device) -> tuple[Decode, Any]:
     """Decode through tokenizer `variant`: Stage II's refiner, or Stage I's flow sampler."""
-    from semtok.models.tokenizer import SemTok
+    from semtok.models.factory import load_tokenizer
 
-    stage = "stage2" if mode == "refiner" else "stage1"
-    tok = SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, stage)).to(device).eval()
+    tok = load_tokenizer(cfg, variant, "stage2" if mode == "refiner" else "stage1", device)
     sampler = cfg.tokenizer_variant(variant).sampler
     gen = torch.Generator().manual_seed(cfg.seed)
 
+    def to_latents(codes: torch.Tensor) -> torch.Tensor:
+        if mode == "refiner":
+            return tok.refine_latents(codes)
+        return tok.flow_latents(codes, sampler.steps, sampler.shift, gen)
+
     def decode(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         enc, q = tok.quantize(latents)
-        recon = tok.decode_codes(q.codes, mode, sampler.steps, sampler.shift, gen)
+        recon = tok.latents_to_pixels(to_latents(q.codes))
         return recon, enc.features.float().mean(1), q.indices
 
     return decode, tok
@@ -106,11 +105,11 @@ def vae_decoder(cfg: Config, device: torch.device) -> Decode:
     """Decode the stored latents with the frozen VAE alone (its encode → decode)."""
     from semtok.data.loader import latent_normalisation
 
-    vae = registry.load_vae(cfg).to(device)
+    frozen = registry.load_vae(cfg).to(device)
     shift, scale = latent_normalisation(cfg)
 
     def decode(latents: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return vae.decode((latents / scale + shift).to(vae.dtype)).sample, None, None
+        return vae.decode(frozen, latents, shift, scale), None, None
 
     return decode
 
@@ -169,54 +168,8 @@ def code_metrics(tok: Any, rec: Reconstructions) -> tuple[dict[str, float], dict
 
 def latent_bits(cfg: Config, rec: Reconstructions) -> tuple[dict[str, float], dict[str, str]]:
     """Bits per pixel of the VAE's fp16 latent, 16·C·h·w/(H·W) (the paper's 1.000 for SD-VAE)."""
-    vae = registry.vae_config(cfg)
+    config = registry.vae_config(cfg)
     h, w = rec.original.shape[1:3]
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)
-    bits = LATENT_BITS * vae["latent_channels"] * (h // factor) * (w // factor)
+    factor = vae.downsample_factor(config)
+    bits = LATENT_BITS * config["latent_channels"] * (h // factor) * (w // factor)
     return {"bpp": bits / float(h * w)}, {"bpp": protocol(definition="16*C*h*w/(H*W)")}
-
-
-def evaluate(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if args.mode == "vae":
-        if args.variant not in (None, VAE[0]):
-            raise ValueError(f"--mode vae evaluates the VAE alone; drop --variant {args.variant}")
-        variant, setting = VAE
-        rec = reconstruct(cfg, vae_decoder(cfg, device), device)
-        extra = latent_bits(cfg, rec)
-        config_hash = section_hash(cfg.data, cfg.pretrained, cfg.evaluation.recon_images)
-    else:
-        if args.variant is None:
-            raise ValueError(f"--mode {args.mode} needs --variant (a tokenizer variant)")
-        variant, setting = args.variant, args.mode
-        decode, tok = tokenizer_decoder(cfg, variant, args.mode, device)
-        rec = reconstruct(cfg, decode, device)
-        extra = code_metrics(tok, rec)
-        config_hash = section_hash(
-            cfg.tokenizer_variant(variant), cfg.data, cfg.pretrained, cfg.evaluation.recon_images
-        )
-    values, protocols = image_metrics(cfg, rec, Path(args.reference), device)
-    values, protocols = {**values, **extra[0]}, {**protocols, **extra[1]}
-    write_metrics(
-        Path(args.output),
-        run_id=cfg.run_id,
-        kind="recon",
-        variant=variant,
-        setting=setting,
-        values=values,
-        protocols=protocols,
-        config_hash=config_hash,
-        n_samples=len(rec.original),
-    )
-    k = cfg.evaluation.grid_images
-    save_npz(Path(args.examples), original=rec.original[:k], recon=rec.recon[:k])
-    if args.features:
-        if rec.pooled is None:
-            raise ValueError("--features needs a tokenizer (mode refiner or diffusion)")
-        m = cfg.evaluation.tsne_images
-        save_npz(Path(args.features), features=rec.pooled[:m], labels=rec.labels[:m])
-    return {"variant": variant, "mode": setting, **values}
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    return evaluate(cfg, args)

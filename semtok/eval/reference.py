@@ -1,5 +1,5 @@
-"""`semtok eval-reference --output NPZ --metrics CSV`: the real-image side of every FID/PR number,
-computed once.
+"""The real-image side of every FID/PR number, computed once (the `eval-reference` job,
+semtok/jobs/evaluation.py).
 
 - The validation images (the first `evaluation.recon_images`, in key order): features `fid` (N, D)
   of the configured extractor and their `mu`/`sigma` (ADM's npz keys). Reconstruction FID compares
@@ -14,7 +14,6 @@ computed once.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from semtok import registry
-from semtok.config import Config, section_hash
-from semtok.data.imagenet import num_classes
-from semtok.eval.features import FeatureSetup, extract_features, top1_accuracy
+from semtok import paths, registry
+from semtok.config import Config
+from semtok.eval.features import FeatureSetup, extract_features
 from semtok.eval.metrics import FeatureStats, stats_from_features
-from semtok.eval.records import ORIGINAL, protocol, write_metrics
-from semtok.utils.io import save_npz
-
-NEEDS_CONFIG = True
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, help="the reference .npz to write")
-    parser.add_argument("--metrics", required=True, help="CSV of the validation images' class_acc")
 
 
 def val_batches(cfg: Config, batch_size: int, features: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -64,9 +53,13 @@ def val_batches(cfg: Config, batch_size: int, features: tuple[str, ...] = ()) ->
         yield {k: v[:take] for k, v in batch.items()}
 
 
-def images_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] → (B, H, W, 3) uint8."""
-    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def validation_images(cfg: Config) -> int:
+    """How many images `val_batches` yields: `evaluation.recon_images`, at most the validation split."""
+    from semtok.data.imagenet import iter_index
+
+    index = paths.index_file(cfg.out, "val")
+    listed = sum(1 for row in iter_index(index) if not row.rejected) if index.is_file() else None
+    return cfg.evaluation.recon_images if listed is None else min(cfg.evaluation.recon_images, listed)
 
 
 def data_tag(cfg: Config) -> str:
@@ -135,56 +128,6 @@ def generation_reference(
     return feats, stats, path.name
 
 
-def compute_reference(cfg: Config, output: Path, metrics: Path) -> dict[str, Any]:
-    setup = fid_setup(cfg)
-    batches = list(val_batches(cfg, cfg.evaluation.batch_size))
-    images = np.concatenate([images_uint8(b["image"]) for b in batches])
-    labels = np.concatenate([b["cls"].numpy() for b in batches])
-    val_fid = extract_features(setup.extractor, images, batch_size=cfg.evaluation.batch_size)
-    val_fid = val_fid[setup.feature_names["fid"]]
-    gen_fid, gen_stats, gen_name = generation_reference(cfg, setup, val_fid)
-    val_stats = stats_from_features(val_fid)
-    save_npz(
-        output,
-        fid=val_fid,
-        mu=val_stats.mu,
-        sigma=val_stats.sigma,
-        protocol=np.asarray(setup.protocol),
-        gen_fid=gen_fid,
-        gen_mu=gen_stats.mu,
-        gen_sigma=gen_stats.sigma,
-        gen_ref=np.asarray(gen_name),
-    )
-    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
-    accuracy = top1_accuracy(classifier, images, labels, cfg.evaluation.batch_size)
-    write_metrics(
-        metrics,
-        run_id=cfg.run_id,
-        kind="recon",
-        variant=ORIGINAL[0],
-        setting=ORIGINAL[1],
-        values={"class_acc": accuracy},
-        protocols={
-            "class_acc": protocol(
-                classifier=classifier.protocol,
-                labels="true",
-                classes=num_classes(cfg),
-                data=data_tag(cfg),
-                n=len(images),
-            )
-        },
-        config_hash=section_hash(cfg.data, cfg.pretrained.inception, cfg.evaluation),
-        n_samples=len(images),
-    )
-    return {
-        "images": len(images),
-        "protocol": setup.protocol,
-        "generation_reference": gen_name,
-        "class_acc": accuracy,
-        "output": str(output),
-    }
-
-
 def load_reference(path: Path) -> Reference:
     with np.load(path) as ref:
         return Reference(
@@ -194,7 +137,3 @@ def load_reference(path: Path) -> Reference:
             gen_stats=FeatureStats(mu=ref["gen_mu"], sigma=ref["gen_sigma"], n=None),
             gen_name=str(ref["gen_ref"]),
         )
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    return compute_reference(cfg, Path(args.output), Path(args.metrics))

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semtok.data.images import imagenet_normalise
+
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 VGG16_BLOCK_CONVS = (2, 2, 3, 3, 3)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # LPIPS input scaling (their ScalingLayer): inputs in [-1, 1].
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
@@ -103,9 +103,7 @@ def resnet_logit_loss(
         x = (x.clamp(-1, 1) + 1) / 2
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return imagenet_normalise(x)
 
     with torch.no_grad():
         target = classifier(prep(real))

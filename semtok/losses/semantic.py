@@ -53,7 +53,7 @@ def resample_to_grid(sig: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 class DistillationHead(nn.Module):
     """w_x: width -> C_sig, linear or a 2-layer MLP (hidden = width, GELU)."""
 
-    def __init__(self, width: int, sig_dim: int, kind: Literal["linear", "mlp"] = "linear") -> None:
+    def __init__(self, width: int, sig_dim: int, kind: Literal["linear", "mlp"]) -> None:
         super().__init__()
         if kind == "linear":
             self.net = nn.Linear(width, sig_dim)
@@ -106,7 +106,7 @@ def _gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 class ContrastiveLoss(nn.Module):
     """Symmetric InfoNCE between v (tokens) and u (SigLIP) over the global batch, learnable t."""
 
-    def __init__(self, init_temperature: float = 0.07, max_scale: float = 100.0) -> None:
+    def __init__(self, init_temperature: float, max_scale: float) -> None:
         super().__init__()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
         self.max_scale = max_scale
@@ -131,17 +131,16 @@ class SemanticAlignment(nn.Module):
         width: int,
         code_dim: int,
         sig_dim: int,
-        contrastive: bool = True,
-        distill: bool = True,
-        distill_head: Literal["linear", "mlp"] = "linear",
-        contrastive_embed_dim: int | None = None,
-        init_temperature: float = 0.07,
-        max_scale: float = 100.0,
+        contrastive: bool,
+        distill: bool,
+        distill_head: Literal["linear", "mlp"],
+        contrastive_embed_dim: int,
+        init_temperature: float,
+        max_scale: float,
     ) -> None:
-        """contrastive_embed_dim: hidden width of w_z (default sig_dim); init_temperature, max_scale:
-        the learnable CLIP temperature's start (1/0.07 as logit scale) and clamp (SPEC §2)."""
+        """contrastive_embed_dim: hidden width of w_z; init_temperature, max_scale: the learnable CLIP
+        temperature's start (1/0.07 as logit scale) and clamp (SPEC §2; `tokenizer.semantic`)."""
         super().__init__()
-        contrastive_embed_dim = contrastive_embed_dim or sig_dim
         self.distill_head = DistillationHead(width, sig_dim, distill_head) if distill else None
         self.contrastive_head = (
             ContrastiveHead(code_dim, sig_dim, contrastive_embed_dim) if contrastive else None

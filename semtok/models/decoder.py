@@ -39,23 +39,6 @@ from semtok.models.rope import apply_rope, rope_1d, rope_2d
 
 logger = logging.getLogger(__name__)
 
-#: SD3.5-Medium's `transformer/config.json` (MMDiT-X: dual attention in blocks 0-12, QK RMSNorm).
-SD35_MEDIUM_TRANSFORMER: dict[str, Any] = {
-    "sample_size": 128,
-    "patch_size": 2,
-    "in_channels": 16,
-    "num_layers": 24,
-    "attention_head_dim": 64,
-    "num_attention_heads": 24,
-    "joint_attention_dim": 4096,
-    "caption_projection_dim": 1536,
-    "pooled_projection_dim": 2048,
-    "out_channels": 16,
-    "pos_embed_max_size": 384,
-    "dual_attention_layers": tuple(range(13)),
-    "qk_norm": "rms_norm",
-}
-
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -143,14 +126,14 @@ class LoadReport:
 class TokenDecoder(ModelMixin, ConfigMixin):
     """SD3 MMDiT decoder from 1D tokens to VAE latents (SPEC §2).
 
-    transformer_config: `SD3Transformer2DModel` kwargs (e.g. `SD35_MEDIUM_TRANSFORMER`); built as
+    transformer_config: `SD3Transformer2DModel` kwargs (SD3.5-Medium's: config/paper.yaml); built as
         `self.transformer` (the config key cannot be `transformer`: diffusers' config attributes would
         shadow the module).
     token_dim: d, width of a quantized token; num_tokens: K.
     context_layout: "1d" (1D RoPE over the K tokens) or "2d" (grid2d baseline: the K tokens form a
         sqrt(K) x sqrt(K) grid with axial 2D RoPE).
-    latent_size: side of the VAE latent grid the refiner decodes (32 for 256 px); fixes the number
-        of mask tokens, (latent_size / patch_size)^2.
+    latent_size: side of the VAE latent grid (32 for 256 px with SD3.5's VAE); fixes the number of the
+        refiner's mask tokens, (latent_size / patch_size)^2.
     refiner: Stage-II model (holds mask tokens); grad_checkpointing: checkpoint each block when training.
     """
 
@@ -162,9 +145,9 @@ class TokenDecoder(ModelMixin, ConfigMixin):
         transformer_config: dict[str, Any],
         token_dim: int,
         num_tokens: int,
+        latent_size: int,
         context_layout: str = "1d",
         rope_theta: float = 10000.0,
-        latent_size: int = 32,
         refiner: bool = False,
         grad_checkpointing: bool = False,
     ) -> None:

@@ -52,9 +52,8 @@ class ResBlockDown(nn.Module):
 class Discriminator(nn.Module):
     """images (B, 3, H, W) in [-1, 1] → patch logits (B, 1, H / 2^n, W / 2^n)."""
 
-    def __init__(
-        self, channels: int = 128, channel_mults: list[int] | tuple[int, ...] = (1, 2, 4, 4, 4)
-    ) -> None:
+    def __init__(self, channels: int, channel_mults: list[int] | tuple[int, ...]) -> None:
+        """channels: width of the first level, times `channel_mults` per level (`tokenizer.stage2.gan`)."""
         super().__init__()
         widths = [channels * m for m in channel_mults]
         self.stem = nn.Conv2d(3, widths[0], 3, padding=1)

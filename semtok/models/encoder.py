@@ -27,20 +27,23 @@ RopeTable = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class EncoderConfig:
+    """The encoder's hyperparameters. Those of the experiment config (`tokenizer.encoder`, the token
+    shape, the VAE's latent grid) have no defaults: `semtok.models.factory.encoder_kwargs` fills them."""
+
     depth: int
     width: int
     heads: int
-    in_channels: int = 16
-    patch_size: int = 2
-    latent_size: int = 32
-    num_tokens: int = 256
-    token_dim: int = 18
-    mlp_ratio: float = 4.0
+    in_channels: int
+    patch_size: int
+    latent_size: int
+    num_tokens: int
+    token_dim: int
+    mlp_ratio: float
+    causal_1d: bool
+    mode: Literal["1d", "grid2d"]
+    grad_checkpointing: bool
     qk_norm: bool = True
     rope_theta: float = 10000.0
-    causal_1d: bool = False
-    mode: Literal["1d", "grid2d"] = "1d"
-    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("1d", "grid2d"):
@@ -55,11 +58,6 @@ class EncoderConfig:
             raise ValueError(
                 f"EncoderConfig.latent_size {self.latent_size} not divisible by patch_size {self.patch_size}"
             )
-
-    @classmethod
-    def paper(cls, **overrides) -> EncoderConfig:
-        """Table 8: depth 8, width 768, 12 heads (about 113M parameters)."""
-        return cls(**{"depth": 8, "width": 768, "heads": 12, **overrides})
 
 
 @dataclass

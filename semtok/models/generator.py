@@ -17,7 +17,6 @@ learned mask embedding. Heads:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
@@ -32,49 +31,6 @@ from semtok.models.saved import SavedModelMixin
 
 HeadKind = Literal["bitwise", "groups2"]
 MaskDistribution = Literal["uniform", "truncnorm"]
-
-GENERATOR_SIZES: dict[str, tuple[int, int, int]] = {
-    "L": (24, 1024, 16),
-    "XL": (36, 1280, 20),
-    "XXL": (24, 2048, 32),
-}
-
-
-@dataclass
-class GeneratorConfig:
-    """Hyperparameters of `MaskedGenerator`; K = num_tokens, d = bits."""
-
-    depth: int
-    width: int
-    heads: int
-    num_tokens: int = 256
-    bits: int = 18
-    num_classes: int = 1000
-    head: HeadKind = "bitwise"
-    causal: bool = False
-    class_dropout: float = 0.1
-    qk_norm: bool = True
-    rope_theta: float = 10000.0
-    grad_checkpointing: bool = False
-    norm_eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        if self.head not in ("bitwise", "groups2"):
-            raise ValueError(f"GeneratorConfig.head must be 'bitwise' or 'groups2', got {self.head!r}")
-        if self.head == "groups2" and self.bits % 2:
-            raise ValueError(f"GeneratorConfig.head='groups2' needs an even number of bits, got {self.bits}")
-        if self.width % self.heads or (self.width // self.heads) % 2:
-            raise ValueError(
-                f"GeneratorConfig: width {self.width} / heads {self.heads} must be an even integer"
-            )
-
-
-def generator_config(size: str, **overrides) -> GeneratorConfig:
-    """Table 9 sizes: "L" (24 x 1024, 16 heads), "XL" (36 x 1280, 20), "XXL" (24 x 2048, 32)."""
-    if size not in GENERATOR_SIZES:
-        raise ValueError(f"unknown generator size {size!r}; choose one of {sorted(GENERATOR_SIZES)}")
-    depth, width, heads = GENERATOR_SIZES[size]
-    return GeneratorConfig(**{"depth": depth, "width": width, "heads": heads, **overrides})
 
 
 def swiglu_hidden(width: int, multiple_of: int = 256) -> int:
@@ -154,14 +110,13 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm attention + SwiGLU, both adaLN-modulated (shift, scale, gate)."""
 
-    def __init__(self, config: GeneratorConfig) -> None:
+    def __init__(self, width: int, heads: int, qk_norm: bool, eps: float) -> None:
         super().__init__()
-        w = config.width
-        self.norm1 = nn.RMSNorm(w, eps=config.norm_eps, elementwise_affine=False)
-        self.attn = Attention(w, config.heads, config.qk_norm, config.norm_eps)
-        self.norm2 = nn.RMSNorm(w, eps=config.norm_eps, elementwise_affine=False)
-        self.mlp = FeedForward(w)
-        self.ada_offset = nn.Parameter(torch.zeros(6, w))
+        self.norm1 = nn.RMSNorm(width, eps=eps, elementwise_affine=False)
+        self.attn = Attention(width, heads, qk_norm, eps)
+        self.norm2 = nn.RMSNorm(width, eps=eps, elementwise_affine=False)
+        self.mlp = FeedForward(width)
+        self.ada_offset = nn.Parameter(torch.zeros(6, width))
 
     def forward(
         self,
@@ -179,7 +134,10 @@ class Block(nn.Module):
 
 
 class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
-    """Class-conditional generator over K tokens of d bits. Build with `MaskedGenerator.build(config)`.
+    """Class-conditional generator over K = num_tokens tokens of d = bits bits; depth x width with
+    `heads` heads (Table 9's sizes are `generator.sizes` of the config); num_classes real classes, the
+    null class (CFG) is num_classes; head "bitwise" or "groups2"; class_dropout in training. Built from
+    the experiment config by `semtok.models.factory.build_generator`.
 
     Bidirectional (default): `forward(bits, mask, labels)` predicts every token from the unmasked
     ones; sequence [class, token_0..token_{K-1}] at positions 0..K.
@@ -204,33 +162,24 @@ class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
         head: HeadKind,
         causal: bool,
         class_dropout: float,
-        qk_norm: bool,
-        rope_theta: float,
         grad_checkpointing: bool,
-        norm_eps: float,
+        qk_norm: bool = True,
+        rope_theta: float = 10000.0,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        c = GeneratorConfig(
-            depth=depth,
-            width=width,
-            heads=heads,
-            num_tokens=num_tokens,
-            bits=bits,
-            num_classes=num_classes,
-            head=head,
-            causal=causal,
-            class_dropout=class_dropout,
-            qk_norm=qk_norm,
-            rope_theta=rope_theta,
-            grad_checkpointing=grad_checkpointing,
-            norm_eps=norm_eps,
-        )
+        if head not in ("bitwise", "groups2"):
+            raise ValueError(f"MaskedGenerator head must be 'bitwise' or 'groups2', got {head!r}")
+        if head == "groups2" and bits % 2:
+            raise ValueError(f"MaskedGenerator head='groups2' needs an even number of bits, got {bits}")
+        if width % heads or (width // heads) % 2:
+            raise ValueError(f"MaskedGenerator: width {width} / heads {heads} must be an even integer")
         self.null_class = num_classes
         self.class_embed = nn.Embedding(num_classes + 1, width)
         self.token_embed = nn.Linear(bits, width)
         self.mask_embed = None if causal else nn.Parameter(torch.zeros(width))
         self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
-        self.blocks = nn.ModuleList(Block(c) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, heads, qk_norm, norm_eps) for _ in range(depth))
         self.head_norm = nn.RMSNorm(width, eps=norm_eps, elementwise_affine=False)
         self.head_adaln = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         outputs = 2 * bits if head == "bitwise" else 2 * 2 ** (bits // 2)
@@ -239,10 +188,6 @@ class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
         self.reset_parameters()
         if grad_checkpointing:
             self.enable_gradient_checkpointing()
-
-    @classmethod
-    def build(cls, config: GeneratorConfig) -> MaskedGenerator:
-        return cls(**asdict(config))
 
     def reset_parameters(self) -> None:
         """LlamaGen's N(0, 0.02) for linear and embedding weights; adaLN projections start at zero
@@ -331,7 +276,7 @@ class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
         logits: torch.Tensor,
         target_bits: torch.Tensor,
         mask: torch.Tensor | None,
-        label_smoothing: float = 0.01,
+        label_smoothing: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy per bit (bitwise) or per group index (groups2), averaged per token, then
         over the masked tokens (all tokens when mask is None, the raster variant).
@@ -367,9 +312,9 @@ class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
 def sample_mask(
     batch: int,
     num_tokens: int,
-    min_ratio: float = 0.7,
-    max_ratio: float = 1.0,
-    dist: MaskDistribution = "uniform",
+    min_ratio: float,
+    max_ratio: float,
+    dist: MaskDistribution,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:

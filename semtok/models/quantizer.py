@@ -27,8 +27,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from semtok.config import MAX_BITS
+
 _EPS = 1e-8
-MAX_BITS = 62
 
 
 @dataclass
@@ -195,7 +196,7 @@ class QuantizerBase(nn.Module):
 class BinarySphericalQuantizer(QuantizerBase):
     """BSQ: codes sign(u)/sqrt(d) on the unit sphere, u = z / ||z||_2."""
 
-    def __init__(self, dim: int, group_size: int = 1, tau: float = 1.0) -> None:
+    def __init__(self, dim: int, group_size: int, tau: float) -> None:
         super().__init__(dim, corner=1 / math.sqrt(dim), tau=tau, group_size=group_size)
 
     @staticmethod
@@ -210,7 +211,7 @@ class BinarySphericalQuantizer(QuantizerBase):
 class LookupFreeQuantizer(QuantizerBase):
     """LFQ: codes sign(z) in {-1, +1}^d, plus a commitment loss."""
 
-    def __init__(self, dim: int, commit_weight: float = 0.25, tau: float = 1.0, group_size: int = 1) -> None:
+    def __init__(self, dim: int, commit_weight: float, tau: float, group_size: int) -> None:
         super().__init__(dim, corner=1.0, tau=tau, group_size=group_size)
         self.commit_weight = commit_weight
 
@@ -220,7 +221,8 @@ class LookupFreeQuantizer(QuantizerBase):
 
 
 def build_quantizer(kind: Literal["bsq", "lfq"], dim: int, **kwargs) -> QuantizerBase:
-    """Factory for the config: kind "bsq" (SemTok) or "lfq" (Table 10)."""
+    """kind "bsq" (SemTok) or "lfq" (Table 10) with its kwargs (`tokenizer.entropy` of the config:
+    group_size, tau; commit_weight for LFQ; semtok.models.factory.quantizer_kwargs)."""
     quantizers = {"bsq": BinarySphericalQuantizer, "lfq": LookupFreeQuantizer}
     if kind not in quantizers:
         raise ValueError(f"unknown quantizer kind {kind!r}, expected one of {sorted(quantizers)}")

@@ -6,7 +6,7 @@ back, and the semantic-alignment heads used in training (SPEC §2). This is also
     out = tok.encode(images)                 # images: (B, 3, 256, 256) float in [0, 1] or uint8
     out.indices                              # (B, K) int64 in [0, 2^d); out.bits: (B, K, d) bool
     recon = tok.decode(out.indices)          # (B, 3, 256, 256) float in [0, 1], one-step refiner
-    recon = tok.decode(out.indices, mode="diffusion", steps=25)   # Stage I flow sampler
+    recon = tok.decode_flow(out.indices, steps=25)   # a Stage I tokenizer: the flow sampler
 
 Everything (VAE included) is saved in one folder with `save_pretrained` (config + safetensors).
 Latents are rounded to fp16 before normalisation exactly like the pre-encoded shards, so `encode`
@@ -15,22 +15,22 @@ gives the same tokens as the token dump of the same images.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from semtok.losses.semantic import SemanticAlignment
+from semtok.models import vae
 from semtok.models.decoder import TokenDecoder
 from semtok.models.encoder import EncoderConfig, EncoderOutput, MMDiTEncoder
 from semtok.models.quantizer import QuantizerBase, QuantizerOutput, build_quantizer
 from semtok.models.saved import SavedModelMixin
-from semtok.sampling.flow import flow_matching_targets, sample_flow, sample_timesteps
+from semtok.sampling.flow import sample_flow
 
 
 @dataclass
@@ -43,11 +43,12 @@ class TokenizerOutput:
 
 class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
     """encoder_config: EncoderConfig fields; quantizer_config: {"kind", "group_size", "tau",
-    ("commit_weight")}; decoder_config: TokenDecoder config; semantic_config: SemanticAlignment kwargs
-    or None (no heads). (Config keys must not share the submodules' names: diffusers exposes config
-    entries as attributes.)
-    vae_config: AutoencoderKL config; latent_shift/latent_scale: (z - shift) * scale;
-    flow_steps/flow_shift: defaults of the diffusion decoding (SPEC: 25 Euler steps, shift 1)."""
+    ("commit_weight")}; decoder_config: TokenDecoder config; vae_config: AutoencoderKL config;
+    latent_shift/latent_scale: the VAE's normalisation (z - shift) * scale; flow_steps/flow_shift:
+    defaults of the flow decoding (`decode_flow`); semantic_config: SemanticAlignment kwargs or None
+    (no heads). (Config keys must not share the submodules' names: diffusers exposes config entries as
+    attributes.) Built from the experiment config by `semtok.models.factory.build_tokenizer`; trained
+    through the objectives of `semtok.train.tokenizer`."""
 
     ignore_for_config = ["decoder_module", "vae_module"]
     _no_split_modules = ["JointTransformerBlock"]
@@ -59,11 +60,11 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
         quantizer_config: dict[str, Any],
         decoder_config: dict[str, Any],
         vae_config: dict[str, Any],
+        latent_shift: float,
+        latent_scale: float,
+        flow_steps: int,
+        flow_shift: float,
         semantic_config: dict[str, Any] | None = None,
-        latent_shift: float = 0.0,
-        latent_scale: float = 1.0,
-        flow_steps: int = 25,
-        flow_shift: float = 1.0,
         decoder_module: TokenDecoder | None = None,
         vae_module: AutoencoderKL | None = None,
     ) -> None:
@@ -88,11 +89,7 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
 
     @property
     def resolution(self) -> int:
-        return self.config.encoder_config["latent_size"] * self.vae_downsample
-
-    @property
-    def vae_downsample(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.config.encoder_config["latent_size"] * vae.downsample_factor(self.vae.config)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -104,39 +101,9 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
         self.vae.eval()  # frozen, always
         return self
 
-    # -- training forward passes (one call per step, so DDP sees every parameter use) -------------
-    def forward(
-        self,
-        latents: torch.Tensor,
-        siglip: torch.Tensor | None = None,
-        stage: Literal["stage1", "stage2"] = "stage1",
-        aux: bool = False,
-    ) -> dict[str, Any]:
-        """Stage I: latents (B, C, h, w) normalised x_v, siglip (B, Ns, C_sig) → the loss terms of Eq. 6,
-        unweighted except "commit" ("diff", "quant" = L_quant the entropy loss, "commit" = LFQ's
-        commitment term already times its commit_weight (0 for BSQ), "distill", "contra") and the
-        quantizer output. Stage II: → {"latent": x̂_v (B, C, h, w), "image": Î (B, 3, H, W) in [-1, 1]},
-        plus the encoder's terms ("quant", "commit", "distill", "contra") when `aux` (encoder trained
-        in Stage II). `semtok.train.stage1.encoder_loss` weights and sums the encoder's terms."""
-        if stage == "stage2":
-            trainable = any(p.requires_grad for p in self.encoder.parameters())
-            with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
-                enc, q = self.quantize(latents)
-            x_hat = self.decoder.refine(q.codes, latents.shape[-2:])
-            out = {"latent": x_hat, "image": self.latents_to_pixels(x_hat), "quantizer": q}
-            if aux:
-                out |= self.quantizer_losses(q) | self.semantic_losses(enc, q, siglip)
-            return out
-        enc, q = self.quantize(latents)
-        t = sample_timesteps(latents.shape[0], device=latents.device)
-        x_t, v = flow_matching_targets(latents, t, torch.randn_like(latents))
-        v_hat = self.decoder(x_t, q.codes, t)
-        out: dict[str, Any] = {"diff": F.mse_loss(v_hat.float(), v.float())}
-        out |= self.quantizer_losses(q) | self.semantic_losses(enc, q, siglip)
-        out["quantizer"] = q
-        return out
-
+    # -- the pieces the training objectives combine (semtok/train/tokenizer.py) ------------------
     def quantize(self, latents: torch.Tensor) -> tuple[EncoderOutput, QuantizerOutput]:
+        """Normalised latents (B, C, h, w) → the encoder's output and Q(z)."""
         enc = self.encoder(latents)
         return enc, self.quantizer(enc.z)
 
@@ -149,6 +116,7 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
     def semantic_losses(
         self, enc: EncoderOutput, q: QuantizerOutput, siglip: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
+        """{"distill", "contra"}: L_distill and L_contra (zero without semantic heads)."""
         zero = enc.x.new_zeros((), dtype=torch.float32)
         if self.semantic is None:
             return {"distill": zero, "contra": zero}
@@ -160,16 +128,44 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
     # -- pixels <-> latents -------------------------------------------------------------------
     def latents_to_pixels(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents (B, C, h, w) → images (B, 3, H, W) in about [-1, 1] (differentiable)."""
-        raw = latents / self.config.latent_scale + self.config.latent_shift
-        return self.vae.decode(raw.to(self.vae.dtype)).sample
+        return vae.decode(self.vae, latents, self.config.latent_shift, self.config.latent_scale)
 
     @torch.no_grad()
     def pixels_to_latents(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] → normalised latents, via the fp16 rounding of the shards."""
-        from semtok.data.encode import encode_images_vae
+        mean = vae.encode_mean(self.vae, images)
+        return vae.normalise(mean.half().float(), self.config.latent_shift, self.config.latent_scale)
 
-        mean = encode_images_vae(self.vae, images)
-        return (mean.half().float() - self.config.latent_shift) * self.config.latent_scale
+    # -- codes -> latents ---------------------------------------------------------------------
+    def refine_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, K, d) → normalised latents (B, C, h, w) by the one-step refiner (Stage II)."""
+        if not self.decoder.config.refiner:
+            raise ValueError("this tokenizer has no one-step refiner (Stage I only); use decode_flow")
+        return self.decoder.refine(codes, self.latent_shape[1:])
+
+    def flow_latents(
+        self,
+        codes: torch.Tensor,
+        steps: int | None = None,
+        shift: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """codes (B, K, d) → normalised latents (B, C, h, w) by the Stage I decoder's Euler flow sampler:
+        `steps` (default flow_steps) steps of shift `shift` (default flow_shift) from noise drawn on the
+        CPU with `generator`."""
+        if self.decoder.config.refiner:
+            raise ValueError(
+                "this tokenizer's decoder is a Stage II refiner; flow decoding needs Stage I weights"
+            )
+        noise = torch.randn((codes.shape[0], *self.latent_shape), generator=generator, device="cpu").to(
+            codes.device
+        )
+        return sample_flow(
+            lambda x, t: self.decoder(x, codes, t),
+            noise.to(codes.dtype),
+            steps=steps or self.config.flow_steps,
+            shift=shift if shift is not None else self.config.flow_shift,
+        )
 
     # -- API ------------------------------------------------------------------------------------
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -232,85 +228,29 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
         return TokenizerOutput(q.indices, q.bits)
 
     @torch.no_grad()
-    def decode(
+    def decode(self, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """indices (B, K), bits (B, K, d), or an output of `encode` or of the generator's sampler
+        (its `.bits`) → images (B, 3, H, W) float in [0, 1], by the one-step refiner."""
+        return self._decode(tokens, self.refine_latents, batch_size)
+
+    @torch.no_grad()
+    def decode_flow(
         self,
         tokens: torch.Tensor,
-        mode: Literal["refiner", "diffusion"] = "refiner",
         steps: int | None = None,
         shift: float | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
     ) -> torch.Tensor:
-        """indices (B, K), bits (B, K, d), or an output of `encode` or of the generator's sampler
-        (its `.bits`) → images (B, 3, H, W) float in [0, 1]."""
+        """`decode` of a Stage I tokenizer, by its flow sampler (`flow_latents`)."""
+        return self._decode(
+            tokens, lambda codes: self.flow_latents(codes, steps, shift, generator), batch_size
+        )
+
+    def _decode(
+        self, tokens: torch.Tensor, to_latents: Callable[[torch.Tensor], torch.Tensor], batch_size: int
+    ) -> torch.Tensor:
+        """tokens → codes → `to_latents` → pixels, batch by batch → images in [0, 1]."""
         codes = self._check_tokens(tokens).to(self.device)
-        images = [self.decode_codes(c, mode, steps, shift, generator) for c in codes.split(batch_size)]
+        images = [self.latents_to_pixels(to_latents(c)) for c in codes.split(batch_size)]
         return ((torch.cat(images).float() + 1) / 2).clamp(0, 1)
-
-    def decode_codes(
-        self,
-        codes: torch.Tensor,
-        mode: Literal["refiner", "diffusion"] = "refiner",
-        steps: int | None = None,
-        shift: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """codes (B, K, d) → images in [-1, 1]."""
-        return self.latents_to_pixels(self.decode_latents(codes, mode, steps, shift, generator))
-
-    def decode_latents(
-        self,
-        codes: torch.Tensor,
-        mode: Literal["refiner", "diffusion"] = "refiner",
-        steps: int | None = None,
-        shift: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """codes (B, K, d) → normalised latents (B, C, h, w)."""
-        if mode == "refiner":
-            if not self.decoder.config.refiner:
-                raise ValueError(
-                    "this tokenizer has no one-step refiner (Stage I only); use mode='diffusion'"
-                )
-            return self.decoder.refine(codes, self.latent_shape[1:])
-        if mode != "diffusion":
-            raise ValueError(f"mode must be 'refiner' or 'diffusion', got {mode!r}")
-        if self.decoder.config.refiner:
-            raise ValueError(
-                "this tokenizer's decoder is a Stage II refiner; diffusion decoding needs Stage I weights"
-            )
-        noise = torch.randn((codes.shape[0], *self.latent_shape), generator=generator, device="cpu").to(
-            codes.device
-        )
-        return sample_flow(
-            lambda x, t: self.decoder(x, codes, t),
-            noise.to(codes.dtype),
-            steps=steps or self.config.flow_steps,
-            shift=shift if shift is not None else self.config.flow_shift,
-        )
-
-
-def encoder_fields(
-    tokenizer_cfg: Any, latent_channels: int, latent_size: int, grad_checkpointing: bool
-) -> dict:
-    """EncoderConfig kwargs for a tokenizer section of the experiment config."""
-    enc = tokenizer_cfg.encoder
-    num_tokens = (
-        (latent_size // tokenizer_cfg.patch_size) ** 2 if enc.mode == "grid2d" else tokenizer_cfg.num_tokens
-    )
-    return dataclasses.asdict(
-        EncoderConfig(
-            depth=enc.depth,
-            width=enc.width,
-            heads=enc.heads,
-            in_channels=latent_channels,
-            patch_size=tokenizer_cfg.patch_size,
-            latent_size=latent_size,
-            num_tokens=num_tokens,
-            token_dim=tokenizer_cfg.bits,
-            mlp_ratio=enc.mlp_ratio,
-            causal_1d=enc.causal_1d,
-            mode=enc.mode,
-            grad_checkpointing=grad_checkpointing,
-        )
-    )

@@ -1,63 +1,36 @@
-"""`semtok figure --name figN`: one paper figure (PNG + PDF) from sample, example and metric files.
+"""The paper's figures (the `figure` job draws one, PNG + PDF) from sample, example and metric files.
 
 Figures 3/11 (reconstruction grids), Table 7's visual (diffusion vs refiner), 4/12 (sample grids),
 5 (progressive raster-order decoding, 1D vs 2D tokens), 6 (t-SNE of encoder features), 7/8 (CFG scale
 sweeps, linear/constant), 9 (sampling steps) and 10 (top-p). What each shows and reads:
-`semtok.report.settings.FIGURES` and `figure_needs`. The paper's curves exist only as pictures, so
+`semtok.report.spec.FIGURES` and `figure_needs`. The paper's curves exist only as pictures, so
 the sweeps plot our numbers alone; a sweep measured under a stand-in protocol (not the paper's
 extractor, reference or sample count) says so in its title. Drawn with matplotlib's object-oriented API (Agg for PNG).
 """
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
-from semtok import paths as P
 from semtok.config import Config
 from semtok.report.protocols import not_comparable
-from semtok.report.settings import (
-    FIGURES,
-    MAIN,
-    SWEEPS,
-    Figure,
-    Input,
-    figure_needs,
-    parse_setting,
-    require,
-    sample_config,
-)
+from semtok.report.spec import FIGURES, Figure, Input, figure_needs, label, require
 from semtok.report.tables import read_metrics
+from semtok.sampling.settings import MAIN, SWEEPS, parse_setting, sample_config
 
-NEEDS_CONFIG = True
-
-LABELS = {
-    "grid2d": "2D grid",
-    "no-sem": "1D w/o semantics",
-    "no-contra": "w/o contrastive",
-    "no-distill": "w/o distillation",
-    "b18": "SemTok $2^{18}$",
-    "b32": "SemTok $2^{32}$",
-    "ar-l": "AR-L",
-    "ar-xl": "AR-XL",
-    "ar-xxl": "AR-XXL",
-    "ar-l-grid2d": "AR-L, 2D grid",
-    "ar-l-no-sem": "AR-L, 1D w/o semantics",
-    "ar-l-raster": "1D tokens (raster)",
-}
 GAP = 2  # white pixels between tiled images
 
 Inputs = list[tuple[Input, Path]]
 
 
-def label(need: Input, with_setting: bool) -> str:
-    name = LABELS.get(need.variant, need.variant)
+def legend(cfg: Config, need: Input, with_setting: bool = False) -> str:
+    """The label of the role `need`'s variant plays (semtok.report.spec.LABELS), with its setting."""
+    name = label(cfg, need)
     return f"{name} · {need.setting}" if with_setting else name
 
 
@@ -110,7 +83,7 @@ def recon_grid(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
             )
     with_setting = len({need.variant for need, _ in loaded}) < len(loaded)
     strips = [("original", tile(first["original"][:n], n))]
-    strips += [(label(need, with_setting), tile(arrays["recon"][:n], n)) for need, arrays in loaded]
+    strips += [(legend(cfg, need, with_setting), tile(arrays["recon"][:n], n)) for need, arrays in loaded]
     return _mosaic_rows(strips)
 
 
@@ -129,7 +102,7 @@ def sample_grid(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
         raise ValueError(f"{spec.name}: the sample files share no class")
     classes = shared[: spec.images or len(shared)]
     strips = [
-        (label(n, False), _class_grid(a["arr_0"], a["labels"], classes, spec.per_class)) for n, a in loaded
+        (legend(cfg, n), _class_grid(a["arr_0"], a["labels"], classes, spec.per_class)) for n, a in loaded
     ]
     return _mosaic_rows(strips, [f"class {c}" for c in classes])
 
@@ -142,7 +115,7 @@ def progressive(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
         partial, fraction = arrays["partial"], arrays["fraction"]
         fractions = fraction if fractions is None else fractions
         for i in range(min(spec.images or partial.shape[1], partial.shape[1])):
-            strips.append((f"{label(need, False)} #{i}", tile(partial[:, i], partial.shape[0])))
+            strips.append((f"{legend(cfg, need)} #{i}", tile(partial[:, i], partial.shape[0])))
     return _mosaic_rows(strips, [f"{f:.0%} tokens" for f in fractions])
 
 
@@ -167,7 +140,7 @@ def tsne(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
             emb = tsne.fit_transform(feats)
         cmap = "tab10" if labels.max() < 10 else "tab20" if labels.max() < 20 else "nipy_spectral"
         ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap=cmap, s=6, linewidths=0)
-        ax.set_title(label(need, False), fontsize=10)
+        ax.set_title(legend(cfg, need), fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     return fig
@@ -202,7 +175,7 @@ def sweep(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
         ax.set_xlabel(sw.label)
         ax.set_ylabel(f"{metric} ({better} is better)")
         ax.grid(alpha=0.3)
-    title = f"{LABELS.get(generator, generator)}: {sw.label}"
+    title = f"{legend(cfg, inputs[0][0])}: {sw.label}"
     if stand_in:
         title += " (stand-in protocol: not comparable with the paper)"
     fig.suptitle(title, fontsize=10)
@@ -222,22 +195,3 @@ def draw(name: str, cfg: Config, results: Path) -> MplFigure:
     spec = FIGURES[name]
     needs = figure_needs(cfg, name)
     return DRAW[spec.draw](spec, cfg, list(zip(needs, require(needs, results, name), strict=True)))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", required=True, choices=list(FIGURES), help="paper figure to draw")
-    parser.add_argument(
-        "--results", help="folder holding metrics/ and samples/ (default: the config's out_dir)"
-    )
-    parser.add_argument("--png", help="output PNG (default: <results>/figures/<name>.png)")
-    parser.add_argument("--pdf", help="output PDF (default: <results>/figures/<name>.pdf)")
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    results = Path(args.results) if args.results else cfg.out
-    fig = draw(args.name, cfg, results)
-    outputs = [Path(getattr(args, ext) or P.figure_file(results, args.name, ext)) for ext in ("png", "pdf")]
-    for path in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight", pad_inches=0.05)
-    return {"figure": args.name, "outputs": [str(p) for p in outputs]}

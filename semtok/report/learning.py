@@ -3,7 +3,7 @@
 `class_acc` is the accuracy of a frozen classifier (registry.load_accuracy_classifier) on images
 against the class they should show: the true labels for reconstructions, the requested labels for
 samples (the "classification accuracy" of generative-model papers). Three blocks, from the metric
-CSVs only (inputs: `semtok.report.settings.learning_needs`):
+CSVs only (inputs: `semtok.report.spec.learning_needs`):
 
 - Reconstruction: the classifier on the validation images themselves (what a perfect reconstruction
   keeps), the frozen VAE alone (the ceiling), and every tokenizer variant's one-step refiner and, where
@@ -17,24 +17,18 @@ LaTeX; `benchmarks/learning.py` prints the same figures for any finished run.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from semtok.config import Config, section_hash
+from semtok.config import Config
 from semtok.eval.records import ORIGINAL, VAE, parse_protocol
-from semtok.report.settings import (
-    LEARNING,
-    LEARNING_CAPTION,
-    MAIN,
-    Input,
-    learning_needs,
-    parse_setting,
-    require,
-)
+from semtok.report.spec import LEARNING, LEARNING_CAPTION, Input, learning_needs, require, target_hash
 from semtok.report.tables import NA, Measured, TableError, read_metrics, tex
+from semtok.sampling.settings import MAIN, parse_setting
 
 MISSING = "missing"
 RECON, GEN, CFG = "Reconstruction", "Generation (main setting)", "CFG sweeps"
@@ -171,7 +165,7 @@ def footer(cfg: Config, values: dict[Line, dict[str, Measured | None]]) -> dict[
         "Protocols": [
             f"{metric}: {proto} [{', '.join(runs)}]" for (metric, proto), runs in runs_by_protocol.items()
         ],
-        "Config": [f"run_id {cfg.run_id}, config hash {section_hash(cfg)}"],
+        "Config": [f"run_id {cfg.run_id}, config hash {target_hash(cfg, LEARNING)}"],
     }
 
 
@@ -215,7 +209,9 @@ def to_latex(cfg: Config, values: dict[Line, dict[str, Measured | None]]) -> str
 
 
 def write(cfg: Config, results: Path, outputs: dict[str, Path]) -> dict[str, Any]:
-    """Build the learning table from the CSVs under `results`; outputs {"csv"|"md"|"tex": path}."""
+    """Build the learning table of the run in `results` (its metric CSVs, and its train index for the
+    class count); outputs {"csv"|"md"|"tex": path}."""
+    cfg = dataclasses.replace(cfg, out_dir=str(results))
     values = collect(cfg, results)
     texts = {
         "csv": to_frame(values).to_csv(index=False),

@@ -1,23 +1,26 @@
 """Every number the paper reports in Tables 1–6 and 10–14 (arXiv 2603.16373), as data, and which of
 our runs each row is reproduced by.
 
-A `Row` with `recon` and/or `gen` set is reproduced by our pipeline: `recon = (tokenizer variant, mode)`
-names `metrics/recon/{variant}-{mode}.csv`, `gen = (generator variant, setting)` names
-`metrics/gen/{variant}-{setting}.csv` (semtok/paths.py). A row with neither is *reported only*: another
-method's published number, copied so that our rows can be read against it. `None` is the paper's "-".
+A `Row` with `recon` and/or `gen` set is reproduced by our pipeline: `recon = (tokenizer role, mode)`,
+`gen = (generator role, setting)`. A role is a field of the config's `report.tokenizers` /
+`report.generators`, which names the variant that plays it (semtok/report/spec.py resolves them), so a
+row reads `metrics/recon/{variant}-{mode}.csv` or `metrics/gen/{variant}-{setting}.csv`
+(semtok/paths.py) of whichever variant the config binds; Table 1's frozen-VAE row is the fixed
+reference run `VAE`. A row with neither is *reported only*: another method's published number, copied
+so that our rows can be read against it. `None` is the paper's "-".
 
 Mapping decisions (also printed in each table's notes):
 - Table 3 compares tokenizers under the same AR framework. We reproduce VQGAN with our 2D-grid
-  tokenizer (generator `ar-l-grid2d`) and FlowMo-Lo with our 1D tokenizer trained without semantics
-  (`ar-l-no-sem`); these are analogues of those tokenizers, not the tokenizers themselves.
+  tokenizer (generator role `grid2d`) and FlowMo-Lo with our 1D tokenizer trained without semantics
+  (`no_semantics`); these are analogues of those tokenizers, not the tokenizers themselves.
 - Table 4 lost its checkmarks in the text extraction. The rows are read in the usual ablation
   order: (neither), (contrastive only), (distillation only), (both). So the second row is our
-  `no-distill` variant (contrastive kept) and the third our `no-contra` variant (distillation kept).
+  `no_distillation` role (contrastive kept) and the third our `no_contrastive` role (distillation kept).
   This is an assumption; swapping the two middle rows is the only other reading.
 - Table 1's "SD3.5-VAE" row (recon = `VAE`, CSV variant `vae`, setting `frozen`) is ours only: the
   frozen VAE alone, the ceiling of our tokenizers, beside the paper's SD-VAE row.
-- Table 12 "Only Fine-tuning" is our `finetune-only` variant (Stage II from the SD3.5 init).
-- Table 14 "Confidence-based" is `ar-l` sampled with setting `order-confidence` (semtok.report.settings).
+- Table 12 "Only Fine-tuning" is our `finetune_only` role (Stage II from the SD3.5 init).
+- Table 14 "Confidence-based" is `ar_l` sampled with setting `order-confidence` (semtok.sampling.settings).
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ class Row:
     label: str
     reported: dict[str, float | None]  # metric -> the paper's value (None: "-" in the paper)
     info: tuple[str, ...] = ()  # descriptive cells, one per `PaperTable.info`
-    recon: tuple[str, str] | None = None  # (tokenizer variant, mode)
-    gen: tuple[str, str] | None = None  # (generator variant, sampling setting)
+    recon: tuple[str, str] | None = None  # (tokenizer role, mode), or the reference run VAE
+    gen: tuple[str, str] | None = None  # (generator role, sampling setting)
 
     @property
     def ours(self) -> bool:
@@ -66,6 +69,7 @@ class PaperTable:
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     info: tuple[str, ...] = ()  # headers of the descriptive cells
+    # str.format templates: "{tokenizers.<role>}" / "{generators.<role>}" name the variant of a role
     notes: tuple[str, ...] = field(default=())
 
 
@@ -104,8 +108,8 @@ def _metrics(columns: tuple[Column, ...]) -> tuple[str, ...]:
     return tuple(c.metric for c in columns)
 
 
-B18 = ("b18", "refiner")
-AR_L = ("ar-l", "main")
+SEMTOK = ("semtok", "refiner")
+AR_L = ("ar_l", "main")
 _ = None  # the paper's "-"
 M, B = 1e6, 1e9
 
@@ -133,7 +137,7 @@ TABLE1 = PaperTable(
             ("TiTok-S-128", "1D", "VQ", "128", "2^12", 0.023, 1.71, 17.52, 0.437, 0.210),
             ("FlexTok", "1D", "FSQ", "256", "64,000", 0.062, 1.45, 18.53, 0.465, 0.222),
             ("FlowMo-Lo", "1D", "LFQ", "256", "2^18", 0.070, 0.95, 22.07, 0.649, 0.113),
-            ("SemTok (Ours)", "1D", "BSQ", "256", "2^18", 0.070, 0.88, 22.19, 0.639, 0.128, B18),
+            ("SemTok (Ours)", "1D", "BSQ", "256", "2^18", 0.070, 0.88, 22.19, 0.639, 0.128, SEMTOK),
             (
                 "SemTok (Ours)",
                 "1D",
@@ -145,7 +149,7 @@ TABLE1 = PaperTable(
                 23.05,
                 0.684,
                 0.100,
-                ("b32", "refiner"),
+                ("semtok_b32", "refiner"),
             ),
         ],
     ),
@@ -195,8 +199,8 @@ TABLE2 = PaperTable(
             ("MaskGIT", "AR", 227 * M, 6.18, 182.1, 0.80, 0.51),
             ("FlowMo-Lo", "AR", 397 * M, 4.30, 274.0, 0.86, 0.47),
             ("SemTok-AR-L (Ours)", "AR", 318 * M, 2.77, 293.1, 0.78, 0.60, None, AR_L),
-            ("SemTok-AR-XL (Ours)", "AR", 746 * M, 2.54, 305.6, 0.78, 0.60, None, ("ar-xl", "main")),
-            ("SemTok-AR-XXL (Ours)", "AR", 1.2 * B, 2.34, 310.5, 0.77, 0.63, None, ("ar-xxl", "main")),
+            ("SemTok-AR-XL (Ours)", "AR", 746 * M, 2.54, 305.6, 0.78, 0.60, None, ("ar_xl", "main")),
+            ("SemTok-AR-XXL (Ours)", "AR", 1.2 * B, 2.34, 310.5, 0.77, 0.63, None, ("ar_xxl", "main")),
         ],
     ),
     info=("Type",),
@@ -211,15 +215,16 @@ TABLE3 = PaperTable(
         _metrics(GEN),
         1,
         [
-            ("VQGAN", "2D", 4.62, 254.1, 0.84, 0.49, None, ("ar-l-grid2d", "main")),
-            ("FlowMo-Lo", "1D", 6.68, 280.4, 0.82, 0.45, None, ("ar-l-no-sem", "main")),
+            ("VQGAN", "2D", 4.62, 254.1, 0.84, 0.49, None, ("grid2d", "main")),
+            ("FlowMo-Lo", "1D", 6.68, 280.4, 0.82, 0.45, None, ("no_semantics", "main")),
             ("SemTok (Ours)", "1D", 2.77, 293.1, 0.78, 0.60, None, AR_L),
         ],
     ),
     info=("Type",),
     notes=(
-        "Reproduced by analogues in the same AR-L framework: VQGAN = our 2D-grid tokenizer (ar-l-grid2d), "
-        "FlowMo-Lo = our 1D tokenizer without semantic constraint (ar-l-no-sem).",
+        "Reproduced by analogues in the same AR-L framework: VQGAN = our 2D-grid tokenizer "
+        "({generators.grid2d}), FlowMo-Lo = our 1D tokenizer without semantic constraint "
+        "({generators.no_semantics}).",
     ),
 )
 
@@ -231,7 +236,17 @@ TABLE4 = PaperTable(
         _metrics(ABLATION),
         2,
         [
-            ("none", "✗", "✗", 1.08, 21.74, 3.83, 271.4, ("no-sem", "refiner"), ("ar-l-no-sem", "main")),
+            (
+                "none",
+                "✗",
+                "✗",
+                1.08,
+                21.74,
+                3.83,
+                271.4,
+                ("no_semantics", "refiner"),
+                ("no_semantics", "main"),
+            ),
             (
                 "contrastive only",
                 "✓",
@@ -240,8 +255,8 @@ TABLE4 = PaperTable(
                 21.86,
                 2.87,
                 276.8,
-                ("no-distill", "refiner"),
-                ("ar-l-no-distill", "main"),
+                ("no_distillation", "refiner"),
+                ("no_distillation", "main"),
             ),
             (
                 "distillation only",
@@ -251,17 +266,17 @@ TABLE4 = PaperTable(
                 21.79,
                 3.55,
                 264.9,
-                ("no-contra", "refiner"),
-                ("ar-l-no-contra", "main"),
+                ("no_contrastive", "refiner"),
+                ("no_contrastive", "main"),
             ),
-            ("both", "✓", "✓", 0.88, 22.19, 2.77, 293.1, B18, AR_L),
+            ("both", "✓", "✓", 0.88, 22.19, 2.77, 293.1, SEMTOK, AR_L),
         ],
     ),
     info=("Contrastive", "Distill"),
     notes=(
         "The paper's checkmarks are lost in its text; rows are assumed in the usual ablation order "
-        "(✗✗, ✓✗, ✗✓, ✓✓): row 2 = contrastive only (our no-distill), row 3 = distillation only "
-        "(our no-contra).",
+        "(✗✗, ✓✗, ✗✓, ✓✓): row 2 = contrastive only (our {tokenizers.no_distillation}), row 3 = "
+        "distillation only (our {tokenizers.no_contrastive}).",
     ),
 )
 
@@ -273,8 +288,8 @@ TABLE5 = PaperTable(
         _metrics(ABLATION),
         0,
         [
-            ("Raster", 1.22, 21.07, 3.08, 269.9, ("raster", "refiner"), ("ar-l-raster", "main")),
-            ("Global", 0.88, 22.19, 2.77, 293.1, B18, AR_L),
+            ("Raster", 1.22, 21.07, 3.08, 269.9, ("raster", "refiner"), ("raster", "main")),
+            ("Global", 0.88, 22.19, 2.77, 293.1, SEMTOK, AR_L),
         ],
     ),
 )
@@ -287,10 +302,10 @@ TABLE6 = PaperTable(
         _metrics(RECON),
         1,
         [
-            ("Diffusion", "2^18", 1.31, 20.48, 0.580, 0.177, ("b18", "diffusion")),
-            ("Refiner", "2^18", 0.88, 22.19, 0.639, 0.128, B18),
-            ("Diffusion", "2^32", 1.03, 21.43, 0.633, 0.145, ("b32", "diffusion")),
-            ("Refiner", "2^32", 0.67, 23.05, 0.684, 0.100, ("b32", "refiner")),
+            ("Diffusion", "2^18", 1.31, 20.48, 0.580, 0.177, ("semtok", "diffusion")),
+            ("Refiner", "2^18", 0.88, 22.19, 0.639, 0.128, SEMTOK),
+            ("Diffusion", "2^32", 1.03, 21.43, 0.633, 0.145, ("semtok_b32", "diffusion")),
+            ("Refiner", "2^32", 0.67, 23.05, 0.684, 0.100, ("semtok_b32", "refiner")),
         ],
     ),
     info=("Codebook",),
@@ -305,7 +320,7 @@ TABLE10 = PaperTable(
         0,
         [
             ("LFQ", 1.32, 20.78, 0.564, 0.163, ("lfq", "refiner")),
-            ("BSQ", 0.88, 22.19, 0.639, 0.128, B18),
+            ("BSQ", 0.88, 22.19, 0.639, 0.128, SEMTOK),
         ],
     ),
 )
@@ -318,9 +333,9 @@ TABLE11 = PaperTable(
         _metrics(RECON),
         0,
         [
-            ("LPIPS", 1.13, 22.73, 0.649, 0.133, ("lpips-only", "refiner")),
-            ("ResNet", 0.89, 22.02, 0.622, 0.133, ("resnet-only", "refiner")),
-            ("LPIPS + ResNet", 0.88, 22.19, 0.639, 0.128, B18),
+            ("LPIPS", 1.13, 22.73, 0.649, 0.133, ("lpips_only", "refiner")),
+            ("ResNet", 0.89, 22.02, 0.622, 0.133, ("resnet_only", "refiner")),
+            ("LPIPS + ResNet", 0.88, 22.19, 0.639, 0.128, SEMTOK),
         ],
     ),
 )
@@ -333,8 +348,8 @@ TABLE12 = PaperTable(
         _metrics(RECON),
         0,
         [
-            ("Only Fine-tuning", 1.80, 20.54, 0.556, 0.177, ("finetune-only", "refiner")),
-            ("Pre-training & Fine-tuning", 0.88, 22.19, 0.639, 0.128, B18),
+            ("Only Fine-tuning", 1.80, 20.54, 0.556, 0.177, ("finetune_only", "refiner")),
+            ("Pre-training & Fine-tuning", 0.88, 22.19, 0.639, 0.128, SEMTOK),
         ],
     ),
 )
@@ -347,7 +362,7 @@ TABLE13 = PaperTable(
         _metrics(GEN),
         0,
         [
-            ("2", 4.77, 251.4, 0.76, 0.48, None, ("ar-l-groups2", "main")),
+            ("2", 4.77, 251.4, 0.76, 0.48, None, ("groups2", "main")),
             ("18 (Bitwise)", 2.77, 293.1, 0.78, 0.60, None, AR_L),
         ],
     ),
@@ -361,7 +376,7 @@ TABLE14 = PaperTable(
         _metrics(GEN),
         0,
         [
-            ("Confidence-based", 3.60, 246.8, 0.74, 0.62, None, ("ar-l", "order-confidence")),
+            ("Confidence-based", 3.60, 246.8, 0.74, 0.62, None, ("ar_l", "order-confidence")),
             ("Random", 2.77, 293.1, 0.78, 0.60, None, AR_L),
         ],
     ),

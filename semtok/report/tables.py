@@ -1,5 +1,5 @@
-"""`semtok table --name tableN`: one paper table from the tidy metric CSVs, as CSV, Markdown and LaTeX
-(`--name learning`: the learning table of semtok.report.learning).
+"""The paper's tables from the tidy metric CSVs, as CSV, Markdown and LaTeX (the `table` job builds one;
+`--name learning` is the learning table of semtok.report.learning).
 
 Every metric cell shows our reproduced value, the paper's reported value and their difference
 (ours − paper) — the difference only where ours was measured under the paper's protocol (same
@@ -7,13 +7,12 @@ definition, extractor, reference and sample count: semtok.report.protocols), els
 reason in the notes. Rows of other methods are copied from the paper and marked "reported only". A
 footer lists the table's notes, each of our runs (its config), the protocol of every reproduced
 number (the CSV `protocol`, `config_hash` and `n_samples` columns) and the hash of the config the
-table was built with. Inputs: `semtok.report.settings.table_needs` (the same list the Snakemake rule
+table was built with. Inputs: `semtok.report.spec.table_needs` (the same list the Snakemake rule
 declares).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from dataclasses import dataclass
@@ -22,14 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from semtok import paths as P
-from semtok.config import Config, section_hash
+from semtok.config import Config, ReportConfig, section_hash
 from semtok.eval.records import COLUMNS, ORIGINAL, VAE
 from semtok.report.protocols import not_comparable
-from semtok.report.reported import TABLES, Column, PaperTable, Row
-from semtok.report.settings import LEARNING, Input, require, sample_config, table_needs
-
-NEEDS_CONFIG = True
+from semtok.report.reported import TABLES, Column, PaperTable
+from semtok.report.spec import Input, bound, notes, require, row_needs, run_settings, table_needs, target_hash
 
 CSV_COLUMNS = COLUMNS
 REPORTED_ONLY = "reported only"
@@ -60,11 +56,12 @@ class Cell:
     ours: Measured | None  # None: reported-only row, or an optional metric the CSV lacks
     paper: float | None  # None: "-" in the paper
     why_not: str | None = None  # why ours is not comparable with paper (None: comparable, or no pair)
+    run: Input | None = None  # the CSV of our number (None: reported-only row)
 
     @classmethod
-    def make(cls, metric: str, ours: Measured | None, paper: float | None) -> Cell:
+    def make(cls, metric: str, ours: Measured | None, paper: float | None, run: Input | None = None) -> Cell:
         pair = ours is not None and paper is not None
-        return cls(ours, paper, not_comparable(metric, ours.protocol) if pair else None)
+        return cls(ours, paper, not_comparable(metric, ours.protocol) if pair else None, run)
 
     @property
     def comparable(self) -> bool | None:
@@ -108,7 +105,8 @@ def bits_per_pixel(cfg: Config, variant: str) -> Measured:
     """d·K/(H·W) of a tokenizer variant, from the config (Table 1's compression ratio)."""
     tok = cfg.tokenizer_variant(variant)
     value = tok.bits * tok.num_tokens / cfg.data.resolution**2
-    return Measured(value, "d·K/(H·W) from the config", section_hash(tok, cfg.data.resolution), None)
+    provenance = section_hash(tok.bits, tok.num_tokens, cfg.data.resolution)
+    return Measured(value, "d·K/(H·W) from the config", provenance, None)
 
 
 def _measure(
@@ -128,16 +126,14 @@ def build(table: PaperTable, cfg: Config, out: Path) -> list[list[Cell]]:
     needs = table_needs(cfg, table.name)
     paths = dict(zip(needs, require(needs, out, table.name), strict=True))
     metrics = {need: read_metrics(path, need) for need, path in paths.items()}
+    runs = row_needs(cfg, table)
     cells = []
-    for row in table.rows:
+    for i, row in enumerate(table.rows):
         line = []
         for col in table.columns:
-            run = row.run(col.kind)
-            ours = None
-            if run is not None:
-                need = Input(col.kind, *run)
-                ours = _measure(cfg, col, need, metrics[need], paths[need])
-            line.append(Cell.make(col.metric, ours, row.reported[col.metric]))
+            need = runs[2 * i] if col.kind == "recon" else runs[2 * i + 1]
+            ours = None if need is None else _measure(cfg, col, need, metrics[need], paths[need])
+            line.append(Cell.make(col.metric, ours, row.reported[col.metric], need))
         cells.append(line)
     return cells
 
@@ -150,19 +146,24 @@ def load_metrics(results: Path, kind: str) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f, dtype={"config_hash": str}) for f in files], ignore_index=True)
 
 
-def comparison(metrics: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+def comparison(
+    metrics: pd.DataFrame, names: list[str] | None = None, report: ReportConfig | None = None
+) -> pd.DataFrame:
     """Our rows of the paper tables against whatever tidy metrics are at hand (NaN where a run is
     missing): columns table, row, run, metric, ours, paper, diff (NaN where not comparable),
-    comparable. For notebooks; `build` is strict."""
+    comparable. Rows are bound to variants by `report` (the config's section; default: the default
+    variant names). For notebooks; `build` is strict."""
+    report = report or ReportConfig()
     indexed = metrics.set_index(["kind", "variant", "setting", "metric"])
     records = []
     for name in names or list(TABLES):
         table = TABLES[name]
         for row in table.rows:
             for col in table.columns:
-                run = row.run(col.kind)
-                if run is None or col.count:
+                role = row.run(col.kind)
+                if role is None or col.count:
                     continue
+                run = bound(report, col.kind, role)
                 key = (col.kind, *run, col.metric)
                 measured = None
                 if key in indexed.index:
@@ -211,10 +212,12 @@ def header(col: Column) -> str:
     return col.header + arrow
 
 
-def run_name(row: Row) -> str:
-    """ "b18-refiner", "no-sem-refiner + ar-l-no-sem-main", or "reported only"."""
-    runs = [f"{run[0]}-{run[1]}" for run in (row.recon, row.gen) if run is not None]
-    return " + ".join(runs) if runs else REPORTED_ONLY
+def run_name(line: list[Cell]) -> str:
+    """The runs of a row's cells: "b18-refiner", "no-sem-refiner + ar-l-no-sem-main" (reconstruction
+    first), or "reported only"."""
+    runs = dict.fromkeys(cell.run for cell in line if cell.run is not None)
+    names = [f"{run.variant}-{run.setting}" for run in sorted(runs, key=lambda run: run.kind != "recon")]
+    return " + ".join(names) if names else REPORTED_ONLY
 
 
 def to_frame(table: PaperTable, cells: list[list[Cell]]) -> pd.DataFrame:
@@ -226,7 +229,7 @@ def to_frame(table: PaperTable, cells: list[list[Cell]]) -> pd.DataFrame:
                 {
                     "table": table.name,
                     "row": row.label,
-                    "run": run_name(row),
+                    "run": run_name(line),
                     **dict(zip(table.info, row.info, strict=True)),
                     "metric": col.metric,
                     "ours": None if cell.ours is None else cell.ours.value,
@@ -248,18 +251,18 @@ def _run_lines(table: PaperTable, cfg: Config) -> list[str]:
         if need.reference:
             lines.append(f"{need.variant}-{need.setting}: {REFERENCE_RUNS[need.variant, need.setting]}")
         elif need.kind == "recon":
-            tok = cfg.tokenizer_variant(need.variant)
-            shape = f"d={tok.bits}, K={tok.num_tokens}, {cfg.data.resolution}×{cfg.data.resolution} px"
+            t = run_settings(cfg, need)
+            shape = f"d={t['bits']}, K={t['num_tokens']}, {t['resolution']}×{t['resolution']} px"
             lines.append(
-                f"{need.variant}-{need.setting}: tokenizer {need.variant} ({tok.quantizer}, {shape})"
+                f"{need.variant}-{need.setting}: tokenizer {need.variant} ({t['quantizer']}, {shape})"
             )
         else:
-            gen = cfg.generator_variant(need.variant)
-            s = sample_config(cfg, need.variant, need.setting)
+            g = run_settings(cfg, need)
+            s = g["sample"]
             lines.append(
-                f"{need.variant}-{need.setting}: generator {need.variant} (size {gen.arch.size} "
-                f"{gen.sizes[gen.arch.size]}, head {gen.arch.head}, tokenizer {gen.tokenizer}; {s.steps} steps, "
-                f"{s.order} order, top-p {s.top_p}, CFG {s.cfg_schedule} {s.cfg_scale})"
+                f"{need.variant}-{need.setting}: generator {need.variant} (size {g['size']} {g['dims']}, "
+                f"head {g['head']}, tokenizer {g['tokenizer']}; {s['steps']} steps, {s['order']} order, "
+                f"top-p {s['top_p']}, CFG {s['cfg_schedule']} {s['cfg_scale']})"
             )
     return lines
 
@@ -268,10 +271,10 @@ def _protocol_lines(table: PaperTable, cells: list[list[Cell]]) -> list[str]:
     lines = []
     for row, line in zip(table.rows, cells, strict=True):
         for col, cell in zip(table.columns, line, strict=True):
-            run = row.run(col.kind)
+            run = cell.run
             if run is not None:
                 m = cell.ours
-                where = f"{row.label} · {col.header} [{run[0]}-{run[1]}]"
+                where = f"{row.label} · {col.header} [{run.variant}-{run.setting}]"
                 if m is None:
                     lines.append(f"{where}: n/a (not in the CSV)")
                 else:
@@ -283,11 +286,12 @@ def _protocol_lines(table: PaperTable, cells: list[list[Cell]]) -> list[str]:
 def _not_comparable_lines(table: PaperTable, cells: list[list[Cell]]) -> list[str]:
     """One line per (metric, reason) of the n/c cells, naming their runs."""
     runs: dict[tuple[str, str], list[str]] = {}
-    for row, line in zip(table.rows, cells, strict=True):
+    for line in cells:
         for col, cell in zip(table.columns, line, strict=True):
             if cell.why_not is not None:
-                run = row.run(col.kind)
-                runs.setdefault((col.header, cell.why_not), []).append(f"{run[0]}-{run[1]}")
+                runs.setdefault((col.header, cell.why_not), []).append(
+                    f"{cell.run.variant}-{cell.run.setting}"
+                )
     return [f"{NOT_COMPARABLE} {header} [{', '.join(r)}]: {why}." for (header, why), r in runs.items()]
 
 
@@ -297,12 +301,12 @@ def footer(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> dict[str,
             f"Δ = ours − paper, only where ours was measured under the paper's protocol (same definition, "
             f"feature extractor, reference and sample count); {NOT_COMPARABLE} = not comparable, for the "
             f"reason listed. Rows marked “{REPORTED_ONLY}” are the paper's numbers for other methods.",
-            *table.notes,
+            *notes(cfg, table),
             *_not_comparable_lines(table, cells),
         ],
         "Runs": _run_lines(table, cfg),
         "Protocols": _protocol_lines(table, cells),
-        "Config": [f"run_id {cfg.run_id}, config hash {section_hash(cfg)}"],
+        "Config": [f"run_id {cfg.run_id}, config hash {target_hash(cfg, table.name)}"],
     }
 
 
@@ -314,7 +318,7 @@ def _wide_rows(table: PaperTable, cells: list[list[Cell]]) -> list[list[str]]:
             ours = format_number(cell.ours.value, col) if cell.ours else ("n/a" if row.ours else NA)
             diff = NOT_COMPARABLE if cell.comparable is False else format_number(cell.diff, col, sign=True)
             values += [ours, format_number(cell.paper, col), diff]
-        out.append([row.label, *row.info, run_name(row), *values])
+        out.append([row.label, *row.info, run_name(line), *values])
     return out
 
 
@@ -398,30 +402,8 @@ def to_latex(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------------------------
-# Entry point
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--name",
-        required=True,
-        choices=[*TABLES, LEARNING],
-        help="paper table (or the learning table) to build",
-    )
-    parser.add_argument("--results", help="folder holding metrics/ (default: the config's out_dir)")
-    parser.add_argument("--csv", help="output CSV (default: <results>/tables/<name>.csv)")
-    parser.add_argument("--md", help="output Markdown (default: <results>/tables/<name>.md)")
-    parser.add_argument("--tex", help="output LaTeX (default: <results>/tables/<name>.tex)")
-
-
-def write_table(name: str, cfg: Config, results: Path, outputs: dict[str, Path]) -> dict[str, Any]:
-    """Build table `name` from the CSVs under `results` and write outputs {"csv"|"md"|"tex": path}."""
-    if name == LEARNING:
-        from semtok.report import learning
-
-        return learning.write(cfg, results, outputs)
-    table = TABLES[name]
+def write_table(table: PaperTable, cfg: Config, results: Path, outputs: dict[str, Path]) -> dict[str, Any]:
+    """Build `table` from the CSVs under `results` and write outputs {"csv"|"md"|"tex": path}."""
     cells = build(table, cfg, results)
     texts = {
         "csv": to_frame(table, cells).to_csv(index=False),
@@ -431,12 +413,4 @@ def write_table(name: str, cfg: Config, results: Path, outputs: dict[str, Path])
     for ext, path in outputs.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(texts[ext])
-    return {"table": name, "rows": len(cells), "outputs": [str(p) for p in outputs.values()]}
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    results = Path(args.results) if args.results else cfg.out
-    outputs = {
-        ext: Path(getattr(args, ext) or P.table_file(results, args.name, ext)) for ext in ("csv", "md", "tex")
-    }
-    return write_table(args.name, cfg, results, outputs)
+    return {"table": table.name, "rows": len(cells), "outputs": [str(p) for p in outputs.values()]}

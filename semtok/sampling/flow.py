@@ -34,9 +34,7 @@ def flow_matching_targets(
 
 
 @torch.no_grad()
-def sample_flow(
-    velocity_fn: VelocityFn, noise: torch.Tensor, steps: int = 25, shift: float = 1.0
-) -> torch.Tensor:
+def sample_flow(velocity_fn: VelocityFn, noise: torch.Tensor, steps: int, shift: float) -> torch.Tensor:
     """Integrate dx/dt = v(x, t) with Euler steps from t = 1 (noise) to t = 0.
 
     velocity_fn(x_t: (B, C, H, W), t: (B,)) -> v: (B, C, H, W); noise: (B, C, H, W) = x at t = 1.

@@ -164,17 +164,19 @@ def _check_eval(model: MaskedGenerator) -> None:
 def sample(
     model: MaskedGenerator,
     labels: torch.Tensor,
-    steps: int = 64,
-    order: Order = "random",
-    top_p: float = 0.75,
-    cfg_scale: float = 6.0,
-    cfg_schedule: CfgSchedule = "linear",
-    temperature: float = 1.0,
+    *,
+    steps: int,
+    order: Order,
+    top_p: float,
+    cfg_scale: float,
+    cfg_schedule: CfgSchedule,
+    temperature: float,
+    choice_temperature: float,
     generator: torch.Generator | None = None,
     return_steps: Sequence[int] = (),
-    choice_temperature: float = 4.5,
 ) -> SampleOutput:
-    """Class-conditional tokens for labels: (B,) int64 on the model's device.
+    """Class-conditional tokens for labels: (B,) int64 on the model's device. The settings are those of
+    `generator.sample` in the config (`semtok.sampling.settings.sampler_kwargs`).
 
     `steps` = N forward passes (one batched forward of 2B with CFG), 1 <= N <= K. order "random": one
     permutation per image, committed front to back; "confidence": the masked positions whose drawn
@@ -186,7 +188,14 @@ def sample(
     """
     if model.config.causal:
         return sample_raster(
-            model, labels, top_p, cfg_scale, cfg_schedule, temperature, generator, return_steps
+            model,
+            labels,
+            top_p=top_p,
+            cfg_scale=cfg_scale,
+            cfg_schedule=cfg_schedule,
+            temperature=temperature,
+            generator=generator,
+            return_steps=return_steps,
         )
     if order not in ("random", "confidence", "raster"):
         raise ValueError(f"order must be 'random', 'confidence' or 'raster', got {order!r}")
@@ -224,10 +233,11 @@ def sample(
 def sample_raster(
     model: MaskedGenerator,
     labels: torch.Tensor,
-    top_p: float = 0.75,
-    cfg_scale: float = 6.0,
-    cfg_schedule: CfgSchedule = "linear",
-    temperature: float = 1.0,
+    *,
+    top_p: float,
+    cfg_scale: float,
+    cfg_schedule: CfgSchedule,
+    temperature: float,
     generator: torch.Generator | None = None,
     return_steps: Sequence[int] = (),
 ) -> SampleOutput:

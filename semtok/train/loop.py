@@ -3,8 +3,10 @@
 A stage supplies the modules, a `make_batches(segment)` data factory and a `step_fn` returning its
 losses; the loop does the rest: accelerate (multi-GPU, bf16), AdamW, warmup + cosine, gradient
 clipping, EMA, atomic checkpoints kept on a step interval and written on SIGTERM/SIGUSR1 (Slurm's
-warning before a time limit, a preemption or `scancel`), exact resume, a progress bar, TensorBoard
-scalars and a `metrics.jsonl` with every loss term logged separately.
+warning before a time limit, a preemption or `scancel`), exact resume, a progress bar, accelerate's
+experiment trackers (`compute.trackers`: TensorBoard under the job's log folder, Weights & Biases when
+installed and chosen; the project is the run id, the run the job) and a `metrics.jsonl` with every loss
+term logged separately.
 
 Exact resume: the data stream is cut into *segments* of `ckpt_every` steps, each drawn from
 `make_batches(segment)` with a seed derived from the segment, so a run resumed from a checkpoint
@@ -48,13 +50,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from semtok.config import ComputeConfig, OptimConfig
+from semtok.config import ComputeConfig, ConfigError, OptimConfig
 from semtok.train.ema import EMA
-from semtok.utils.process import CHECKPOINT_SIGNALS, held_signals
+from semtok.utils.process import CHECKPOINT_SIGNALS, EXIT_CHECKPOINTED, held_signals
 
 log = logging.getLogger("semtok.train")
-
-EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: checkpointed on a signal; the scheduler should retry/requeue
 
 
 @dataclass
@@ -75,6 +75,11 @@ class StepOutput:
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def segment_seed(seed: int, segment: int) -> int:
+    """The seed of the data stream of checkpoint segment `segment` of a run seeded `seed` (exact resume)."""
+    return seed * 100_003 + segment
+
+
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     """Linear warmup then cosine decay to `min_ratio` of the peak (SPEC §2, §4)."""
 
@@ -85,6 +90,19 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return f
+
+
+def trackers(compute: ComputeConfig) -> list[str]:
+    """accelerate's trackers of `compute.trackers`; a ConfigError naming the setting for one whose
+    package is not installed."""
+    import importlib.util
+
+    missing = [name for name in compute.trackers if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"compute.trackers: {missing[0]} is not installed (pip install {missing[0]}), or remove it"
+        )
+    return list(compute.trackers)
 
 
 def _scalar(out: StepOutput, key: str) -> float:
@@ -193,17 +211,18 @@ class Trainer:
         main: str = "model",
         *,
         settings: str,
+        project: str = "semtok",
     ) -> None:
         """settings: a hash of everything in the config that determines this job's result (the
         stage's sections, as the workflow rule's params hash them); checkpoints written under other
-        settings are never resumed from."""
+        settings are never resumed from. project: the trackers' project (the run id), `name` the run."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         if main not in objectives:
             raise ValueError(f"objectives must contain the main objective {main!r}")
         self.name, self.main = name, main
-        self.settings = settings
+        self.settings, self.project = settings, project
         self.structure = structure_fingerprint({k: o.module for k, o in objectives.items()})
         self.ckpt_dir, self.log_dir = Path(ckpt_dir), Path(log_dir)
         self.optim = objectives[main].optim
@@ -212,6 +231,8 @@ class Trainer:
             mixed_precision=compute.mixed_precision if cuda else "no",
             cpu=not cuda,
             step_scheduler_with_optimizer=False,
+            log_with=trackers(compute),
+            project_dir=str(self.log_dir),
         )
         if compute.threads and not cuda:
             torch.set_num_threads(compute.threads)
@@ -440,7 +461,8 @@ class Trainer:
         total, every = self.optim.steps, max(1, self.optim.ckpt_every)
         consumed = self.resume()
         self._trim_metrics()
-        writer, bar = self._writer(), self._progress_bar(total)
+        self._start_trackers()
+        bar = self._progress_bar(total)
         batches: Iterator[Any] | None = None
         started = time.time()
         with self._catching_signals():
@@ -452,7 +474,7 @@ class Trainer:
                     batch = self._next_batch(batches, skip)
                     if self._stop_requested():
                         self._checkpoint_and_exit(every)
-                    self._train_step(step_fn, batch, writer, bar, started)
+                    self._train_step(step_fn, batch, bar, started)
                     if self.step % every == 0 and self.step < total:
                         self.save_checkpoint(0)
             finally:
@@ -460,18 +482,18 @@ class Trainer:
                 if close is not None:
                     close()  # a generator over a DataLoader: stop its workers now
                 bar.close()
-                if writer is not None:
-                    writer.close()
+                for tracker in self.accelerator.trackers:
+                    tracker.finish()
 
     def _train_step(
-        self, step_fn: Callable[[Trainer, Any], StepOutput], batch: Any, writer: Any, bar: Any, started: float
+        self, step_fn: Callable[[Trainer, Any], StepOutput], batch: Any, bar: Any, started: float
     ) -> None:
         out = step_fn(self, batch)
         logs = self._optimise(out)
         self.step += 1
         bar.update(1)
         if self.step % self.optim.log_every == 0 or self.step == self.optim.steps:
-            self._log(writer, out, logs, started)
+            self._log(out, logs, started)
             bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
 
     def _progress_bar(self, total: int) -> Any:
@@ -522,26 +544,27 @@ class Trainer:
                 continue
         path.write_text("".join(kept))
 
-    def _writer(self) -> Any:
-        if not self.is_main:
-            return None
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is a dependency; keep training if a site lacks it
-            return None
-        return SummaryWriter(str(self.log_dir / "tensorboard"), purge_step=self.step)
+    def _start_trackers(self) -> None:
+        """Start the trackers at the step this run starts from: TensorBoard drops the events a run
+        logged beyond it (lost progress), like `metrics.jsonl`."""
+        if self.is_main:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.init_trackers(
+            self.project,
+            init_kwargs={
+                "tensorboard": {"purge_step": self.step},
+                "wandb": {"name": self.name, "dir": str(self.log_dir)},
+            },
+        )
 
-    def _log(self, writer: Any, out: StepOutput, extra: dict[str, torch.Tensor], started: float) -> None:
+    def _log(self, out: StepOutput, extra: dict[str, torch.Tensor], started: float) -> None:
         scalars = {f"loss/{k}": v for k, v in out.losses.items()} | out.logs | extra
         values = {k: float(self.accelerator.reduce(v.detach().float(), "mean")) for k, v in scalars.items()}
         values["lr"] = self.schedulers[self.main].get_last_lr()[0]
         values["elapsed_s"] = time.time() - started
         if not self.is_main:
             return
-        if writer is not None:
-            for k, v in values.items():
-                writer.add_scalar(k, v, self.step)
+        self.accelerator.log(values, step=self.step)
         with open(self.log_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, **values}) + "\n")
 

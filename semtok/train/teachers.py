@@ -1,4 +1,4 @@
-"""`semtok teachers --name NAME`: bootstrap a tiny frozen teacher on the configured data.
+"""Tiny frozen teachers bootstrapped on the configured data (the `teachers` job, semtok/jobs/teachers.py).
 
 The offline default cannot download SD3.5's VAE, SigLIP, ResNet-50 or Inception. So that its
 numbers mean something rather than noise, it trains tiny models *of the same classes* briefly on the
@@ -18,7 +18,6 @@ registry exactly as it would load the real ones (semtok/registry.py):
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -27,19 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semtok import paths, registry
-from semtok.config import Config, ConfigError, section_hash
+from semtok import registry
+from semtok.config import ComponentConfig, Config, OptimConfig
 from semtok.data.imagenet import num_classes
-from semtok.train.loop import Objective, StepOutput, Trainer
+from semtok.data.images import imagenet_normalise
 
-NEEDS_CONFIG = True
 KL_WEIGHT = 1e-6
 LABEL_SMOOTHING = 0.1
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", required=True, choices=registry.BOOTSTRAPPABLE)
-    parser.add_argument("--output", required=True, help="folder to save the teacher into")
 
 
 class SiglipProbe(nn.Module):
@@ -55,7 +48,7 @@ class SiglipProbe(nn.Module):
         return self.head(feats.mean(dim=1))
 
 
-def _build(cfg: Config, name: str) -> tuple[nn.Module, Any]:
+def build_teacher(cfg: Config, name: str) -> tuple[nn.Module, Any]:
     comp = registry.component(cfg, name)
     if name == "vae":
         from diffusers import AutoencoderKL
@@ -76,7 +69,7 @@ def _build(cfg: Config, name: str) -> tuple[nn.Module, Any]:
     return build_classifier(config), config
 
 
-def _loss(
+def teacher_loss(
     name: str, model: nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     images = batch["image"]  # (B, 3, H, W) in [-1, 1]
@@ -88,9 +81,7 @@ def _loss(
         return mse + KL_WEIGHT * kl, {"mse": mse.detach(), "kl": kl.detach()}
     x = (images + 1) / 2
     if name != "siglip":
-        mean = x.new_tensor(registry.IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = x.new_tensor(registry.IMAGENET_STD).view(1, 3, 1, 1)
-        x = (x - mean) / std
+        x = imagenet_normalise(x)
     logits = model(x)
     # Label smoothing keeps the logits' scale moderate: the ResNet logit loss of Stage II is an MSE
     # between logits, which an over-confident classifier would blow up.
@@ -106,20 +97,15 @@ def latent_statistics(vae: nn.Module, batches: list[torch.Tensor]) -> tuple[floa
     return float(z.mean()), float(1.0 / z.std().clamp_min(1e-6))
 
 
-def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
-    from semtok.data.loader import make_loader
+def teacher_seed(cfg: Config, name: str) -> int:
+    """Each teacher's own seed, so that the two ResNet classifiers start differently."""
+    return cfg.seed + registry.BOOTSTRAPPABLE.index(name) * 7919
 
-    comp = registry.component(cfg, name)
-    if comp.source != "bootstrap":
-        raise ConfigError(
-            f"pretrained.{name}.source is {comp.source!r}; only 'bootstrap' components are trained"
-        )
-    seed = cfg.seed + registry.BOOTSTRAPPABLE.index(name) * 7919
-    torch.manual_seed(seed)
-    model, classifier_config = _build(cfg, name)
-    from semtok.config import OptimConfig
 
-    optim = OptimConfig(
+def teacher_optim(comp: ComponentConfig) -> OptimConfig:
+    """The training settings of a bootstrapped component: its steps, batch and lr; no weight decay and
+    no EMA, a 5 % warmup, a checkpoint halfway."""
+    return OptimConfig(
         steps=comp.train_steps,
         batch_size=comp.batch_size,
         lr=comp.lr,
@@ -130,54 +116,18 @@ def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
         keep_ckpts=1,
         log_every=max(1, comp.train_steps // 10),
     )
-    trainer = Trainer(
-        f"teacher-{name}",
-        {"model": Objective(model, optim, ema=False)},
-        cfg.compute,
-        paths.checkpoint_dir(cfg.out, f"teacher-{name}"),
-        paths.log_dir(cfg.out, f"teacher-{name}"),
-        seed=seed,
-        settings=section_hash(comp, cfg.data, cfg.compute, seed),
-    )
 
-    def make_batches(segment: int):
-        loader = make_loader(
-            cfg, "train", batch_size=comp.batch_size, features=(), images=True, seed=seed + segment
-        )
-        for batch in loader:
-            yield {k: v.to(trainer.device) for k, v in batch.items() if k in ("image", "cls")}
 
-    def step_fn(tr: Trainer, batch: dict[str, torch.Tensor]) -> StepOutput:
-        with tr.autocast():
-            loss, logs = _loss(name, tr.modules["model"], batch)
-        return StepOutput(losses={"model": loss}, logs=logs)
-
-    trainer.fit(make_batches, step_fn)
-    model = trainer.unwrap().eval()
-    summary: dict[str, Any] = {"teacher": name, "steps": comp.train_steps}
+def save_teacher(name: str, module: nn.Module, classifier_config: Any, path: Path, summary: dict) -> None:
+    """Save a trained teacher the way the registry loads the real component (and `teacher.json`, the
+    training summary): the VAE and the SigLIP tower with `save_pretrained`, classifiers with
+    `save_classifier`."""
     if name == "vae":
-        batches = [b["image"] for b, _ in zip(make_batches(10_000), range(4), strict=False)]
-        shift, scale = latent_statistics(model, batches)
-        model.register_to_config(shift_factor=shift, scaling_factor=scale)
-        summary |= {"shift_factor": shift, "scaling_factor": scale}
+        module.save_pretrained(path)
+    elif name == "siglip":
+        module.tower.save_pretrained(path)
+    else:
+        from semtok.eval.features import save_classifier
 
-    def save(module: nn.Module, path: Path) -> None:
-        if name == "vae":
-            module.save_pretrained(path)
-        elif name == "siglip":
-            module.tower.save_pretrained(path)
-        else:
-            from semtok.eval.features import save_classifier
-
-            save_classifier(module, classifier_config, path)
-        (path / "teacher.json").write_text(json.dumps(summary, indent=1))
-
-    trainer.export(save, output)
-    metrics = paths.log_dir(cfg.out, f"teacher-{name}") / "metrics.jsonl"
-    if metrics.exists():
-        summary["final"] = json.loads(metrics.read_text().splitlines()[-1])
-    return summary
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    return train_teacher(cfg, args.name, Path(args.output))
+        save_classifier(module, classifier_config, path)
+    (path / "teacher.json").write_text(json.dumps(summary, indent=1))

@@ -1,4 +1,4 @@
-"""Process plumbing shared by the training loop, the data loader and the fork server (POSIX; the
+"""Process plumbing shared by the training loop, the data loader, the fork server and the launcher (POSIX; the
 parent-death signal is Linux-only and silently skipped elsewhere)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Slurm's warning before a time limit (the profile asks for SIGUSR1) and its preemption/scancel signal:
 # a training job checkpoints on either and exits with 75.
 CHECKPOINT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: checkpointed on a signal; the scheduler should retry/requeue
 
 
 def die_with_parent(signum: int, parent: int) -> None:

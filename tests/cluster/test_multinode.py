@@ -125,7 +125,7 @@ def run_locally(out: Path, resolved: Path, command: list[str]) -> None:
         [
             sys.executable,
             "-m",
-            "semtok.launch",
+            "semtok.cli.launch",
             command[0],
             "--config",
             str(out / "config.json"),
@@ -142,7 +142,7 @@ def run_locally(out: Path, resolved: Path, command: list[str]) -> None:
 def ranks(log: Path) -> dict[int, tuple[int, str]]:
     """rank -> (node index, node name) of every process the launchers started, from a rule's log."""
     found = re.findall(
-        r"semtok\.launch: rank (\d+) of (\d+) \(node (\d+) = (\S+), local rank 0\)", log.read_text()
+        r"semtok\.cli\.launch: rank (\d+) of (\d+) \(node (\d+) = (\S+), local rank 0\)", log.read_text()
     )
     assert found and all(int(world) == len(found) for _, world, _, _ in found), log.read_text()[-3000:]
     return {int(rank): (int(node), name) for rank, _, node, name in found}

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from snakemake_executor_plugin_slurm.partitions import read_partition_file
 
-from semtok import cli
+from semtok.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[2]
 

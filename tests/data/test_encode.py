@@ -5,11 +5,13 @@ import pytest
 import torch
 import yaml
 
-from semtok import cli, paths, registry
+from semtok import paths, registry
+from semtok.cli import main as cli
 from semtok.config import to_dict
 from semtok.data import encode
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.shards import read_shard
+from semtok.models import vae
 
 
 def _npy(data: bytes) -> np.ndarray:
@@ -43,8 +45,8 @@ def test_stored_values_are_the_raw_mean_of_image_and_flip(built_cfg, tmp_path):
         model = encode.load_encoder(built_cfg, kind)
         stored = list(read_shard(tmp_path / f"{kind}.tar"))
         if kind == "latents":
-            mean = encode.encode_images_vae(model, images)
-            mean_flip = encode.encode_images_vae(model, images.flip(-1))
+            mean = vae.encode_mean(model, images)
+            mean_flip = vae.encode_mean(model, images.flip(-1))
             got = torch.stack([torch.from_numpy(_npy(s["latent.npy"])).float() for s in stored])
             got_flip = torch.stack([torch.from_numpy(_npy(s["latent_flip.npy"])).float() for s in stored])
             torch.testing.assert_close(got, mean, atol=2e-3, rtol=2e-3)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semtok import cli, paths
+from semtok import paths
+from semtok.cli import main as cli
 from semtok.config import to_dict
 from semtok.data import imagenet, synthetic
 from semtok.data.imagenet import DatasetError
@@ -247,7 +248,8 @@ def test_keys_of_odd_file_names_are_unique_ascii_without_dots_and_the_tsv_round_
 
 
 def test_num_classes_comes_from_the_train_index(tmp_path, dataset, make_cfg, monkeypatch):
-    from semtok.train import ar, teachers
+    from semtok.models import factory
+    from semtok.train import teachers
 
     root = tmp_path / "imagenet"
     image = (dataset / "train" / "n00000000" / "n00000000_0.JPEG").read_bytes()
@@ -260,6 +262,6 @@ def test_num_classes_comes_from_the_train_index(tmp_path, dataset, make_cfg, mon
     imagenet.write_index(imagenet.build_index(cfg, "train")[0], paths.index_file(cfg.out, "train"))
     assert imagenet.num_classes(cfg) == 3
     # the generator (its null class is num_classes) and the bootstrapped teachers size their classes by it
-    monkeypatch.setattr(ar, "tokenizer_shape", lambda cfg, variant: (16, 18))
-    assert ar.generator_config(cfg, "ar-l").num_classes == 3
-    assert teachers._build(cfg, "siglip")[0].head.out_features == 3
+    monkeypatch.setattr(factory, "tokenizer_shape", lambda cfg, variant: (16, 18))
+    assert factory.generator_kwargs(cfg, "ar-l")["num_classes"] == 3
+    assert teachers.build_teacher(cfg, "siglip")[0].head.out_features == 3

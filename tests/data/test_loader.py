@@ -239,7 +239,7 @@ def test_encoding_a_damaged_image_names_the_shard_and_the_key(copied_cfg, tmp_pa
 
 
 def test_a_damaged_token_shard_names_the_shard_and_the_key(tmp_path):
-    from semtok.tokens import TokenDataset, read_token_shard
+    from semtok.data.tokens import TokenDataset, read_token_shard
     from semtok.utils.io import npy_bytes
 
     tar = tmp_path / "train-00000.tar"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semtok import cli, paths
+from semtok import paths
+from semtok.cli import main as cli
 from semtok.data import imagenet, shards, synthetic
 from semtok.data.images import center_crop_arr, decode_any, decode_rgb
 

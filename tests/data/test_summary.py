@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from semtok import cli
+from semtok.cli import main as cli
 from semtok.config import to_dict
 from semtok.data.summary import merge_manifests
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from semtok.config import SemanticConfig
 from semtok.losses.semantic import (
     ContrastiveHead,
     ContrastiveLoss,
@@ -13,6 +14,12 @@ from semtok.losses.semantic import (
     pooled_siglip,
     resample_to_grid,
 )
+
+PAPER = SemanticConfig()  # SPEC §2's heads and CLIP temperature
+
+
+def contrastive_loss() -> ContrastiveLoss:
+    return ContrastiveLoss(1.0 / PAPER.logit_scale_init, PAPER.logit_scale_max)
 
 
 def test_resample_shapes_and_layouts():
@@ -36,7 +43,7 @@ def test_resample_is_bilinear_and_row_major():
 def test_distillation_loss_is_zero_on_the_target():
     torch.manual_seed(0)
     sig = torch.randn(2, 8 * 8, 6)
-    head = DistillationHead(6, 6)
+    head = DistillationHead(6, 6, kind="linear")
     with torch.no_grad():
         head.net.weight.copy_(torch.eye(6))
         head.net.bias.zero_()
@@ -64,7 +71,7 @@ def _aligned_pairs(b: int = 16, c: int = 32) -> tuple[torch.Tensor, torch.Tensor
 
 def test_contrastive_loss_prefers_matched_pairs():
     v, u = _aligned_pairs()
-    loss = ContrastiveLoss()
+    loss = contrastive_loss()
     matched = loss(v, u)
     shuffled = loss(v, u[torch.roll(torch.arange(len(u)), 1)])
     assert matched < shuffled
@@ -73,7 +80,7 @@ def test_contrastive_loss_prefers_matched_pairs():
 
 def test_contrastive_loss_is_symmetric_clip_with_clamped_scale():
     v, u = _aligned_pairs(b=4, c=8)
-    loss = ContrastiveLoss()
+    loss = contrastive_loss()
     assert loss.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     with torch.no_grad():
         loss.logit_scale.fill_(math.log(1000.0))
@@ -103,7 +110,17 @@ def test_pooled_siglip_accepts_both_layouts():
 @pytest.mark.parametrize("distill", [True, False])
 def test_semantic_alignment_switches(contrastive, distill):
     torch.manual_seed(0)
-    module = SemanticAlignment(width=16, code_dim=18, sig_dim=8, contrastive=contrastive, distill=distill)
+    module = SemanticAlignment(
+        width=16,
+        code_dim=18,
+        sig_dim=8,
+        contrastive=contrastive,
+        distill=distill,
+        distill_head=PAPER.distill_head,
+        contrastive_embed_dim=8,
+        init_temperature=1.0 / PAPER.logit_scale_init,
+        max_scale=PAPER.logit_scale_max,
+    )
     x = torch.randn(4, 16, 16, requires_grad=True)
     codes = (torch.randn(4, 6, 18).sign() / math.sqrt(18)).requires_grad_()
     losses = module(x, (4, 4), codes, torch.randn(4, 64, 8))
@@ -123,7 +140,7 @@ def _distributed_worker(rank: int, world: int, init_file: str) -> None:
     torch.set_num_threads(1)
     v_full, u = _aligned_pairs(b=8, c=8)
     reference_v = v_full.clone().requires_grad_()
-    reference = ContrastiveLoss()(reference_v, u)
+    reference = contrastive_loss()(reference_v, u)
     reference.backward()
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
@@ -131,7 +148,7 @@ def _distributed_worker(rank: int, world: int, init_file: str) -> None:
     try:
         rows = slice(rank * 4, (rank + 1) * 4)
         v_local = v_full[rows].clone().requires_grad_()
-        local = ContrastiveLoss()(v_local, u[rows])
+        local = contrastive_loss()(v_local, u[rows])
         local.backward()
         total = local.detach().clone()
         torch.distributed.all_reduce(total)

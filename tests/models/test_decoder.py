@@ -6,7 +6,8 @@ import torch
 from diffusers import SD3Transformer2DModel
 from diffusers.models.attention_processor import JointAttnProcessor2_0
 
-from semtok.models.decoder import SD35_MEDIUM_TRANSFORMER, RoPEJointAttnProcessor, TokenDecoder
+from semtok.config import load
+from semtok.models.decoder import RoPEJointAttnProcessor, TokenDecoder
 from semtok.models.rope import rope_1d
 from semtok.sampling.flow import flow_matching_targets
 
@@ -26,6 +27,7 @@ TINY = dict(
     qk_norm="rms_norm",
 )
 K, D = 16, 8
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _decoder(seed: int = 0, **kw) -> TokenDecoder:
@@ -68,7 +70,7 @@ def test_2d_context_layout() -> None:
     latents, codes, t = _inputs()
     assert model(latents, codes, t).shape == latents.shape
     with pytest.raises(ValueError):
-        TokenDecoder(transformer_config=TINY, token_dim=D, num_tokens=12, context_layout="2d")
+        TokenDecoder(transformer_config=TINY, token_dim=D, num_tokens=12, latent_size=8, context_layout="2d")
 
 
 def test_gradients_reach_new_layers() -> None:
@@ -182,9 +184,11 @@ def test_from_sd3_reports_and_copies(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 
 def test_sd35_medium_parameter_count() -> None:
+    """config/paper.yaml's decoder: SD3.5-Medium's transformer (Table 8: 2236M) on 32 x 32 latents."""
+    sd35_medium = load(REPO / "config" / "paper.yaml").tokenizer.decoder.transformer
     with torch.device("meta"):
-        stage1 = TokenDecoder(transformer_config=SD35_MEDIUM_TRANSFORMER, token_dim=18, num_tokens=256)
-        sd35 = SD3Transformer2DModel(**SD35_MEDIUM_TRANSFORMER)
+        stage1 = TokenDecoder(transformer_config=sd35_medium, token_dim=18, num_tokens=256, latent_size=32)
+        sd35 = SD3Transformer2DModel(**sd35_medium)
     count = sum(p.numel() for p in stage1.parameters())
     stage1.enable_refiner()
     refiner = sum(p.numel() for p in stage1.parameters())

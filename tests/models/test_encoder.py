@@ -1,17 +1,33 @@
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 
+from semtok.config import load
 from semtok.models.encoder import EncoderConfig, MMDiTEncoder
+from semtok.models.factory import encoder_kwargs
 
 PAPER_PARAMS = 113.2e6
+REPO = Path(__file__).resolve().parents[2]
+TINY = {
+    "depth": 2,
+    "width": 32,
+    "heads": 2,
+    "in_channels": 16,
+    "patch_size": 2,
+    "latent_size": 8,
+    "num_tokens": 6,
+    "token_dim": 18,
+    "mlp_ratio": 4.0,
+    "causal_1d": False,
+    "mode": "1d",
+    "grad_checkpointing": False,
+}
 
 
 def tiny(**overrides) -> EncoderConfig:
-    return EncoderConfig(
-        **{"depth": 2, "width": 32, "heads": 2, "latent_size": 8, "num_tokens": 6, **overrides}
-    )
+    return EncoderConfig(**{**TINY, **overrides})
 
 
 @pytest.fixture
@@ -92,10 +108,13 @@ def test_raster_mask_layout():
 
 
 def test_paper_config_parameter_count():
+    """config/paper.yaml's encoder (Table 8) on SD3.5's VAE latents: 16 channels, f = 8."""
+    cfg = load(REPO / "config" / "paper.yaml")
+    kwargs = encoder_kwargs(cfg.tokenizer, 16, cfg.data.resolution // 8, grad_checkpointing=False)
     with torch.device("meta"):
-        encoder = MMDiTEncoder(EncoderConfig.paper())
+        encoder = MMDiTEncoder(EncoderConfig(**kwargs))
     count = sum(p.numel() for p in encoder.parameters())
-    print(f"EncoderConfig.paper() parameters: {count:,} ({count / 1e6:.2f}M, Table 8: 113M)")
+    print(f"config/paper.yaml encoder parameters: {count:,} ({count / 1e6:.2f}M, Table 8: 113M)")
     assert abs(count - PAPER_PARAMS) / PAPER_PARAMS < 0.05
 
 

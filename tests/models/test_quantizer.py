@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from semtok.config import EntropyConfig
 from semtok.models.quantizer import (
     BinarySphericalQuantizer,
     LookupFreeQuantizer,
@@ -14,12 +15,29 @@ from semtok.models.quantizer import (
 )
 
 BSQ = BinarySphericalQuantizer
+PAPER = EntropyConfig()  # SPEC §2's tau, group size and LFQ commitment weight
+
+
+def bsq(dim: int, **kwargs) -> BinarySphericalQuantizer:
+    return BSQ(dim, **{"group_size": PAPER.group_size, "tau": PAPER.tau, **kwargs})
+
+
+def lfq(dim: int, **kwargs) -> LookupFreeQuantizer:
+    paper = {"commit_weight": PAPER.commit_weight, "tau": PAPER.tau, "group_size": PAPER.group_size}
+    return LookupFreeQuantizer(dim, **{**paper, **kwargs})
+
+
+def quantizer(kind: str, dim: int, **kwargs):
+    paper = {"group_size": PAPER.group_size, "tau": PAPER.tau}
+    if kind == "lfq":
+        paper["commit_weight"] = PAPER.commit_weight
+    return build_quantizer(kind, dim, **{**paper, **kwargs})
 
 
 def test_bsq_codes_on_sphere_with_matching_bits_and_indices():
     torch.manual_seed(0)
     z = torch.randn(3, 10, 18)
-    out = BSQ(18)(z)
+    out = bsq(18)(z)
     torch.testing.assert_close(out.codes.norm(dim=-1), torch.ones(3, 10))
     torch.testing.assert_close(out.codes.abs(), torch.full_like(z, 1 / math.sqrt(18)))
     assert torch.equal(out.bits, z > 0)
@@ -48,16 +66,16 @@ def test_too_many_bits_raise():
     with pytest.raises(ValueError):
         BSQ.bits_to_indices(torch.zeros(2, 63, dtype=torch.bool))
     with pytest.raises(ValueError):
-        BSQ(64)
+        bsq(64)
     with pytest.raises(ValueError):
-        BSQ(18, group_size=4)
+        bsq(18, group_size=4)
 
 
 def test_bsq_straight_through_gradient_is_that_of_u():
     torch.manual_seed(0)
     z = torch.randn(2, 5, 18, requires_grad=True)
     weight = torch.randn(2, 5, 18)
-    (BSQ(18)(z).codes * weight).sum().backward()
+    (bsq(18)(z).codes * weight).sum().backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     z_ref = z.detach().clone().requires_grad_()
     (F.normalize(z_ref, dim=-1) * weight).sum().backward()
@@ -66,7 +84,7 @@ def test_bsq_straight_through_gradient_is_that_of_u():
 
 def test_entropy_loss_gradient_flows():
     z = torch.randn(4, 8, 18, requires_grad=True)
-    BSQ(18, group_size=3)(z).entropy_loss.backward()
+    bsq(18, group_size=3)(z).entropy_loss.backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
@@ -110,7 +128,7 @@ def test_metrics():
     d = 4
     indices = torch.tensor([[0, 3, 3, 9]])
     z = BSQ.indices_to_codes(indices, d) * 5
-    out = BSQ(d)(z)
+    out = bsq(d)(z)
     assert torch.equal(out.indices, indices)
     torch.testing.assert_close(out.metrics["codebook_usage"], torch.tensor(3 / 4))
     # Bit 0 set in 3/4 tokens, bit 1 in 2/4, bit 2 never, bit 3 in 1/4.
@@ -123,7 +141,7 @@ def test_metrics():
 def test_lfq_codes_commitment_and_gradients():
     torch.manual_seed(0)
     z = (2 * torch.randn(2, 5, 18)).requires_grad_()
-    out = LookupFreeQuantizer(18, commit_weight=0.25)(z)
+    out = lfq(18, commit_weight=0.25)(z)
     assert set(out.codes.detach().unique().tolist()) == {-1.0, 1.0}
     torch.testing.assert_close(out.commit_loss, 0.25 * ((z - z.sign()) ** 2).mean())
     assert out.commit_loss > 0
@@ -136,32 +154,30 @@ def test_lfq_codes_commitment_and_gradients():
 
 def test_lfq_grouped_entropy_matches_per_bit():
     z = torch.randn(3, 4, 6)
-    per_bit = LookupFreeQuantizer(6, group_size=1)(z).per_sample_entropy
-    grouped = LookupFreeQuantizer(6, group_size=3)(z).per_sample_entropy
+    per_bit = lfq(6, group_size=1)(z).per_sample_entropy
+    grouped = lfq(6, group_size=3)(z).per_sample_entropy
     torch.testing.assert_close(per_bit, grouped)
 
 
 def test_codes_from_indices_match_each_quantizer():
     indices = torch.tensor([5, 0])
-    assert torch.equal(
-        build_quantizer("lfq", 4).codes_from_indices(indices)[0], torch.tensor([1.0, -1, 1, -1])
-    )
+    assert torch.equal(quantizer("lfq", 4).codes_from_indices(indices)[0], torch.tensor([1.0, -1, 1, -1]))
     torch.testing.assert_close(
-        build_quantizer("bsq", 4).codes_from_indices(indices), BSQ.indices_to_codes(indices, 4)
+        quantizer("bsq", 4).codes_from_indices(indices), BSQ.indices_to_codes(indices, 4)
     )
 
 
 def test_build_quantizer():
-    assert isinstance(build_quantizer("bsq", 18, group_size=2), BSQ)
-    lfq = build_quantizer("lfq", 18, commit_weight=0.5)
+    assert isinstance(quantizer("bsq", 18, group_size=2), BSQ)
+    lfq = quantizer("lfq", 18, commit_weight=0.5)
     assert isinstance(lfq, LookupFreeQuantizer) and lfq.commit_weight == 0.5
     with pytest.raises(ValueError):
-        build_quantizer("vq", 18)
+        quantizer("vq", 18)
 
 
 def test_bf16_input_runs_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = BSQ(18, group_size=2)(torch.randn(2, 3, 18, dtype=torch.bfloat16))
+        out = bsq(18, group_size=2)(torch.randn(2, 3, 18, dtype=torch.bfloat16))
     assert out.codes.dtype == torch.float32 and out.entropy_loss.dtype == torch.float32
 
 

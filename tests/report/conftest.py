@@ -8,10 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from semtok import paths
 from semtok.config import Config, load
+from semtok.data.imagenet import IndexRow, write_index
 from semtok.eval.records import ORIGINAL, PSNR_DEFINITION, SSIM_DEFINITION, parse_protocol, protocol
-from semtok.report.settings import PROGRESSIVE, Input, all_needs, parse_setting
+from semtok.report.spec import Input, all_needs
 from semtok.report.tables import CSV_COLUMNS
+from semtok.sampling.settings import PROGRESSIVE, parse_setting
 
 REPO = Path(__file__).resolve().parents[2]
 RECON_METRICS = {
@@ -124,9 +127,13 @@ def write_input(need: Input, out: Path, rng: np.random.Generator, protocols: dic
 
 
 def write_results(cfg: Config, out: Path, protocols: dict[str, str] = STAND_IN) -> Path:
+    """Every metric and sample file the report reads, and a train index of the config's classes."""
     rng = np.random.default_rng(0)
     for need in all_needs(cfg):
         write_input(need, out, rng, protocols)
+    classes = range(cfg.data.synthetic.num_classes)
+    rows = [IndexRow(f"k{c}", f"/data/{c}.JPEG", c, f"n{c:08d}", shard=0) for c in classes]
+    write_index(rows, paths.index_file(out, "train"))
     return out
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from semtok.cli import main as cli_main
+from semtok.cli.main import main as cli_main
 from semtok.report import figures
-from semtok.report.settings import FIGURES, Input, MissingInput
+from semtok.report.spec import FIGURES, Input, MissingInput
 
 PNG_MAGIC = b"\x89PNG"
 

@@ -6,10 +6,10 @@ import pytest
 from conftest import REPO
 
 from semtok import paths
-from semtok.cli import main as cli_main
+from semtok.cli.main import main as cli_main
 from semtok.eval.records import ORIGINAL, VAE
 from semtok.report import learning
-from semtok.report.settings import LEARNING, Input, MissingInput, learning_needs, table_inputs
+from semtok.report.spec import LEARNING, Input, MissingInput, learning_needs, table_inputs
 from semtok.report.tables import TableError
 
 

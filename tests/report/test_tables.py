@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from semtok.cli import main as cli_main
+from semtok.cli.main import main as cli_main
 from semtok.report import tables
 from semtok.report.reported import TABLES
-from semtok.report.settings import Input, MissingInput, table_needs
+from semtok.report.spec import Input, MissingInput, table_needs
 
 
 def _write(name, cfg, results, tmp_path):
     outputs = {ext: tmp_path / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
-    tables.write_table(name, cfg, results, outputs)
+    tables.write_table(TABLES[name], cfg, results, outputs)
     return pd.read_csv(outputs["csv"]), outputs["md"].read_text(), outputs["tex"].read_text()
 
 
@@ -158,20 +158,20 @@ def test_every_paper_number_is_kept():
     # Spot checks against the paper's text: first, our and last rows of several tables.
     t1 = TABLES["table1"].rows
     assert t1[0].reported == {"bpp": 0.055, "rFID": 4.98, "PSNR": None, "SSIM": None, "LPIPS": None}
-    assert t1[-1].recon == ("b32", "refiner") and t1[-1].reported["rFID"] == 0.67
+    assert t1[-1].recon == ("semtok_b32", "refiner") and t1[-1].reported["rFID"] == 0.67
     assert len(t1) == 17 and sum(r.ours for r in t1) == 3  # 15 reported, our VAE ceiling, b18, b32
     assert len(TABLES["table2"].rows) == 28 and TABLES["table2"].rows[-1].reported["IS"] == 310.5
     t3 = {r.label: r.gen[0] for r in TABLES["table3"].rows}
-    assert t3 == {"VQGAN": "ar-l-grid2d", "FlowMo-Lo": "ar-l-no-sem", "SemTok (Ours)": "ar-l"}
+    assert t3 == {"VQGAN": "grid2d", "FlowMo-Lo": "no_semantics", "SemTok (Ours)": "ar_l"}  # roles
     t4 = [(r.recon[0], r.gen[0], r.reported["rFID"], r.reported["IS"]) for r in TABLES["table4"].rows]
     assert t4 == [
-        ("no-sem", "ar-l-no-sem", 1.08, 271.4),
-        ("no-distill", "ar-l-no-distill", 0.97, 276.8),
-        ("no-contra", "ar-l-no-contra", 1.02, 264.9),
-        ("b18", "ar-l", 0.88, 293.1),
+        ("no_semantics", "no_semantics", 1.08, 271.4),
+        ("no_distillation", "no_distillation", 0.97, 276.8),
+        ("no_contrastive", "no_contrastive", 1.02, 264.9),
+        ("semtok", "ar_l", 0.88, 293.1),
     ]
-    assert TABLES["table12"].rows[0].recon == ("finetune-only", "refiner")
-    assert TABLES["table14"].rows[0].gen == ("ar-l", "order-confidence")
+    assert TABLES["table12"].rows[0].recon == ("finetune_only", "refiner")
+    assert TABLES["table14"].rows[0].gen == ("ar_l", "order-confidence")
     for table in TABLES.values():
         for row in table.rows:
             assert set(row.reported) == {c.metric for c in table.columns}

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from semtok.config import load
-from semtok.models.generator import GeneratorConfig, MaskedGenerator, sample_mask
-from semtok.report.settings import generator_settings, sample_config
+from semtok.config import GeneratorConfig, load
+from semtok.models.generator import MaskedGenerator, sample_mask
+from semtok.report.spec import generator_settings
 from semtok.sampling.masked import (
     cfg_scale_at,
     confidence_commit,
@@ -16,17 +16,46 @@ from semtok.sampling.masked import (
     sample_raster,
     top_p_sample,
 )
+from semtok.sampling.settings import sample_config, sampler_kwargs
 
 K, D, CLASSES = 16, 8, 10
 ROOT = Path(__file__).resolve().parents[2]
+PAPER = GeneratorConfig()  # the paper's sampler and training values (config/paper.yaml spells them out)
 
 
 def tiny(**overrides) -> MaskedGenerator:
     torch.manual_seed(0)
-    config = GeneratorConfig(
-        depth=2, width=64, heads=4, num_tokens=K, bits=D, num_classes=CLASSES, **overrides
-    )
-    return MaskedGenerator.build(config).eval()
+    kwargs = {
+        "depth": 2,
+        "width": 64,
+        "heads": 4,
+        "num_tokens": K,
+        "bits": D,
+        "num_classes": CLASSES,
+        "head": "bitwise",
+        "causal": False,
+        "class_dropout": PAPER.class_dropout,
+        "grad_checkpointing": False,
+    }
+    return MaskedGenerator(**{**kwargs, **overrides}).eval()
+
+
+def draw(model: MaskedGenerator, labels: torch.Tensor, **settings):
+    """`sample` with the paper's settings except those given."""
+    return sample(model, labels, **{**sampler_kwargs(PAPER.sample), **settings})
+
+
+def masks(batch: int) -> torch.Tensor:
+    return sample_mask(batch, K, PAPER.mask.min_ratio, PAPER.mask.max_ratio, PAPER.mask.dist)
+
+
+def draw_raster(model: MaskedGenerator, labels: torch.Tensor, **settings):
+    paper = {
+        k: v
+        for k, v in sampler_kwargs(PAPER.sample).items()
+        if k not in ("steps", "order", "choice_temperature")
+    }
+    return sample_raster(model, labels, **{**paper, **settings})
 
 
 @pytest.mark.parametrize(
@@ -60,7 +89,7 @@ def test_more_steps_than_tokens_is_refused(tokens, steps):
     model = tiny() if tokens == K else None
     if model is not None:
         with pytest.raises(ValueError, match="at most 16"):
-            sample(model, torch.tensor([0]), steps=steps)
+            draw(model, torch.tensor([0]), steps=steps)
 
 
 def count_forwards(model: MaskedGenerator) -> list[int]:
@@ -75,16 +104,14 @@ def count_forwards(model: MaskedGenerator) -> list[int]:
 def test_steps_is_the_number_of_forward_passes(order, tokens, steps):
     """N steps = N forward passes (Fig. 9's x axis); with CFG one batched forward of 2B per step."""
     torch.manual_seed(0)
-    model = MaskedGenerator.build(
-        GeneratorConfig(depth=1, width=32, heads=2, num_tokens=tokens, bits=4, num_classes=3)
-    ).eval()
+    model = tiny(depth=1, width=32, heads=2, num_tokens=tokens, bits=4, num_classes=3)
     calls = count_forwards(model)
     labels = torch.tensor([0, 2])
-    out = sample(model, labels, steps=steps, order=order, cfg_scale=3.0, cfg_schedule="constant")
+    out = draw(model, labels, steps=steps, order=order, cfg_scale=3.0, cfg_schedule="constant")
     assert calls == [4] * steps
     assert out.bits.shape == (2, tokens, 4)
     calls.clear()
-    sample(model, labels, steps=steps, order=order, cfg_scale=1.0)
+    draw(model, labels, steps=steps, order=order, cfg_scale=1.0)
     assert calls == [2] * steps
 
 
@@ -130,7 +157,7 @@ def test_confidence_order_anneals_the_gumbel_scale_linearly_to_zero(monkeypatch)
 
     monkeypatch.setattr(masked, "confidence_commit", watched)
     steps = 8
-    sample(tiny(), torch.tensor([1, 2]), steps=steps, order="confidence", choice_temperature=3.0)
+    draw(tiny(), torch.tensor([1, 2]), steps=steps, order="confidence", choice_temperature=3.0)
     assert scales == pytest.approx([3.0 * (1 - (n + 1) / steps) for n in range(steps)])
     assert scales[-1] == 0
 
@@ -141,7 +168,7 @@ def test_choice_temperature_changes_confidence_order_only():
 
     def bits(order: str, choice_temperature: float) -> torch.Tensor:
         generator = torch.Generator().manual_seed(0)
-        out = sample(
+        out = draw(
             model, labels, steps=4, order=order, choice_temperature=choice_temperature, generator=generator
         )
         return out.bits
@@ -205,7 +232,7 @@ def test_cfg_schedule_values():
 def test_guided_logits():
     model = tiny()
     bits = torch.rand(2, K, D) < 0.5
-    mask, labels = sample_mask(2, K), torch.tensor([3, 7])
+    mask, labels = masks(2), torch.tensor([3, 7])
     calls = []
     model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     with torch.no_grad():
@@ -224,7 +251,7 @@ def test_guided_logits():
 def test_each_position_is_committed_exactly_once(order, head):
     model = tiny(head=head)
     steps = 8
-    out = sample(
+    out = draw(
         model,
         torch.tensor([0, 1, 2]),
         steps=steps,
@@ -250,7 +277,7 @@ def test_each_position_is_committed_exactly_once(order, head):
 
 
 def test_random_order_differs_between_images():
-    out = sample(
+    out = draw(
         tiny(), torch.tensor([0, 0]), steps=4, generator=torch.Generator().manual_seed(0), return_steps=[0]
     )
     _, known = out.partial[0]
@@ -260,15 +287,15 @@ def test_random_order_differs_between_images():
 def test_sampling_is_reproducible_with_a_generator():
     model = tiny()
     labels = torch.tensor([4, 5])
-    first = sample(model, labels, steps=4, generator=torch.Generator().manual_seed(3))
-    second = sample(model, labels, steps=4, generator=torch.Generator().manual_seed(3))
+    first = draw(model, labels, steps=4, generator=torch.Generator().manual_seed(3))
+    second = draw(model, labels, steps=4, generator=torch.Generator().manual_seed(3))
     assert torch.equal(first.bits, second.bits)
 
 
 def test_raster_sampling_matches_uncached_greedy_decoding():
     model = tiny(causal=True)
     labels = torch.tensor([2, 8])
-    out = sample_raster(model, labels, top_p=0.0, cfg_scale=3.0, return_steps=[0, K - 1])
+    out = draw_raster(model, labels, top_p=0.0, cfg_scale=3.0, return_steps=[0, K - 1])
     bits = torch.zeros(2, K, D, dtype=torch.bool)
     with torch.no_grad():
         for i in range(K):
@@ -276,12 +303,12 @@ def test_raster_sampling_matches_uncached_greedy_decoding():
             bits[:, i] = guided_logits(model, bits, None, labels, scale)[:, i].argmax(-1).bool()
     assert torch.equal(out.bits, bits)
     assert out.partial[0][1].sum() == 2 and out.partial[K - 1][1].all()
-    assert torch.equal(sample(model, labels, top_p=0.0, cfg_scale=3.0).bits, bits)
+    assert torch.equal(draw(model, labels, top_p=0.0, cfg_scale=3.0).bits, bits)
 
 
 def test_sampling_refuses_training_mode():
     with pytest.raises(ValueError, match="eval"):
-        sample(tiny().train(), torch.tensor([0]), steps=2)
+        draw(tiny().train(), torch.tensor([0]), steps=2)
 
 
 def test_class_conditional_samples_follow_their_class():
@@ -293,14 +320,14 @@ def test_class_conditional_samples_follow_their_class():
     for _ in range(100):
         labels = torch.randint(CLASSES, (32,))
         bits = patterns[labels]
-        mask = sample_mask(32, K)
-        loss, _ = model.loss(model(bits, mask, labels), bits, mask)
+        mask = masks(32)
+        loss, _ = model.loss(model(bits, mask, labels), bits, mask, PAPER.label_smoothing)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
     labels = torch.tensor([0] * 4 + [1] * 4)
-    out = sample(model, labels, steps=8, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    out = draw(model, labels, steps=8, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
     own = (out.bits == patterns[labels]).float().mean()
     other = (out.bits == patterns[1 - labels]).float().mean()
     print(f"bit agreement with own class {own:.3f}, with the other class {other:.3f}")
@@ -310,10 +337,8 @@ def test_class_conditional_samples_follow_their_class():
 
 def test_raster_order_commits_positions_front_to_back():
     torch.manual_seed(0)
-    model = MaskedGenerator.build(
-        GeneratorConfig(depth=1, width=32, heads=2, num_tokens=8, bits=4, num_classes=3)
-    ).eval()
-    out = sample(model, torch.tensor([0, 1]), steps=4, order="raster", cfg_scale=1.0, return_steps=range(4))
+    model = tiny(depth=1, width=32, heads=2, num_tokens=8, bits=4, num_classes=3)
+    out = draw(model, torch.tensor([0, 1]), steps=4, order="raster", cfg_scale=1.0, return_steps=range(4))
     for step, (_, known) in sorted(out.partial.items()):
         count = int(known[0].sum())
         assert known[:, :count].all() and not known[:, count:].any(), f"step {step}: not a prefix"

@@ -13,15 +13,25 @@ import torch
 from diffusers.models.attention import JointTransformerBlock
 
 from semtok.models.encoder import JointBlock
-from semtok.models.generator import GeneratorConfig, MaskedGenerator
+from semtok.models.factory import build_tokenizer
+from semtok.models.generator import MaskedGenerator
 from semtok.models.rope import rope_1d
-from semtok.train.stage1 import build_tokenizer, compile_blocks, compiled_block_types
+from semtok.train.compile import compile_blocks, compiled_block_types
 
 
 def tiny_generator() -> MaskedGenerator:
     torch.manual_seed(0)
-    return MaskedGenerator.build(
-        GeneratorConfig(depth=2, width=64, heads=4, num_tokens=16, bits=8, num_classes=10)
+    return MaskedGenerator(
+        depth=2,
+        width=64,
+        heads=4,
+        num_tokens=16,
+        bits=8,
+        num_classes=10,
+        head="bitwise",
+        causal=False,
+        class_dropout=0.1,
+        grad_checkpointing=False,
     )
 
 

@@ -1,4 +1,4 @@
-"""Training with two CPU processes (gloo) started by semtok.launch, for real: FSDP (`compute.fsdp`)
+"""Training with two CPU processes (gloo) started by semtok.cli.launch, for real: FSDP (`compute.fsdp`)
 trains Stage I to the weights plain data parallelism (DDP) gives, writes sharded checkpoints, and
 resumes to the weights of an uninterrupted run after a SIGKILL of everything, a signal that reaches
 one process only (both must checkpoint the same step), and a signal to the launcher (forwarded)."""
@@ -43,14 +43,14 @@ def setup_run(tiny, built_cfg, out: Path, fsdp: bool) -> Path:
 
 @pytest.fixture
 def start():
-    """start(out): `semtok.launch stage1` with two CPU processes, in a process group of its own;
+    """start(out): `semtok.cli.launch stage1` with two CPU processes, in a process group of its own;
     groups still running at the end of the test (a failed one) are killed."""
     groups: list[subprocess.Popen] = []
 
     def launch(out: Path) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
         env.update(SEMTOK_CPU_PROCS="2", SEMTOK_GPUS="0")
-        command = [sys.executable, "-m", "semtok.launch", "stage1", "--config", str(out / "config.json")]
+        command = [sys.executable, "-m", "semtok.cli.launch", "stage1", "--config", str(out / "config.json")]
         with open(out / "launch.log", "a") as log:
             groups.append(
                 subprocess.Popen(
@@ -122,7 +122,8 @@ def test_fsdp_trains_like_ddp_and_resumes_exactly_after_kill_and_signal(tiny, bu
     parts = [load_file(str(ckpts / f"step-{EVERY:08d}" / name)) for name in shards]
     whole, sharded = weights(fsdp), 0
     for name, value in whole.items():
-        first, second = (part[f"model.model.{name}"] for part in parts)
+        # objective "model", its module state, the Stage I objective's tokenizer
+        first, second = (part[f"model.model.tokenizer.{name}"] for part in parts)
         if first.shape != value.shape:
             assert first.shape[0] + second.shape[0] == value.shape[0], name
             sharded += value.numel()

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 import torch
 
+from semtok.jobs.tokenizer import train_stage1, train_stage2
 from semtok.models.quantizer import LookupFreeQuantizer
-from semtok.models.tokenizer import SemTok
 from semtok.train.loop import Trainer
-from semtok.train.stage1 import train_stage1
-from semtok.train.stage2 import train_stage2
+from semtok.train.tokenizer import FlowMatchingObjective, RefinerObjective
 
 OVERRIDES = [
     "pretrained.lpips.source=random",
@@ -42,10 +41,10 @@ def cfg(tiny, tmp_path_factory):
 
 @pytest.fixture
 def first_step(monkeypatch) -> dict[str, Any]:
-    """Records the first LFQ input z and output, the tokenizer's first training forward output, and the
-    first StepOutput given to the optimiser."""
+    """Records the first LFQ input z and output, the first output of a stage's objective, and the first
+    StepOutput given to the optimiser."""
     seen: dict[str, Any] = {}
-    quantize, forward, optimise = LookupFreeQuantizer.forward, SemTok.forward, Trainer._optimise
+    quantize, optimise = LookupFreeQuantizer.forward, Trainer._optimise
 
     def watched_quantize(self, z):
         out = quantize(self, z)
@@ -53,17 +52,21 @@ def first_step(monkeypatch) -> dict[str, Any]:
         seen.setdefault("q", out)
         return out
 
-    def watched_forward(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        seen.setdefault("out", out)
-        return out
+    def watched(forward):
+        def watched_forward(self, *args, **kwargs):
+            out = forward(self, *args, **kwargs)
+            seen.setdefault("out", out)
+            return out
+
+        return watched_forward
 
     def watched_optimise(self, out):
         seen.setdefault("step", out)
         return optimise(self, out)
 
     monkeypatch.setattr(LookupFreeQuantizer, "forward", watched_quantize)
-    monkeypatch.setattr(SemTok, "forward", watched_forward)
+    for objective in (FlowMatchingObjective, RefinerObjective):
+        monkeypatch.setattr(objective, "forward", watched(objective.forward))
     monkeypatch.setattr(Trainer, "_optimise", watched_optimise)
     return seen
 

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from semtok.config import ComputeConfig, OptimConfig, section_hash, to_dict
-from semtok.train.loop import EXIT_CHECKPOINTED, Objective, StepOutput, Trainer, lr_lambda
+from semtok.train.loop import Objective, StepOutput, Trainer, lr_lambda
+from semtok.utils.process import EXIT_CHECKPOINTED
 
 COMPUTE = ComputeConfig(
     mixed_precision="no", compile=False, grad_checkpointing=False, fused_adam=False, threads=1
@@ -349,3 +350,62 @@ def test_a_signal_to_one_process_checkpoints_all_at_the_same_step(built_cfg, tmp
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resumed from" in resumed.stderr and "step 8)" in resumed.stderr
     assert (tmp_path / "run/final/ema.safetensors").exists()
+
+
+def test_ema_is_diffusers_ema_model_with_a_constant_decay(tmp_path):
+    """The EMA after training is the lerp recurrence ema ← ema + (1 − decay)·(θ − ema) from the initial
+    weights on every step's parameters, bit for bit, kept by diffusers' EMAModel."""
+    from diffusers.training_utils import EMAModel
+
+    trainer = _trainer(tmp_path)
+    model = trainer.unwrap()
+    expected = [p.detach().clone() for p in model.parameters()]
+    recorded: list[list[torch.Tensor]] = []
+    update = trainer.emas["model"].update
+
+    def watched(module):
+        recorded.append([p.detach().clone() for p in module.parameters()])
+        update(module)
+
+    trainer.emas["model"].update = watched
+    trainer.fit(make_batches, step_fn)
+    for params in recorded:
+        expected = [torch.lerp(e, p, 1 - 0.9) for e, p in zip(expected, params, strict=True)]
+    assert isinstance(trainer.emas["model"].average, EMAModel) and len(recorded) == 20
+    for got, want in zip(trainer.emas["model"].shadow, expected, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_scalars_go_to_tensorboard_through_accelerate(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = _trainer(tmp_path)
+    trainer.fit(make_batches, step_fn)
+    assert [type(t).__name__ for t in trainer.accelerator.trackers] == ["TensorBoardTracker"]
+    runs = list((tmp_path / "logs").glob("*/events.out.tfevents.*"))
+    assert len(runs) == 1 and runs[0].parent.name == "semtok"  # the project: the run id in a job
+    events = EventAccumulator(str(runs[0].parent))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("loss/model")]
+    logged = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [line["step"] for line in logged] == [5, 10, 15, 20]
+    assert [e.value for e in events.Scalars("loss/model")] == pytest.approx(
+        [line["loss/model"] for line in logged]
+    )
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("wandb") is not None, reason="wandb is installed")
+def test_a_tracker_that_is_not_installed_is_named(tmp_path):
+    from semtok.config import ConfigError
+
+    compute = ComputeConfig(**{**to_dict(COMPUTE), "trackers": ["tensorboard", "wandb"]})
+    with pytest.raises(ConfigError, match=r"compute.trackers: wandb is not installed \(pip install wandb\)"):
+        Trainer(
+            "toy",
+            {"model": Objective(nn.Linear(2, 1), OptimConfig())},
+            compute,
+            tmp_path,
+            tmp_path,
+            0,
+            settings="",
+        )

@@ -7,6 +7,7 @@ functions the workflow's entry points call.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,18 +22,21 @@ import torch
 from safetensors.torch import load_file
 
 from semtok import paths
-from semtok.config import from_dict, to_dict
-from semtok.data.images import decode_rgb
+from semtok.config import SampleConfig, from_dict, to_dict
+from semtok.data.images import decode_rgb, to_uint8
 from semtok.data.shards import read_shard
+from semtok.data.tokens import dump_shard, read_token_shard
 from semtok.eval.reference import val_batches
+from semtok.jobs.generator import train_generator
+from semtok.jobs.tokenizer import train_stage1, train_stage2
+from semtok.models.factory import build_tokenizer
 from semtok.models.generator import MaskedGenerator
 from semtok.models.tokenizer import SemTok
 from semtok.sampling.flow import flow_matching_targets
 from semtok.sampling.masked import sample
-from semtok.tokens import dump_shard, read_token_shard
-from semtok.train.ar import train_generator
-from semtok.train.stage1 import build_tokenizer, train_stage1
-from semtok.train.stage2 import refiner_errors, stage2_start, train_stage2
+from semtok.sampling.pipeline import SemTokPipeline
+from semtok.sampling.settings import sampler_kwargs
+from semtok.train.tokenizer import refiner_errors, stage2_start
 
 STAGES = [
     "data.synthetic.train_per_class=12",
@@ -245,7 +249,7 @@ def test_encode_decode_round_trip_shapes_and_dtypes(cfg, stage1, stage2):
     torch.testing.assert_close(tok.decode(out.indices), tok.decode(out.bits))
     torch.testing.assert_close(tok.decode(out), tok.decode(out.bits))  # the encode output itself
     flow = SemTok.from_pretrained(stage1).eval()
-    recon = flow.decode(flow.encode(images.float() / 255).indices, mode="diffusion", steps=3)
+    recon = flow.decode_flow(flow.encode(images.float() / 255).indices, steps=3)
     assert recon.shape == (3, 3, 32, 32)
 
 
@@ -264,8 +268,10 @@ def test_bad_inputs_raise_clear_errors(stage1, stage2):
         tok.decode(torch.zeros(1, k))
     with pytest.raises(ValueError, match="bits must have shape"):
         tok.decode(torch.zeros(1, k, 17, dtype=torch.bool))
-    with pytest.raises(ValueError, match="mode='diffusion'"):
-        SemTok.from_pretrained(stage1).decode(torch.zeros(1, k, dtype=torch.long), mode="refiner")
+    with pytest.raises(ValueError, match="use decode_flow"):
+        SemTok.from_pretrained(stage1).decode(torch.zeros(1, k, dtype=torch.long))
+    with pytest.raises(ValueError, match="flow decoding needs Stage I weights"):
+        tok.decode_flow(torch.zeros(1, k, dtype=torch.long))
     with pytest.raises(ValueError, match="NaN"):
         tok.encode(torch.full((1, 3, 32, 32), float("nan")))
     with pytest.raises(ValueError, match="empty"):
@@ -323,17 +329,17 @@ def test_class_dropout_nulls_the_configured_fraction_of_labels_in_training(
 ):
     """The real training step nulls class_dropout (0.1) of the labels once, not 1 - 0.9^2 = 0.19:
     every label reaching the class embedding during train_generator is recorded."""
-    import semtok.train.ar as ar
+    import semtok.jobs.generator as job
 
     seen: list[torch.Tensor] = []
-    build = ar.MaskedGenerator.build
+    build = job.build_generator
 
-    def build_and_watch(config):
-        model = build(config)
+    def build_and_watch(cfg, variant):
+        model = build(cfg, variant)
         model.class_embed.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().clone()))
         return model
 
-    monkeypatch.setattr(ar.MaskedGenerator, "build", staticmethod(build_and_watch))
+    monkeypatch.setattr(job, "build_generator", build_and_watch)
     raw = to_dict(cfg)
     raw["out_dir"] = str(tmp_path)
     raw["generator"]["optim"].update(steps=8, batch_size=512, ckpt_every=8, log_every=8)
@@ -350,20 +356,43 @@ def test_class_dropout_nulls_the_configured_fraction_of_labels_in_training(
 
 
 def test_readme_generation_example_runs(generator, stage2):
-    """README, Python API: sample bits with the generator, decode them with the tokenizer."""
-    tok = SemTok.from_pretrained(stage2).eval()
-    model = MaskedGenerator.from_pretrained(generator)
-    out = sample(model.eval(), torch.arange(3), steps=4, top_p=0.75, cfg_scale=6.0)
-    images = tok.decode(out.bits)
+    """README, Python API: the generation pipeline from the generator and tokenizer folders gives the
+    images of sampling the generator and decoding with the tokenizer, in every output type."""
+    pipe = SemTokPipeline.from_pretrained(generator, stage2)
+    images = pipe([0, 1, 2], steps=4, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert images.shape == (3, 3, 32, 32) and 0.0 <= float(images.min()) <= float(images.max()) <= 1.0
+    tok = SemTok.from_pretrained(stage2).eval()
+    model = MaskedGenerator.from_pretrained(generator).eval()
+    settings = sampler_kwargs(dataclasses.replace(SampleConfig(), steps=4))
+    out = sample(model, torch.arange(3), **settings, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(tok.decode(out), images)
+    uint8 = pipe(
+        torch.arange(3), steps=4, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
+    assert uint8.dtype == np.uint8 and np.array_equal(uint8, to_uint8(images))
+    pil = pipe([0, 1, 2], steps=4, generator=torch.Generator().manual_seed(0)).images
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(pil, uint8, strict=True))
+    with pytest.raises(ValueError, match=r"classes in \[0, 4\)"):
+        pipe([4])
+
+
+def test_generation_pipeline_saves_and_loads_as_one_folder(generator, stage2, tmp_path):
+    pipe = SemTokPipeline.from_pretrained(generator, stage2)
+    pipe.save_pretrained(tmp_path / "pipeline")
+    again = SemTokPipeline.from_pretrained(tmp_path / "pipeline")
+    images = [
+        p([1, 2], steps=2, generator=torch.Generator().manual_seed(1), output_type="pt").images
+        for p in (pipe, again)
+    ]
+    torch.testing.assert_close(images[0], images[1])
 
 
 def test_class_conditional_samples_differ_by_class(cfg, generator):
     model = MaskedGenerator.from_pretrained(generator).eval()
     gen = torch.Generator().manual_seed(0)
     labels = torch.tensor([0] * 8 + [1] * 8)
-    bits = sample(model, labels, steps=8, cfg_scale=3.0, generator=gen).bits.float()
+    settings = sampler_kwargs(dataclasses.replace(SampleConfig(), steps=8, cfg_scale=3.0))
+    bits = sample(model, labels, **settings, generator=gen).bits.float()
     between = (bits[:8].mean(0) - bits[8:].mean(0)).abs().mean()
     within = (bits[:4].mean(0) - bits[4:8].mean(0)).abs().mean()
     print(f"bit-frequency gap between classes {between:.3f}, within a class {within:.3f}")

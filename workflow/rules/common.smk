@@ -53,9 +53,9 @@ def cli(cmd):
 
 
 def launch(cmd):
-    """Shell prefix of a training/encoding entry point started through `accelerate launch`
-    (semtok/launch.py derives processes, machines and rank from the job's resources and Slurm)."""
-    return f'{shlex.quote(PYTHON)} -m semtok.launch {cmd} --config "$SEMTOK_CONFIG"'
+    """Shell prefix of a training/encoding entry point started by `semtok.cli.launch`
+    (semtok/cli/launch.py derives processes, machines and rank from the job's resources and Slurm)."""
+    return f'{shlex.quote(PYTHON)} -m semtok.cli.launch {cmd} --config "$SEMTOK_CONFIG"'
 
 
 def chash(*sections):
@@ -63,7 +63,7 @@ def chash(*sections):
 
 
 # Local runs of many short jobs: fork every job from one process that has imported torch, diffusers
-# and transformers already (semtok/forkserver.py); jobs fall back to running in-process without it.
+# and transformers already (semtok/cli/forkserver.py); jobs fall back to running in-process without it.
 _FORKSERVER = {}
 
 
@@ -77,7 +77,7 @@ def start_forkserver():
     path = Path(tempfile.gettempdir()) / f"semtok-forkserver-{os.getpid()}.sock"
     ready = path.with_name(path.name + ".ready")
     proc = subprocess.Popen(
-        [PYTHON, "-m", "semtok.forkserver", "--socket", str(path), "--parent", str(os.getpid())]
+        [PYTHON, "-m", "semtok.cli.forkserver", "--socket", str(path), "--parent", str(os.getpid())]
     )
     deadline = time.time() + 120
     while not ready.exists() and proc.poll() is None and time.time() < deadline:

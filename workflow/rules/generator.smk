@@ -1,5 +1,5 @@
 # The masked autoregressive generator (SPEC §4): training per generator variant, sampling per
-# (variant, setting); settings come from semtok.report.settings (the tables' and figures' needs).
+# (variant, setting); settings come from semtok.report.spec (the tables' and figures' needs).
 
 
 wildcard_constraints:

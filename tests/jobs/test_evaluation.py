@@ -13,7 +13,8 @@ import safetensors.torch
 import torch
 
 from semtok import paths
-from semtok.eval import gen, recon, reference
+from semtok.data.images import to_uint8
+from semtok.eval import reference
 from semtok.eval.features import (
     ClassifierConfig,
     bootstrapped_classifier,
@@ -31,6 +32,7 @@ from semtok.eval.metrics import (
     stats_from_features,
 )
 from semtok.eval.records import ORIGINAL, VAE
+from semtok.jobs import evaluation
 
 CLASSES, SIZE = 4, 32
 
@@ -55,7 +57,7 @@ def setup(tiny, tmp_path_factory):
     save_classifier(build_classifier(config), config, paths.teacher_dir(out, "inception"))
     ref = out / "metrics/reference/val-features.npz"
     originals = paths.recon_metrics(out, *ORIGINAL)
-    reference.run(argparse.Namespace(output=str(ref), metrics=str(originals)), cfg)
+    evaluation.eval_reference(argparse.Namespace(output=str(ref), metrics=str(originals)), cfg)
     return cfg, batch, ref, originals
 
 
@@ -74,7 +76,7 @@ def _extract(cfg, images):
 def test_reference_records_the_classifier_accuracy_on_the_originals(setup):
     cfg, _, _, originals = setup
     batches = list(reference.val_batches(cfg, 7))
-    images = np.concatenate([reference.images_uint8(b["image"]) for b in batches])
+    images = np.concatenate([to_uint8((b["image"] + 1) / 2) for b in batches])
     labels = np.concatenate([b["cls"].numpy() for b in batches])
     classifier = bootstrapped_classifier(paths.teacher_dir(cfg.out, "inception"))
     assert _metrics(originals) == {"class_acc": pytest.approx(top1_accuracy(classifier, images, labels))}
@@ -98,7 +100,7 @@ def test_generation_uses_the_reference_batch_like_adms_evaluator(setup, tmp_path
         reference=str(ref),
         output=str(tmp_path / "gen.csv"),
     )
-    gen.run(args, cfg)
+    evaluation.eval_gen(args, cfg)
     got, protocols = _metrics(tmp_path / "gen.csv"), _protocols(tmp_path / "gen.csv")
 
     with np.load(batch) as f:
@@ -117,7 +119,7 @@ def test_generation_uses_the_reference_batch_like_adms_evaluator(setup, tmp_path
     assert got["params"] == 15
 
 
-def test_the_frozen_vae_alone_is_measured(setup, tmp_path):
+def test_the_frozen_vae_alone_is_measured(setup, tmp_path, capfd):
     cfg, _, ref, _ = setup
     out = tmp_path / "vae.csv"
     args = argparse.Namespace(
@@ -128,7 +130,10 @@ def test_the_frozen_vae_alone_is_measured(setup, tmp_path):
         examples=str(tmp_path / "ex.npz"),
         features=None,
     )
-    recon.run(args, cfg)
+    evaluation.eval_recon(args, cfg)
+    # the decoding loop shows its progress in the job's log, image by image of the validation split
+    progress = capfd.readouterr().err
+    assert "reconstruct: 100%" in progress and f"{CLASSES * 3}/{CLASSES * 3} [" in progress
     frame = pd.read_csv(out)
     assert set(frame.variant) == {VAE[0]} and set(frame.setting) == {VAE[1]}
     got = _metrics(out)
@@ -139,7 +144,7 @@ def test_the_frozen_vae_alone_is_measured(setup, tmp_path):
     latent = cfg.pretrained.vae.arch["latent_channels"] * (SIZE // 4) ** 2  # 3 blocks: f = 4
     assert got["bpp"] == pytest.approx(16 * latent / SIZE**2)
     with pytest.raises(ValueError, match="drop --variant b18"):
-        recon.run(argparse.Namespace(**{**vars(args), "variant": "b18"}), cfg)
+        evaluation.eval_recon(argparse.Namespace(**{**vars(args), "variant": "b18"}), cfg)
 
 
 def test_a_reference_batch_of_another_extractor_is_refused(setup, tmp_path):

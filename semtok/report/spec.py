@@ -1,41 +1,33 @@
-"""What the report needs from the rest of the DAG, derived from the config in one place.
+"""The report's specification: what each table and figure shows, and everything it reads.
 
-Sampling settings name one way of sampling a generator variant; they appear in file names
-(`samples/{variant}/{setting}.npz`, `metrics/gen/{variant}-{setting}.csv`):
-
-    main                 the variant's own `sample` config
-    order-confidence     confidence order (Table 14); `order-random` is accepted too
-    cfg-linear-{s}       linear CFG schedule with maximum scale s (Fig. 7), e.g. cfg-linear-3.0
-    cfg-constant-{s}     constant CFG scale s (Fig. 8)
-    steps-{n}            n sampling steps (Fig. 9), e.g. steps-16
-    topp-{p}             per-bit top-p (Fig. 10), e.g. topp-0.75
-    progressive          raster-order decoding with the partial images recorded (Fig. 5)
-
-Sweep values come from `evaluation.sweeps` and are written with `format_value` (floats as
-`str(float)`, ints as `str(int)`), so that a setting name has exactly one spelling.
+Rows of the paper's tables (semtok/report/reported.py) and panels of its figures (`FIGURES`) name
+*roles* — "the SemTok 2^18 tokenizer", "AR-L on the 2D-grid tokenizer" — never variants. The config's
+`report.tokenizers` and `report.generators` bind each role to a variant (semtok/config.py; the defaults
+are the variant names of both shipped configs), so renaming a variant is a change of the config alone.
+Each role has its label here (`LABELS`), the one place a figure's legend comes from. Sampling settings
+(`main`, `cfg-linear-3.0`, ...) are those of semtok.sampling.settings.
 
 The rules (workflow/rules/report.smk) and the builders (tables.py, learning.py, figures.py) all take
-their input lists from `table_inputs` and `figure_inputs` (table "learning": `learning_needs`);
-upstream rules can enumerate what to sample and evaluate with `generator_settings` and
-`tokenizer_modes`. Two recon rows are not tokenizers: the validation images (`original-val`, rule
-eval_reference) and the frozen VAE (`vae-frozen`, rule eval_vae).
+their input lists from `table_inputs` and `figure_inputs` (table "learning": `learning_needs`) and the
+config values they read from `target_settings`, whose hash is the rule's params (a table reruns only
+when what it reads changes) and the hash a table prints. Upstream rules can enumerate what to sample
+and evaluate with `generator_settings` and `tokenizer_modes`. Two recon rows are not tokenizers: the
+validation images (`original-val`, rule eval_reference) and the frozen VAE (`vae-frozen`, rule eval_vae).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from semtok import paths as P
-from semtok.config import Config, ConfigError, SampleConfig
+from semtok.config import Config, ConfigError, ReportConfig, section_hash
 from semtok.eval.records import ORIGINAL, VAE
-from semtok.report.reported import TABLES
+from semtok.report.reported import TABLES, PaperTable
+from semtok.sampling.settings import MAIN, PROGRESSIVE, parse_setting, sample_config, sweep_settings
 
-MAIN = "main"
-PROGRESSIVE = "progressive"
 LEARNING = "learning"
 LEARNING_CAPTION = (
     "Learning evidence: a frozen classifier's accuracy (class_acc) on the validation images, on "
@@ -43,116 +35,71 @@ LEARNING_CAPTION = (
 )
 REFERENCE_RULES = {ORIGINAL: "eval_reference", VAE: "eval_vae"}  # recon rows that are not tokenizers
 
-
-class SettingError(ValueError):
-    """A sampling-setting name that does not parse; the message lists the valid forms."""
+Family = Literal["tokenizers", "generators"]
+# The label of every role (a field of `report.tokenizers` / `report.generators`) in figure legends.
+LABELS: dict[Family, dict[str, str]] = {
+    "tokenizers": {
+        "semtok": "SemTok $2^{18}$",
+        "semtok_b32": "SemTok $2^{32}$",
+        "lfq": "LFQ",
+        "no_contrastive": "w/o contrastive",
+        "no_distillation": "w/o distillation",
+        "no_semantics": "1D w/o semantics",
+        "raster": "1D raster tokens",
+        "grid2d": "2D grid",
+        "finetune_only": "fine-tuning only",
+        "lpips_only": "LPIPS only",
+        "resnet_only": "ResNet only",
+    },
+    "generators": {
+        "ar_l": "AR-L",
+        "ar_xl": "AR-XL",
+        "ar_xxl": "AR-XXL",
+        "groups2": "AR-L, 2 groups",
+        "no_contrastive": "AR-L, w/o contrastive",
+        "no_distillation": "AR-L, w/o distillation",
+        "no_semantics": "AR-L, 1D w/o semantics",
+        "raster": "1D tokens (raster)",
+        "grid2d": "AR-L, 2D grid",
+    },
+}
 
 
 class MissingInput(FileNotFoundError):
     """An input of a table or figure does not exist; the message names it and what produces it."""
 
 
-@dataclass(frozen=True)
-class Sweep:
-    """One sampling sweep: `evaluation.sweeps.<key>` values → settings `{prefix}-{value}`."""
-
-    key: str  # field of SweepConfig
-    prefix: str
-    field: str  # the SampleConfig field that varies
-    label: str  # axis label
-    number: type = float
-    fixed: tuple[tuple[str, Any], ...] = ()  # SampleConfig fields the sweep also sets
+def family(kind: str) -> Family:
+    """The roles an input kind names: tokenizers for reconstructions, generators for samples."""
+    return "generators" if kind in ("gen", "samples") else "tokenizers"
 
 
-SWEEPS: dict[str, Sweep] = {
-    s.key: s
-    for s in (
-        Sweep(
-            "cfg_linear",
-            "cfg-linear",
-            "cfg_scale",
-            "CFG scale (linear schedule)",
-            fixed=(("cfg_schedule", "linear"),),
-        ),
-        Sweep(
-            "cfg_constant",
-            "cfg-constant",
-            "cfg_scale",
-            "CFG scale (constant)",
-            fixed=(("cfg_schedule", "constant"),),
-        ),
-        Sweep("steps", "steps", "steps", "sampling steps", number=int),
-        Sweep("top_p", "topp", "top_p", "top-p"),
-    )
-}
-ORDERS = ("random", "confidence")
-FORMS = "main, progressive, order-{random,confidence}, " + ", ".join(
-    f"{s.prefix}-<{s.number.__name__}>" for s in SWEEPS.values()
-)
+def bound(report: ReportConfig, kind: str, run: tuple[str, str]) -> tuple[str, str]:
+    """(variant, setting) of a table row's run (role, setting) of input kind `kind` under the config's
+    `report` section; a reference run (validation images, frozen VAE) as it is."""
+    if run in REFERENCE_RULES:
+        return run
+    role, setting = run
+    return getattr(getattr(report, family(kind)), role), setting
 
 
-def format_value(value: float | int) -> str:
-    """The one spelling of a sweep value in a setting name: 3.0 → "3.0", 16 → "16", 0.75 → "0.75"."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingError(f"sweep value {value!r}: expected a number")
-    return str(value)
+def variant(cfg: Config, fam: Family, role: str, target: str) -> str:
+    """The variant bound to `role`; a ConfigError naming the role's key when the config lacks it."""
+    name = getattr(getattr(cfg.report, fam), role)
+    section = f"{fam[:-1]}_variants"
+    if name not in getattr(cfg, section):
+        raise ConfigError(f"{target} needs report.{fam}.{role} = {name!r}, which {section} does not define")
+    return name
 
 
-def setting_name(sweep: str, value: float | int) -> str:
-    """setting_name("cfg_linear", 3.0) → "cfg-linear-3.0"."""
-    s = SWEEPS[sweep]
-    return f"{s.prefix}-{format_value(s.number(value))}"
-
-
-def parse_setting(setting: str) -> tuple[Sweep | None, float | int | None]:
-    """The sweep a setting belongs to and its value; (None, None) for main/progressive/order-*."""
-    if setting in (MAIN, PROGRESSIVE) or setting in (f"order-{o}" for o in ORDERS):
-        return None, None
-    for sweep in SWEEPS.values():
-        if not setting.startswith(sweep.prefix + "-"):
-            continue
-        text = setting[len(sweep.prefix) + 1 :]
-        try:
-            value = sweep.number(text)
-        except ValueError:
-            kind = "an integer" if sweep.number is int else "a number"
-            raise SettingError(f"sampling setting {setting!r}: {text!r} is not {kind}") from None
-        if not math.isfinite(value):
-            raise SettingError(f"sampling setting {setting!r}: {text!r} is not finite")
-        if setting_name(sweep.key, value) != setting:
-            raise SettingError(
-                f"sampling setting {setting!r}: write it as {setting_name(sweep.key, value)!r}"
-            )
-        return sweep, value
-    raise SettingError(f"unknown sampling setting {setting!r}; valid forms: {FORMS}")
-
-
-def setting_overrides(setting: str) -> dict[str, Any]:
-    """The `generator.sample` fields a setting changes, e.g. "cfg-linear-3.0" →
-    {"cfg_schedule": "linear", "cfg_scale": 3.0}, "steps-16" → {"steps": 16}, "main" → {}.
-
-    "progressive" changes no field: it is the variant's own sample config, decoded in raster order
-    with the partial images recorded (the sampler's progressive mode, contract: `partial`, `steps`,
-    `fraction` in the npz).
-    """
-    sweep, value = parse_setting(setting)
-    if sweep is not None:
-        return {**dict(sweep.fixed), sweep.field: value}
-    if setting.startswith("order-"):
-        return {"order": setting.removeprefix("order-")}
-    return {}
-
-
-def sample_config(cfg: Config, variant: str, setting: str) -> SampleConfig:
-    """The sample config of generator `variant` under `setting`."""
-    return dataclasses.replace(cfg.generator_variant(variant).sample, **setting_overrides(setting))
-
-
-def sweep_settings(cfg: Config) -> dict[str, list[str]]:
-    """{"cfg_linear": ["cfg-linear-1.0", ...], "cfg_constant": [...], "steps": [...], "top_p": [...]}
-    for the sweep generator `evaluation.sweeps.generator`."""
-    sweeps = cfg.evaluation.sweeps
-    return {key: [setting_name(key, v) for v in getattr(sweeps, key)] for key in SWEEPS}
+def label(cfg: Config, need: Input) -> str:
+    """The label of the role `need`'s variant plays (its first role in `LABELS` order), else its name."""
+    fam = family(need.kind)
+    roles = getattr(cfg.report, fam)
+    for role, text in LABELS[fam].items():
+        if getattr(roles, role) == need.variant:
+            return text
+    return need.variant
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,7 +157,8 @@ class Input:
 class Figure:
     """A figure target: `draw` names the function of figures.py that draws it.
 
-    runs: the (variant, recon mode or sampling setting) pairs it shows, in order (not for sweeps).
+    runs: the (role, recon mode or sampling setting) pairs it shows, in order (not for sweeps); roles
+        of tokenizers for recon_grid and tsne, of generators for sample_grid and progressive.
     sweep: the `evaluation.sweeps` key it plots (sweep figures).
     images: images a row (recon_grid, progressive) or classes (sample_grid); 0 = all.
     """
@@ -224,7 +172,7 @@ class Figure:
     per_class: int = 1  # sample_grid
 
 
-_TOKENIZERS = tuple((v, "refiner") for v in ("grid2d", "no-sem", "b18", "b32"))
+_TOKENIZERS = tuple((role, "refiner") for role in ("grid2d", "no_semantics", "semtok", "semtok_b32"))
 
 FIGURES: dict[str, Figure] = {
     f.name: f
@@ -248,14 +196,14 @@ FIGURES: dict[str, Figure] = {
             "recon_grid",
             "Reconstructions of the diffusion sampler (Stage I, Euler steps) and the one-step refiner "
             "(Stage II), SemTok 2^18.",
-            (("b18", "diffusion"), ("b18", "refiner")),
+            (("semtok", "diffusion"), ("semtok", "refiner")),
         ),
         Figure(
             "fig4",
             "sample_grid",
             "Generation results with different tokenizers (AR-L on the 2D-grid, 1D without semantics "
             "and SemTok tokenizers), a few samples per class.",
-            tuple((v, MAIN) for v in ("ar-l-grid2d", "ar-l-no-sem", "ar-l")),
+            tuple((role, MAIN) for role in ("grid2d", "no_semantics", "ar_l")),
             images=4,
             per_class=2,
         ),
@@ -263,16 +211,16 @@ FIGURES: dict[str, Figure] = {
             "fig12",
             "sample_grid",
             "Generated images of the SemTok-based AR models (L, XL, XXL) across classes.",
-            tuple((v, MAIN) for v in ("ar-l", "ar-xl", "ar-xxl")),
+            tuple((role, MAIN) for role in ("ar_l", "ar_xl", "ar_xxl")),
             images=8,
             per_class=2,
         ),
         Figure(
             "fig5",
             "progressive",
-            "Progressive generation in raster scan order: 1D tokens (ar-l-raster) vs 2D tokens "
-            "(ar-l-grid2d); columns show the images decoded from the tokens known after chosen steps.",
-            (("ar-l-raster", PROGRESSIVE), ("ar-l-grid2d", PROGRESSIVE)),
+            "Progressive generation in raster scan order: 1D tokens (raster generator) vs 2D tokens "
+            "(2D-grid generator); columns show the images decoded from the tokens known after chosen steps.",
+            (("raster", PROGRESSIVE), ("grid2d", PROGRESSIVE)),
             images=2,
         ),
         Figure(
@@ -280,7 +228,7 @@ FIGURES: dict[str, Figure] = {
             "tsne",
             "Feature clustering with different semantic constraints: t-SNE of mean-pooled encoder "
             "features (stream B, before the projection to d), coloured by class.",
-            tuple((v, "") for v in ("b18", "no-contra", "no-distill", "no-sem")),
+            tuple((role, "") for role in ("semtok", "no_contrastive", "no_distillation", "no_semantics")),
         ),
         Figure(
             "fig7", "sweep", "The influence of the CFG scale under the linear schedule.", sweep="cfg_linear"
@@ -304,7 +252,8 @@ _FIGURE_INPUT = {
 }
 
 
-def _check_variants(cfg: Config, target: str, needs: list[Input]) -> list[Input]:
+def _checked(cfg: Config, target: str, needs: list[Input]) -> list[Input]:
+    """`needs` once each, after checking that every variant exists and every setting parses."""
     for name, _ in REFERENCE_RULES:
         if name in cfg.tokenizer_variants:
             raise ConfigError(
@@ -321,6 +270,19 @@ def _check_variants(cfg: Config, target: str, needs: list[Input]) -> list[Input]
     return list(dict.fromkeys(needs))
 
 
+def row_needs(cfg: Config, table: PaperTable) -> list[Input | None]:
+    """Per row and kind ("recon", "gen") of `table`, the CSV that row reads (None where it has no such
+    run), with roles resolved to the config's variants: 2 entries a row."""
+    out: list[Input | None] = []
+    for row in table.rows:
+        for kind in ("recon", "gen"):
+            run = row.run(kind)
+            if run is not None and run not in REFERENCE_RULES:
+                variant(cfg, family(kind), run[0], table.name)  # names the role when its variant is missing
+            out.append(None if run is None else Input(kind, *bound(cfg.report, kind, run)))
+    return out
+
+
 def learning_needs(cfg: Config) -> list[Input]:
     """The metric CSVs of the learning table: the validation images and the frozen VAE; every
     tokenizer variant's refiner and, where it has its own Stage I, flow decoding; every generator's
@@ -334,7 +296,7 @@ def learning_needs(cfg: Config) -> list[Input]:
     sweeps = sweep_settings(cfg)
     generator = cfg.evaluation.sweeps.generator
     needs += [Input("gen", generator, s) for key in ("cfg_linear", "cfg_constant") for s in sweeps[key]]
-    return _check_variants(cfg, LEARNING, needs)
+    return _checked(cfg, LEARNING, needs)
 
 
 def table_needs(cfg: Config, name: str) -> list[Input]:
@@ -343,10 +305,7 @@ def table_needs(cfg: Config, name: str) -> list[Input]:
         return learning_needs(cfg)
     if name not in TABLES:
         raise KeyError(f"unknown table {name!r}; known: {', '.join([*TABLES, LEARNING])}")
-    needs: list[Input] = []
-    for row in TABLES[name].rows:
-        needs += [Input(kind, *row.run(kind)) for kind in ("recon", "gen") if row.run(kind) is not None]
-    return _check_variants(cfg, name, needs)
+    return _checked(cfg, name, [need for need in row_needs(cfg, TABLES[name]) if need is not None])
 
 
 def figure_needs(cfg: Config, name: str) -> list[Input]:
@@ -356,10 +315,74 @@ def figure_needs(cfg: Config, name: str) -> list[Input]:
     fig = FIGURES[name]
     if fig.draw == "sweep":
         generator = cfg.evaluation.sweeps.generator
-        return _check_variants(
-            cfg, name, [Input("gen", generator, s) for s in sweep_settings(cfg)[fig.sweep]]
-        )
-    return _check_variants(cfg, name, [Input(_FIGURE_INPUT[fig.draw], v, s) for v, s in fig.runs])
+        return _checked(cfg, name, [Input("gen", generator, s) for s in sweep_settings(cfg)[fig.sweep]])
+    kind = _FIGURE_INPUT[fig.draw]
+    needs = [Input(kind, variant(cfg, family(kind), role, name), setting) for role, setting in fig.runs]
+    return _checked(cfg, name, needs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The config values each target reads
+
+
+def run_settings(cfg: Config, need: Input) -> dict[str, Any]:
+    """What a table prints about one of its runs: a tokenizer's token shape, quantizer and resolution;
+    a generator's size, head, tokenizer and sampler settings; nothing for a reference run."""
+    if need.reference:
+        return {}
+    if not need.generator:
+        tok = cfg.tokenizer_variant(need.variant)
+        return {
+            "quantizer": tok.quantizer,
+            "bits": tok.bits,
+            "num_tokens": tok.num_tokens,
+            "resolution": cfg.data.resolution,
+        }
+    gen = cfg.generator_variant(need.variant)
+    return {
+        "size": gen.arch.size,
+        "dims": gen.sizes[gen.arch.size],
+        "head": gen.arch.head,
+        "tokenizer": gen.tokenizer,
+        "sample": dataclasses.asdict(sample_config(cfg, need.variant, need.setting)),
+    }
+
+
+def target_settings(cfg: Config, name: str) -> dict[str, Any]:
+    """Every config value table or figure `name` reads, besides its input files: its runs (by variant
+    and setting) and what it prints about them; the sweep values and the generator's own setting of a
+    sweep figure; the seed of the t-SNE; the run id a table prints. The learning table also reads the
+    class count from the train index, a file."""
+    if name in FIGURES:
+        fig = FIGURES[name]
+        needs = figure_needs(cfg, name)
+        out: dict[str, Any] = {"runs": [(n.kind, n.variant, n.setting, label(cfg, n)) for n in needs]}
+        if fig.draw == "sweep":
+            out["config"] = dataclasses.asdict(sample_config(cfg, cfg.evaluation.sweeps.generator, MAIN))
+        if fig.draw == "tsne":
+            out["seed"] = cfg.seed
+        return out
+    needs = table_needs(cfg, name)
+    out = {"run_id": cfg.run_id, "runs": [(n.kind, n.variant, n.setting) for n in needs]}
+    if name == LEARNING:
+        flows = [n.variant for n in needs if n.setting == "diffusion"]
+        out["flow_steps"] = {tok: cfg.tokenizer_variant(tok).sampler.steps for tok in flows}
+    else:
+        out["runs"] = [(*run, run_settings(cfg, need)) for run, need in zip(out["runs"], needs, strict=True)]
+        out["notes"] = notes(cfg, TABLES[name])
+    return out
+
+
+def target_hash(cfg: Config, name: str) -> str:
+    """The hash of `target_settings`: the params of the target's rule and the hash its table prints."""
+    return section_hash(target_settings(cfg, name))
+
+
+def notes(cfg: Config, table: PaperTable) -> list[str]:
+    """The notes of `table`, each role ("{tokenizers.no_semantics}") written as the variant the config
+    binds to it."""
+    roles = {"tokenizers": cfg.report.tokenizers, "generators": cfg.report.generators}
+    return [note.format(**roles) for note in table.notes]
 
 
 def table_inputs(cfg: Config, name: str) -> list[Path]:

@@ -4,7 +4,7 @@ process instead of paying several seconds of imports per job. On the tiny defaul
 jobs on 2 cores) this is the difference between minutes of imports and none.
 
 The workflow starts it (`compute.forkserver: true`, local execution only) and sets
-SEMTOK_FORKSERVER to its socket; `semtok.cli.main` then hands its argv, working directory,
+SEMTOK_FORKSERVER to its socket; `semtok.cli.main.main` then hands its argv, working directory,
 environment and standard streams to the server, which forks a child that runs the command exactly as
 the process itself would have: the same output on the same streams (a `SystemExit` message too), the
 same exit status. The client forwards SIGTERM/SIGINT/SIGUSR1/SIGHUP to the child (so training still
@@ -47,11 +47,13 @@ PRELOAD = (
     "lpips",
     "accelerate",
     "webdataset",
-    "semtok.models.tokenizer",
-    "semtok.models.generator",
-    "semtok.train.loop",
-    "semtok.eval.features",
-    "semtok.eval.metrics",
+    "semtok.jobs.data",
+    "semtok.jobs.teachers",
+    "semtok.jobs.encode",
+    "semtok.jobs.tokenizer",
+    "semtok.jobs.generator",
+    "semtok.jobs.evaluation",
+    "semtok.jobs.report",
 )
 _HEADER = struct.Struct("!I")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
@@ -85,7 +87,7 @@ def _recv(conn: socket.socket, with_fds: int = 0) -> tuple[object, list[int]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Client (called by semtok.cli.main)
+# Client (called by semtok.cli.main.main)
 
 
 def delegate(argv: list[str]) -> int | None:
@@ -163,11 +165,11 @@ def _watch_client(conn: socket.socket, finished: threading.Event) -> None:
 
 
 def _run_command(argv: list[str]) -> int:
-    """`semtok argv` as `python -m semtok.cli` would run it; returns its exit status."""
+    """`semtok argv` as `python -m semtok.cli` would run it in-process; returns its exit status."""
     try:
-        from semtok.cli import main
+        from semtok.cli.dispatch import run
 
-        return main(argv)
+        return run(argv)
     except SystemExit as exc:
         return _exit_status(exc)
     except KeyboardInterrupt:
@@ -254,7 +256,7 @@ def _reap() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m semtok.forkserver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m semtok.cli.forkserver", description=__doc__)
     parser.add_argument("--socket", required=True, help="Unix socket path")
     parser.add_argument(
         "--parent", type=int, default=os.getppid(), help="the pid of the parent; exit when it is gone"

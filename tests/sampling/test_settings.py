@@ -2,9 +2,7 @@ import dataclasses
 
 import pytest
 
-from semtok.config import ConfigError
-from semtok.report import settings as S
-from semtok.report.reported import TABLES
+from semtok.sampling import settings as S
 
 
 @pytest.mark.parametrize(
@@ -67,6 +65,22 @@ def test_sample_config_applies_the_setting(cfg):
     assert S.sample_config(cfg, "ar-l", "main") == base
 
 
+def test_sampler_kwargs_are_the_sampling_arguments_of_a_sample_config():
+    import inspect
+
+    from semtok.config import SampleConfig
+    from semtok.sampling.masked import sample
+
+    kwargs = S.sampler_kwargs(SampleConfig(steps=3, top_p=0.5))
+    assert kwargs["steps"] == 3 and kwargs["top_p"] == 0.5
+    required = {
+        name
+        for name, p in inspect.signature(sample).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    }
+    assert set(kwargs) == required
+
+
 def test_sweep_settings_follow_the_config(cfg):
     sweeps = S.sweep_settings(cfg)
     assert sweeps["cfg_linear"] == [f"cfg-linear-{v}" for v in cfg.evaluation.sweeps.cfg_linear]
@@ -74,42 +88,3 @@ def test_sweep_settings_follow_the_config(cfg):
     changed = dataclasses.replace(cfg.evaluation.sweeps, top_p=[0.3])
     cfg2 = dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, sweeps=changed))
     assert S.sweep_settings(cfg2)["top_p"] == ["topp-0.3"]
-    assert S.figure_inputs(cfg2, "fig10") == [cfg.out / "metrics" / "gen" / "ar-l-topp-0.3.csv"]
-
-
-def test_generator_settings_cover_tables_sweeps_and_figures(cfg):
-    gens = S.generator_settings(cfg)
-    sweep = cfg.evaluation.sweeps.generator
-    every_sweep = [s for names in S.sweep_settings(cfg).values() for s in names]
-    assert set(every_sweep) | {"main", "order-confidence"} <= set(gens[sweep])
-    assert "progressive" in gens["ar-l-raster"] and "progressive" in gens["ar-l-grid2d"]
-    table_gens = {row.gen[0] for t in TABLES.values() for row in t.rows if row.gen}
-    assert table_gens <= set(gens) and set(gens) <= set(cfg.generator_variants)
-    modes = S.tokenizer_modes(cfg)
-    assert modes["b18"] == ["refiner", "diffusion", "features"] and "features" in modes["no-sem"]
-
-
-def test_table_inputs_are_the_paths_module_paths(cfg):
-    out = cfg.out
-    assert S.table_inputs(cfg, "table4") == [
-        out / "metrics/recon/no-sem-refiner.csv",
-        out / "metrics/gen/ar-l-no-sem-main.csv",
-        out / "metrics/recon/no-distill-refiner.csv",
-        out / "metrics/gen/ar-l-no-distill-main.csv",
-        out / "metrics/recon/no-contra-refiner.csv",
-        out / "metrics/gen/ar-l-no-contra-main.csv",
-        out / "metrics/recon/b18-refiner.csv",
-        out / "metrics/gen/ar-l-main.csv",
-    ]
-    assert S.figure_inputs(cfg, "table7") == [
-        out / "metrics/recon/b18-diffusion.examples.npz",
-        out / "metrics/recon/b18-refiner.examples.npz",
-    ]
-    assert S.figure_inputs(cfg, "fig6")[0] == out / "metrics/recon/b18-features.npz"
-    assert S.figure_inputs(cfg, "fig5")[0] == out / "samples/ar-l-raster/progressive.npz"
-
-
-def test_unknown_variant_in_config_is_named(cfg):
-    variants = {k: v for k, v in cfg.generator_variants.items() if k != "ar-l-groups2"}
-    with pytest.raises(ConfigError, match="table13 needs generator_variants.ar-l-groups2"):
-        S.table_inputs(dataclasses.replace(cfg, generator_variants=variants), "table13")

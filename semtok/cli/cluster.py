@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-NEEDS_CONFIG = False
+from semtok.jobs import EntryPoint
 
 # Rules with one job per shard: submitted as one Slurm job array per rule instead of one sbatch each.
 ARRAY_RULES = ("shard_images", "encode_shard", "dump_tokens")
@@ -58,7 +58,7 @@ partitions:
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def profile_arguments(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--account", help="Slurm account (sbatch -A) every job is charged to")
     who.add_argument("--no-account", action="store_true", help="the cluster has no accounts")
@@ -145,7 +145,7 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(words + ["--jobs", str(args.jobs), "--status-command", args.status_command])
 
 
-def run(args: argparse.Namespace, cfg: Any) -> None:
+def install_profile(args: argparse.Namespace, cfg: Any) -> None:
     dest = (args.dest or user_profile_dir()).expanduser().resolve()
     try:
         files = render(args, dest)
@@ -169,3 +169,6 @@ def _profile_arg(dest: Path) -> str:
     dirs = snakemake_dirs()
     search = [Path(d).expanduser().resolve() for d in (dirs.user_config_dir, dirs.site_config_dir)]
     return dest.name if dest.parent in search else str(dest)
+
+
+ENTRY_POINTS = {"install-profile": EntryPoint(profile_arguments, install_profile)}

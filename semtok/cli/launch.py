@@ -1,4 +1,4 @@
-"""`python -m semtok.launch COMMAND [ARGS...]`: start a semtok entry point with one process per GPU
+"""`python -m semtok.cli.launch COMMAND [ARGS...]`: start a semtok entry point with one process per GPU
 (or `SEMTOK_CPU_PROCS` processes on a node without GPUs) on every node of the Slurm allocation.
 
 - Processes per node: SEMTOK_GPUS, else SLURM_GPUS_ON_NODE, else CUDA_VISIBLE_DEVICES, else
@@ -11,7 +11,7 @@
   (75 from all), 0 when all finished, else the first failure (the others are then killed, since
   they would wait for the failed one forever).
 - Multi-node (the job's node list, asked of `scontrol`, has N > 1 nodes): the launcher replaces
-  itself with `srun --nodes=N --ntasks=N --ntasks-per-node=1 python -m semtok.launch ...`; each copy
+  itself with `srun --nodes=N --ntasks=N --ntasks-per-node=1 python -m semtok.cli.launch ...`; each copy
   starts the processes of its node with ranks from SLURM_NODEID, and the rendezvous is on the address
   Slurm knows for the job's first node (NodeAddr), port SEMTOK_MASTER_PORT (default 29500 + the job
   id modulo 10000, so two jobs sharing a node do not collide).
@@ -32,7 +32,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-EXIT_CHECKPOINTED = 75  # the training loop's exit status after a checkpoint on a signal
+from semtok.utils.process import EXIT_CHECKPOINTED
+
 FORWARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 NODES, RENDEZVOUS = "SEMTOK_LAUNCH_NODES", "SEMTOK_LAUNCH_RENDEZVOUS"  # set for the per-node launchers
 
@@ -57,7 +58,9 @@ def processes_per_node() -> int:
         return gpus
     value = os.environ.get("SEMTOK_CPU_PROCS", "1").strip()
     if not value.isdigit() or int(value) < 1:
-        raise SystemExit(f"semtok.launch: error: SEMTOK_CPU_PROCS must be a positive integer, not {value!r}")
+        raise SystemExit(
+            f"semtok.cli.launch: error: SEMTOK_CPU_PROCS must be a positive integer, not {value!r}"
+        )
     return int(value)
 
 
@@ -76,7 +79,7 @@ def allocation() -> Allocation | None:
         return None
     info = dict(re.findall(r"(\S+?)=(\S*)", _scontrol("show", "job", "-o", job)))
     if info.get("NodeList", "(null)") == "(null)" or not info.get("NumCPUs", "").isdigit():
-        raise SystemExit(f"semtok.launch: error: `scontrol show job {job}` names no nodes or CPUs")
+        raise SystemExit(f"semtok.cli.launch: error: `scontrol show job {job}` names no nodes or CPUs")
     hosts = _scontrol("show", "hostnames", info["NodeList"]).split()
     return Allocation(hosts, max(1, int(info["NumCPUs"]) // len(hosts)))
 
@@ -90,7 +93,7 @@ def node_address(node: str) -> str:
 def _scontrol(*args: str) -> str:
     done = subprocess.run(["scontrol", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"semtok.launch: error: scontrol {' '.join(args)}: {done.stderr.strip()}")
+        raise SystemExit(f"semtok.cli.launch: error: scontrol {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout
 
 
@@ -135,7 +138,7 @@ def run_processes(argv: list[str], per_node: int, nodes: int, node_rank: int, ho
         cmd = [sys.executable, "-m", "semtok.cli", *argv]
         procs.append(subprocess.Popen(cmd, env=env))
         print(
-            f"semtok.launch: rank {rank} of {world} (node {node_rank} = {where}, local rank {local_rank}), "
+            f"semtok.cli.launch: rank {rank} of {world} (node {node_rank} = {where}, local rank {local_rank}), "
             f"pid {procs[-1].pid}, rendezvous {host}:{port}: {shlex.join(cmd)}",
             flush=True,
         )
@@ -174,7 +177,7 @@ def srun_command(argv: list[str], job: Allocation) -> list[str]:
         "--kill-on-bad-exit=1",
         sys.executable,
         "-m",
-        "semtok.launch",
+        "semtok.cli.launch",
         *argv,
     ]
 
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_processes(argv, processes_per_node(), 1, 0, "127.0.0.1", port)
     else:
         cmd, env = [sys.executable, "-m", "semtok.cli", *argv], dict(os.environ)
-    print("semtok.launch:", shlex.join(cmd), flush=True)
+    print("semtok.cli.launch:", shlex.join(cmd), flush=True)
     os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
 

@@ -1,8 +1,7 @@
-"""Token dumping (SPEC §3) and the in-memory token dataset the generator trains on.
+"""Token shards (SPEC §3) and the in-memory token dataset the generator trains on.
 
-`semtok dump-tokens --variant V --shard I --input LATENT_TAR --output TOKEN_TAR`: every train image
-of one shard and its horizontal flip, through the frozen Stage II tokenizer, into a webdataset shard
-with the same keys: `bits.npy` / `bits_flip.npy` = the K×d bits packed little-endian into uint8
+`dump_shard` (the `dump-tokens` job): every train image of one shard and its horizontal flip, through
+the frozen Stage II tokenizer, into a webdataset shard with the same keys: `bits.npy` / `bits_flip.npy` = the K×d bits packed little-endian into uint8
 (K, ceil(d/8)) (576 bytes per image for d = 18, K = 256), and `cls`.
 
 The generator's data is small (≈1.5 GB for ImageNet with flips), so `TokenDataset` holds it in
@@ -12,7 +11,6 @@ fast, each rank takes its slice of the same global batch, and resume is exact.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semtok import paths
 from semtok.config import Config
 from semtok.data.loader import decode_sample, latent_normalisation
 from semtok.data.shards import class_label, decode_member, npy_array, read_shard, write_shard
+from semtok.models.factory import load_tokenizer
 from semtok.utils.io import npy_bytes
-
-NEEDS_CONFIG = True
 
 
 def pack_bits(bits: torch.Tensor) -> np.ndarray:
@@ -40,16 +36,10 @@ def unpack_bits(packed: np.ndarray, d: int) -> np.ndarray:
     return np.unpackbits(packed, axis=-1, count=d, bitorder="little").astype(bool)
 
 
-def load_tokenizer(cfg: Config, variant: str, device: torch.device | str = "cpu") -> Any:
-    from semtok.models.tokenizer import SemTok
-
-    return SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, variant, "stage2")).to(device).eval()
-
-
 @torch.no_grad()
 def dump_shard(cfg: Config, variant: str, latent_tar: Path, output: Path, batch_size: int) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tok = load_tokenizer(cfg, variant, device)
+    tok = load_tokenizer(cfg, variant, device=device)
     norm = latent_normalisation(cfg)
     samples = list(read_shard(latent_tar))
     out: list[dict[str, Any]] = []
@@ -122,13 +112,3 @@ class TokenDataset:
             mine = slice(rank * per_rank, (rank + 1) * per_rank)
             bits = unpack_bits(self.packed[idx[mine], side[mine]], self.bits)
             yield {"bits": torch.from_numpy(bits), "cls": torch.from_numpy(self.labels[idx[mine]])}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", required=True, help="tokenizer variant")
-    parser.add_argument("--input", required=True, help="latent shard (data/latents/train/train-XXXXX.tar)")
-    parser.add_argument("--output", required=True, help="token shard to write")
-
-
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    return dump_shard(cfg, args.variant, Path(args.input), Path(args.output), cfg.tokenizer.dump_batch_size)

@@ -1,0 +1,5 @@
+import sys
+
+from semtok.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""The command table of `semtok <command>` and running one command in this process.
+
+Snakemake rules only wire files to these commands; each can be run by hand. Modules are imported
+lazily so that a job pays only for what it uses. Every command takes `--config FILE` (YAML, the
+schema of semtok/config.py) and any number of `--set key.path=value` overrides.
+`semtok.cli.main` hands a command to the fork server when one serves the run, else to `run` here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `semtok` command: the module whose `ENTRY_POINTS` holds it (the job of its workflow stage),
+    its help line, and whether it reads the experiment config."""
+
+    module: str
+    help: str
+    needs_config: bool = True
+
+
+DESCRIPTION = (
+    "SemTok (arXiv 2603.16373) as commands: every computation of the Snakemake workflow is one of them "
+    "and runs by hand too. Each takes --config FILE (YAML, the schema of semtok/config.py) and any "
+    "number of --set key.path=value overrides; `semtok COMMAND --help` lists its options."
+)
+COMMANDS: dict[str, Command] = {
+    "synthetic": Command("semtok.jobs.data", "write the synthetic ImageNet-like dataset"),
+    "index": Command("semtok.jobs.data", "list a split of an ImageNet-layout folder and assign shards"),
+    "shard": Command("semtok.jobs.data", "write one webdataset image shard (and its manifest)"),
+    "data-summary": Command("semtok.jobs.data", "merge shard manifests into the data manifest and table"),
+    "prefetch": Command("semtok.jobs.teachers", "download every pretrained component into the cache"),
+    "teachers": Command("semtok.jobs.teachers", "bootstrap the tiny frozen teachers on the configured data"),
+    "encode": Command(
+        "semtok.jobs.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"
+    ),
+    "stage1": Command("semtok.jobs.tokenizer", "Stage I: generative pre-training of a tokenizer variant"),
+    "stage2": Command(
+        "semtok.jobs.tokenizer", "Stage II: one-step refiner fine-tuning of a tokenizer variant"
+    ),
+    "dump-tokens": Command("semtok.jobs.tokenizer", "encode one image shard (and flips) into token shards"),
+    "train-ar": Command("semtok.jobs.generator", "train a masked autoregressive generator variant"),
+    "sample": Command("semtok.jobs.generator", "sample images from a generator into an ADM-style npz"),
+    "eval-reference": Command(
+        "semtok.jobs.evaluation", "features of the validation images (the FID/PR reference)"
+    ),
+    "eval-recon": Command("semtok.jobs.evaluation", "reconstruction metrics of a tokenizer -> CSV"),
+    "eval-gen": Command("semtok.jobs.evaluation", "generation metrics of a sample file -> CSV"),
+    "table": Command("semtok.jobs.report", "build one paper table from metric CSVs"),
+    "figure": Command("semtok.jobs.report", "draw one paper figure"),
+    "install-profile": Command(
+        "semtok.cli.cluster",
+        "install the Snakemake site profile `slurm` for your account/partition",
+        needs_config=False,
+    ),
+    "config-schema": Command("semtok.cli.schema", "print the JSON schema of the config"),
+    "resolve-config": Command("semtok.cli.schema", "print the validated config (with overrides) as YAML"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semtok", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.help, add_help=False)
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    """Run `semtok argv` in this process; returns the exit status (errors of the arguments exit 2)."""
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints help or a clear "invalid choice" error
+        return 2
+    name, rest = argv[0], argv[1:]
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="experiment YAML or resolved JSON (default: config/config.yaml)")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value",
+    )
+    known, _ = common.parse_known_args(rest)
+    # Load the config and set the environment (weights cache, offline mode) before the command's
+    # libraries are imported: huggingface_hub and torch read their cache locations at import time.
+    cfg, config_error = None, None
+    try:
+        from semtok.config import load
+        from semtok.registry import configure_environment
+
+        cfg = load(known.config or "config/config.yaml", known.overrides)
+        configure_environment(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        config_error = str(err)
+    command = COMMANDS[name]
+    module = importlib.import_module(command.module)
+    arguments, execute = module.ENTRY_POINTS[name]
+    parser = argparse.ArgumentParser(prog=f"semtok {name}", description=command.help, parents=[common])
+    arguments(parser)
+    args = parser.parse_args(rest)
+    args.command = name
+    if not command.needs_config:
+        cfg = None
+    elif config_error is not None:
+        parser.error(config_error)
+    result = execute(args, cfg)
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2, default=str))
+    return 0

@@ -1,0 +1,16 @@
+"""`semtok <command>` (console script, `python -m semtok.cli`): every computation of the workflow is
+one of the commands of `semtok.cli.dispatch`. In a local workflow run served by a fork server
+(`semtok.cli.forkserver`) the command runs in a warm forked process, otherwise in this one."""
+
+from __future__ import annotations
+
+import sys
+
+from semtok.cli import dispatch
+from semtok.cli.forkserver import delegate
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    status = delegate(argv)
+    return dispatch.run(argv) if status is None else status

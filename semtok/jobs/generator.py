@@ -1,0 +1,170 @@
+"""Entry points of `workflow/rules/generator.smk` (SPEC §4): training a masked autoregressive generator
+variant (`train-ar`), and sampling it (`sample`) through the generation pipeline
+(semtok/sampling/pipeline.py) into an ADM-style `.npz` (`arr_0` uint8 N×H×W×3, plus `labels` and
+`seeds`).
+
+Sampling: `sample.per_class` images per class, in class order. Work is cut into chunks of
+`sample.chunk` images, each written atomically to `<output>.chunks/` with its seed, so a killed or
+preempted job resumes at the first missing chunk; the final file appears only when every chunk exists.
+The "progressive" setting (Fig. 5) instead records the images decoded from the partial token sequences
+after a few chosen steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from semtok import paths
+from semtok.config import Config, section_hash
+from semtok.data.imagenet import num_classes
+from semtok.data.images import to_uint8
+from semtok.data.tokens import TokenDataset
+from semtok.jobs import EntryPoint
+from semtok.models.factory import build_generator, load_generator, load_tokenizer
+from semtok.sampling.pipeline import SemTokPipeline
+from semtok.sampling.settings import sample_config
+from semtok.train.compile import compile_blocks
+from semtok.train.generator import generator_step
+from semtok.train.loop import Objective, Trainer, segment_seed
+from semtok.utils.io import save_npz
+
+PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5
+
+
+def train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", required=True, help="generator variant (config: generator_variants)")
+    parser.add_argument("--tokens", nargs="+", required=True, help="token shards of the variant's tokenizer")
+    parser.add_argument("--output", required=True, help="folder for the final (EMA) generator")
+
+
+def train_generator(cfg: Config, variant: str, token_shards: list[str], output: Path) -> dict[str, Any]:
+    g = cfg.generator_variant(variant)
+    torch.manual_seed(cfg.seed)
+    model = build_generator(cfg, variant)
+    data = TokenDataset(token_shards, model.config.bits)
+    job = f"generator-{variant}"
+    trainer = Trainer(
+        job,
+        {"model": Objective(model, g.optim)},
+        cfg.compute,
+        paths.checkpoint_dir(cfg.out, job),
+        paths.log_dir(cfg.out, job),
+        seed=cfg.seed,
+        settings=section_hash(*cfg.generator_dependencies(variant)),
+        project=cfg.run_id,
+    )
+    compile_blocks(trainer.unwrap(), cfg.compute.compile)
+    acc = trainer.accelerator
+
+    def make_batches(segment: int):
+        stream = data.batches(
+            g.optim.batch_size, segment_seed(cfg.seed, segment), acc.process_index, acc.num_processes
+        )
+        for batch in stream:
+            yield {k: v.to(trainer.device, non_blocking=True) for k, v in batch.items()}
+
+    trainer.fit(make_batches, generator_step(g))
+    trainer.export(lambda m, p: m.save_pretrained(p), output)
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "variant": variant,
+        "steps": trainer.step,
+        "params": params,
+        "tokens": len(data),
+        "output": str(output),
+    }
+
+
+def train_ar(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    return train_generator(cfg, args.variant, args.tokens, Path(args.output))
+
+
+def sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", required=True, help="generator variant")
+    parser.add_argument(
+        "--setting", default="main", help="sampling setting (main, cfg-linear-3.0, steps-16, ...)"
+    )
+    parser.add_argument("--output", required=True, help="the .npz to write")
+
+
+def pipeline(cfg: Config, variant: str) -> SemTokPipeline:
+    """Generator `variant` and its tokenizer, on the GPU when there is one."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = cfg.generator_variant(variant).tokenizer
+    return SemTokPipeline(load_generator(cfg, variant, device), load_tokenizer(cfg, tokenizer, device=device))
+
+
+def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[str, Any]:
+    sc = sample_config(cfg, variant, setting)
+    pipe = pipeline(cfg, variant)
+    labels = np.repeat(np.arange(num_classes(cfg), dtype=np.int64), sc.per_class)
+    chunk_dir = output.with_name(output.name + ".chunks")
+    chunks = [labels[i : i + sc.chunk] for i in range(0, len(labels), sc.chunk)]
+    for c, chunk_labels in enumerate(tqdm(chunks, desc=f"sample {variant} {setting}")):
+        path = chunk_dir / f"chunk-{c:05d}.npz"
+        if path.exists():
+            continue  # finished before a kill or preemption
+        images, seeds = [], []
+        for b, start in enumerate(range(0, len(chunk_labels), sc.batch_size)):
+            seed = cfg.seed * 1_000_003 + c * 10_007 + b
+            generator = torch.Generator(pipe.device).manual_seed(seed)
+            out = pipe.sample_tokens(chunk_labels[start : start + sc.batch_size], sc, generator)
+            images.append(to_uint8(pipe.decode(out.bits)))
+            seeds.append(np.full(len(out.bits), seed, dtype=np.int64))
+        save_npz(path, arr_0=np.concatenate(images), labels=chunk_labels, seeds=np.concatenate(seeds))
+    parts = [np.load(chunk_dir / f"chunk-{c:05d}.npz") for c in range(len(chunks))]
+    save_npz(
+        output,
+        arr_0=np.concatenate([p["arr_0"] for p in parts]),
+        labels=np.concatenate([p["labels"] for p in parts]),
+        seeds=np.concatenate([p["seeds"] for p in parts]),
+    )
+    shutil.rmtree(chunk_dir)
+    return {"variant": variant, "setting": setting, "images": int(len(labels)), "output": str(output)}
+
+
+def sample_progressive(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
+    """Fig. 5: decode the partial token sequences of raster-order decoding after a few steps; tokens
+    not yet generated are all-zero bits."""
+    sc = sample_config(cfg, variant, "progressive")
+    pipe = pipeline(cfg, variant)
+    n = cfg.evaluation.grid_images
+    labels = torch.arange(n) % num_classes(cfg)
+    causal = pipe.transformer.config.causal
+    total = pipe.transformer.config.num_tokens if causal else sc.steps
+    points = sorted({int(round(x)) for x in np.linspace(0, total - 1, PROGRESSIVE_POINTS)})
+    generator = torch.Generator(pipe.device).manual_seed(cfg.seed)
+    out = pipe.sample_tokens(labels, dataclasses.replace(sc, order="raster"), generator, return_steps=points)
+    partial, fraction = [], []
+    for step in points:
+        bits, known = out.partial[step]
+        partial.append(to_uint8(pipe.decode(bits & known[..., None])))
+        fraction.append(float(known.float().mean()))
+    save_npz(
+        output,
+        partial=np.stack(partial),
+        steps=np.asarray(points, dtype=np.int64),
+        fraction=np.asarray(fraction, dtype=np.float64),
+        labels=labels.numpy(),
+    )
+    return {"variant": variant, "setting": "progressive", "points": points, "output": str(output)}
+
+
+def sample(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    if args.setting == "progressive":
+        return sample_progressive(cfg, args.variant, Path(args.output))
+    return sample_main(cfg, args.variant, args.setting, Path(args.output))
+
+
+ENTRY_POINTS = {
+    "train-ar": EntryPoint(train_arguments, train_ar),
+    "sample": EntryPoint(sample_arguments, sample),
+}
