@@ -80,7 +80,9 @@ def test_reference_records_the_classifier_accuracy_on_the_originals(setup):
     labels = np.concatenate([b["cls"].numpy() for b in batches])
     classifier = bootstrapped_classifier(paths.teacher_dir(cfg.out, "inception"))
     assert _metrics(originals) == {"class_acc": pytest.approx(top1_accuracy(classifier, images, labels))}
-    assert _protocols(originals)["class_acc"].startswith(f"classifier={classifier.protocol} labels=true")
+    assert _protocols(originals)["class_acc"].startswith(
+        f"classifier={classifier.protocol} labels=true classes={CLASSES} "
+    )
 
 
 def test_generation_uses_the_reference_batch_like_adms_evaluator(setup, tmp_path):
@@ -115,7 +117,9 @@ def test_generation_uses_the_reference_batch_like_adms_evaluator(setup, tmp_path
     assert "ref=VIRTUAL_tiny.npz k=3" in protocols["Precision"]
     classifier = bootstrapped_classifier(paths.teacher_dir(cfg.out, "inception"))
     assert got["class_acc"] == pytest.approx(top1_accuracy(classifier, samples, labels))
-    assert protocols["class_acc"] == f"classifier={classifier.protocol} labels=requested n={len(labels)}"
+    assert protocols["class_acc"] == (
+        f"classifier={classifier.protocol} labels=requested classes={CLASSES} n={len(labels)}"
+    )
     assert got["params"] == 15
 
 
