@@ -280,12 +280,17 @@ def reference_batch(cfg: Config) -> Path | None:
 def load_lpips_metric(cfg: Config) -> nn.Module:
     """LPIPS used as a reconstruction *metric* (AlexNet by convention; recorded in the CSV)."""
     import lpips
+    import torch
 
     comp = component(cfg, "lpips_metric")
     net = comp.id or "alex"
-    return _frozen(
-        lpips.LPIPS(net=net, pretrained=True, pnet_rand=comp.source != "pretrained", verbose=False)
-    )
+    random_backbone = comp.source != "pretrained"
+    # The offline stand-in's random backbone is drawn from a generator seeded by the run's seed, so every
+    # job measures with the same network whatever it drew from the global generator before.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
+    return _frozen(model)
 
 
 def lpips_metric_protocol(cfg: Config) -> str:

@@ -208,3 +208,21 @@ def test_lpips_distance_zero_for_identical_and_symmetric():
     y = torch.as_tensor(b).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         assert d_ab == pytest.approx(model(x, y).mean().item(), rel=1e-5)
+
+
+def test_the_offline_lpips_metric_is_the_same_network_in_every_job(cfg):
+    """The stand-in LPIPS (random AlexNet backbone) does not depend on what a job drew before."""
+    from semtok import registry
+
+    torch.manual_seed(1)
+    first = registry.load_lpips_metric(cfg).state_dict()
+    torch.manual_seed(2)
+    torch.rand(7)
+    second = registry.load_lpips_metric(cfg).state_dict()
+    assert registry.lpips_metric_protocol(cfg).endswith("-randombackbone")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    after = torch.rand(3)
+    torch.manual_seed(2)
+    torch.rand(7)
+    assert torch.equal(after, torch.rand(3))  # the global generator is left where it was
