@@ -26,4 +26,22 @@ def sleep(args: argparse.Namespace, _cfg: object) -> None:
     time.sleep(600)
 
 
-ENTRY_POINTS = {"sleep": EntryPoint(sleep_arguments, sleep)}
+dispatch.COMMANDS["threads"] = dispatch.Command(
+    __name__, "test only: write torch's CPU thread count to --output", needs_config=True
+)
+
+
+def threads_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True)
+
+
+def threads(args: argparse.Namespace, _cfg: object) -> None:
+    import torch
+
+    Path(args.output).write_text(str(torch.get_num_threads()))
+
+
+ENTRY_POINTS = {
+    "sleep": EntryPoint(sleep_arguments, sleep),
+    "threads": EntryPoint(threads_arguments, threads),
+}

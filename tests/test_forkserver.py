@@ -192,3 +192,50 @@ def test_jobs_die_with_the_run(tmp_path, victim):
         kill(client.pid, stand_in.pid, server_pid)
         client.wait()
         stand_in.wait()
+
+
+@pytest.fixture(scope="module")
+def torch_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server that has imported torch (as the real one does) and knows the test-only commands."""
+    sock = tmp_path_factory.mktemp("forkserver-torch") / "s.sock"
+    proc = subprocess.Popen(server_command(sock, "torch", "forkserver_job"), env=environment(), cwd=ROOT)
+    wait_ready(sock)
+    yield sock
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("omp", "setting", "expected"),
+    [
+        ("1", [], 1),
+        ("", [], None),
+        ("", ["--set", "compute.threads=1"], 1),
+        ("2", ["--set", "compute.threads=1"], 1),
+    ],
+    ids=["OMP_NUM_THREADS=1", "library default", "compute.threads=1", "compute.threads wins"],
+)
+def test_a_forked_job_runs_with_its_own_thread_count(torch_server, tmp_path, omp, setting, expected):
+    """torch read its thread count when the server imported it; the job's OMP_NUM_THREADS (which the
+    launcher sets) or compute.threads still decide, as they would in a process of its own."""
+    out = tmp_path / "threads.txt"
+    env = {k: v for k, v in environment(torch_server).items() if k != "OMP_NUM_THREADS"}
+    env |= {"OMP_NUM_THREADS": omp} if omp else {}
+    argv = ["threads", "--output", str(out), "--set", "compute.threads=0", *setting]
+    done = subprocess.run(
+        [sys.executable, "-m", "semtok.cli", *argv],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        env={k: v for k, v in env.items() if k != "SEMTOK_FORKSERVER"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.read_text()) == (expected or int(alone.stdout))
