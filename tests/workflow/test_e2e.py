@@ -97,7 +97,7 @@ def _run_config(default_run):
 
 
 def _metric(default_run, kind: str, variant: str, setting: str, metric: str) -> float:
-    from semtok.report.settings import Input
+    from semtok.report.spec import Input
 
     with open(Input(kind, variant, setting).path(default_run.outputs)) as f:
         values = {r["metric"]: float(r["value"]) for r in csv.DictReader(f)}
@@ -122,7 +122,7 @@ def test_default_run_meets_its_learning_target(default_run, kind, variant, setti
 
 
 def test_guidance_raises_class_accuracy_along_the_linear_cfg_sweep(default_run):
-    from semtok.report.settings import setting_name
+    from semtok.sampling.settings import setting_name
 
     sweeps = _run_config(default_run).evaluation.sweeps
     scales = sorted(sweeps.cfg_linear)
