@@ -337,6 +337,31 @@ def num_classes(cfg: Config) -> int:
     return len(classes)
 
 
+def read_class_descriptions(path: Path) -> dict[str, str]:
+    """LOC_synset_mapping.txt → {wnid: description} ("n01440764 tench, Tinca tinca" → "tench, Tinca tinca")."""
+    out = {}
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        wnid, _, description = line.strip().partition(" ")
+        if wnid:
+            out[wnid] = description.strip()
+    return out
+
+
+def class_names(cfg: Config) -> list[str]:
+    """The name of every class by index (the train index's classes): the description of its synset in
+    the dataset's LOC_synset_mapping.txt when the file has one (the synthetic data writes one), else the
+    synset id itself."""
+    index = paths.index_file(cfg.out, "train")
+    if not index.is_file():
+        raise DatasetError(f"class names come from the train index, which does not exist: {index}")
+    wnids = {r.cls: r.wnid for r in iter_index(index) if not r.rejected}
+    if set(wnids) != set(range(len(wnids))):
+        raise DatasetError(f"{index}: classes are not 0..N-1 (rebuild the index)")
+    mapping = dataset_root(cfg) / SYNSET_MAPPING
+    described = read_class_descriptions(mapping) if mapping.is_file() else {}
+    return [described.get(wnids[c]) or wnids[c] for c in range(len(wnids))]
+
+
 def build_index(cfg: Config, split: str) -> tuple[list[IndexRow], list[IndexRow]]:
     """The sharded index of `split` (images and rejected entries) and its rejected entries."""
     rows = list_split(cfg, split)

@@ -265,3 +265,17 @@ def test_num_classes_comes_from_the_train_index(tmp_path, dataset, make_cfg, mon
     monkeypatch.setattr(factory, "tokenizer_shape", lambda cfg, variant: (16, 18))
     assert factory.generator_kwargs(cfg, "ar-l")["num_classes"] == 3
     assert teachers.build_teacher(cfg, "siglip")[0].head.out_features == 3
+
+
+def test_class_names_are_the_synset_descriptions_in_class_order(tmp_path, dataset, make_cfg):
+    cfg = make_cfg(["data.source=imagenet", f"data.imagenet_root={dataset}"], tmp_path / "run")
+    with pytest.raises(DatasetError, match="train index, which does not exist"):
+        imagenet.class_names(cfg)
+    mapping = dataset / imagenet.SYNSET_MAPPING
+    wnids = [line.split()[0] for line in mapping.read_text().splitlines()]
+    mapping.write_text("".join(f"{w} name of {w}, alias\n" for w in reversed(wnids)))
+    imagenet.write_index(imagenet.build_index(cfg, "train")[0], paths.index_file(cfg.out, "train"))
+    assert imagenet.class_names(cfg) == [f"name of {w}, alias" for w in reversed(wnids)]
+    mapping.unlink()  # no descriptions: the synset ids, in the sorted-folder order of the index
+    imagenet.write_index(imagenet.build_index(cfg, "train")[0], paths.index_file(cfg.out, "train"))
+    assert imagenet.class_names(cfg) == sorted(wnids)
