@@ -17,6 +17,8 @@ these functions, so a path is spelled once.
     metrics/data/skipped-{split}.jsonl             corrupt shards/samples skipped by loaders (skip mode)
     tables/table{N}.{csv,md,tex}, figures/{name}.{png,pdf}
     checkpoints/{job}/                             resumable training state (not a declared output)
+    benchmarks/{job}.tsv                           Snakemake's `benchmark:` record of a job (time, memory)
+    logs/{job}.log                                 a job's log
 """
 
 from __future__ import annotations
@@ -124,6 +126,12 @@ def figure_file(out: Path, name: str, ext: str) -> Path:
 
 def checkpoint_dir(out: Path, job: str) -> Path:
     return out / "checkpoints" / job
+
+
+def benchmark_file(out: Path, job: str) -> Path:
+    """Snakemake's benchmark record of job `job` (its log's name: `stage1_b18`, `encode_latents_train-00000`):
+    wall time, peak memory (max_rss, MB), CPU time, one row per run."""
+    return out / "benchmarks" / f"{job}.tsv"
 
 
 def log_dir(out: Path, job: str) -> Path:
