@@ -617,6 +617,21 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return obj
 
 
+def check_argument(value: Any, argument: str, section: type, name: str | None = None) -> Any:
+    """A function argument checked like field `name` (default: `argument`) of config dataclass
+    `section` is checked at load time: its type and its range (the field's `setting` bounds), so that an
+    API and the config accept the same values. A numpy or torch scalar counts as its Python number.
+    Returns the value (an int given for a float as a float); raises ConfigError naming the argument, the
+    value and the allowed range or type."""
+    field_ = {f.name: f for f in dataclasses.fields(section)}[name or argument]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()
+    value = _convert(typing.get_type_hints(section)[field_.name], value, argument)
+    if "bounds" in field_.metadata:
+        field_.metadata["bounds"].check(value, argument)
+    return value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'a.b.c=value' → (['a', 'b', 'c'], YAML-parsed value)."""
     if "=" not in text:

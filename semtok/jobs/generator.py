@@ -30,7 +30,7 @@ from semtok.data.tokens import TokenDataset
 from semtok.jobs import EntryPoint
 from semtok.models.factory import build_generator, load_generator, load_tokenizer
 from semtok.sampling.pipeline import SemTokPipeline
-from semtok.sampling.settings import sample_config
+from semtok.sampling.settings import sample_config, sampler_kwargs
 from semtok.train.compile import compile_blocks
 from semtok.train.generator import generator_step
 from semtok.train.loop import Objective, Trainer, segment_seed
@@ -96,10 +96,13 @@ def sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pipeline(cfg: Config, variant: str) -> SemTokPipeline:
-    """Generator `variant` and its tokenizer, on the GPU when there is one."""
+    """Generator `variant` and its tokenizer, on the GPU when there is one (no per-batch progress bar:
+    the job shows its chunks)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = cfg.generator_variant(variant).tokenizer
-    return SemTokPipeline(load_generator(cfg, variant, device), load_tokenizer(cfg, tokenizer, device=device))
+    pipe = SemTokPipeline(load_generator(cfg, variant, device), load_tokenizer(cfg, tokenizer, device=device))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[str, Any]:
@@ -116,9 +119,9 @@ def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[s
         for b, start in enumerate(range(0, len(chunk_labels), sc.batch_size)):
             seed = cfg.seed * 1_000_003 + c * 10_007 + b
             generator = torch.Generator(pipe.device).manual_seed(seed)
-            out = pipe.sample_tokens(chunk_labels[start : start + sc.batch_size], sc, generator)
-            images.append(to_uint8(pipe.decode(out.bits)))
-            seeds.append(np.full(len(out.bits), seed, dtype=np.int64))
+            batch = chunk_labels[start : start + sc.batch_size]
+            images.append(pipe(batch, generator=generator, output_type="np", **sampler_kwargs(sc)).images)
+            seeds.append(np.full(len(batch), seed, dtype=np.int64))
         save_npz(path, arr_0=np.concatenate(images), labels=chunk_labels, seeds=np.concatenate(seeds))
     parts = [np.load(chunk_dir / f"chunk-{c:05d}.npz") for c in range(len(chunks))]
     save_npz(

@@ -13,12 +13,13 @@ import torch
 
 from semtok import paths, registry
 from semtok.config import Config, ConfigError, TokenizerConfig
-from semtok.data.imagenet import num_classes
+from semtok.data.imagenet import class_names, num_classes
 from semtok.models import vae
 from semtok.models.decoder import TokenDecoder
 from semtok.models.encoder import EncoderConfig
 from semtok.models.generator import MaskedGenerator
 from semtok.models.tokenizer import SemTok
+from semtok.sampling.settings import sampler_kwargs
 
 
 def encoder_kwargs(
@@ -160,7 +161,8 @@ def tokenizer_shape(cfg: Config, variant: str) -> tuple[int, int]:
 
 def generator_kwargs(cfg: Config, variant: str) -> dict[str, Any]:
     """MaskedGenerator kwargs of generator `variant`: its size (`generator.sizes`, Table 9), head and
-    attention, the shape of its trained tokenizer's tokens, and the run's classes."""
+    attention, the shape of its trained tokenizer's tokens, the run's classes and their names, and the
+    variant's sampler settings (`generator.sample`, the generation pipeline's defaults)."""
     g = cfg.generator_variant(variant)
     depth, width, heads = g.sizes[g.arch.size]
     k, d = tokenizer_shape(cfg, g.tokenizer)
@@ -175,6 +177,8 @@ def generator_kwargs(cfg: Config, variant: str) -> dict[str, Any]:
         "causal": g.arch.causal,
         "class_dropout": g.class_dropout,
         "grad_checkpointing": cfg.compute.grad_checkpointing,
+        "sample_settings": sampler_kwargs(g.sample),
+        "class_names": class_names(cfg),
     }
 
 

@@ -17,7 +17,7 @@ learned mask embedding. Heads:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +144,11 @@ class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
     Causal (`causal=True`, Table 5 raster): `forward(bits, None, labels)` is teacher-forced next-token
     prediction; sequence [class, token_0..token_{K-2}] at positions 0..K-1, the output at position i
     predicts token i. `forward_step` decodes one position at a time with a KV cache.
+
+    Saved with the model for the generation pipeline (semtok/sampling/pipeline.py), not used by it:
+    sample_settings, the sampler arguments it was trained to be sampled with (`generator.sample` of its
+    variant: steps, order, top_p, cfg_scale, cfg_schedule, temperature, choice_temperature), and
+    class_names, the name of each class of its dataset. None in folders written before they existed.
     """
 
     config_name = "config.json"
@@ -166,8 +171,12 @@ class MaskedGenerator(SavedModelMixin, ModelMixin, ConfigMixin):
         qk_norm: bool = True,
         rope_theta: float = 10000.0,
         norm_eps: float = 1e-6,
+        sample_settings: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"MaskedGenerator: {len(class_names)} class_names for {num_classes} classes")
         if head not in ("bitwise", "groups2"):
             raise ValueError(f"MaskedGenerator head must be 'bitwise' or 'groups2', got {head!r}")
         if head == "groups2" and bits % 2:

@@ -20,15 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, SD3Transformer2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from semtok.config import FlowSamplerConfig, TokenizerConfig, check_argument
 from semtok.losses.semantic import SemanticAlignment
 from semtok.models import vae
 from semtok.models.decoder import TokenDecoder
 from semtok.models.encoder import EncoderConfig, EncoderOutput, MMDiTEncoder
-from semtok.models.quantizer import QuantizerBase, QuantizerOutput, build_quantizer
+from semtok.models.quantizer import LookupFreeQuantizer, QuantizerBase, QuantizerOutput, build_quantizer
 from semtok.models.saved import SavedModelMixin
 from semtok.sampling.flow import sample_flow
 
@@ -52,6 +53,14 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
 
     ignore_for_config = ["decoder_module", "vae_module"]
     _no_split_modules = ["JointTransformerBlock"]
+    config_types = {
+        "encoder_config": (EncoderConfig,),
+        "quantizer_config": (build_quantizer, LookupFreeQuantizer),
+        "decoder_config": (TokenDecoder,),
+        "decoder_config.transformer_config": (SD3Transformer2DModel,),
+        "vae_config": (AutoencoderKL,),
+        "semantic_config": (SemanticAlignment,),
+    }
 
     @register_to_config
     def __init__(
@@ -151,20 +160,24 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """codes (B, K, d) → normalised latents (B, C, h, w) by the Stage I decoder's Euler flow sampler:
-        `steps` (default flow_steps) steps of shift `shift` (default flow_shift) from noise drawn on the
-        CPU with `generator`."""
+        `steps` (default flow_steps) steps of shift `shift` (default flow_shift) from noise drawn with
+        `generator` on its device (the CPU without one). steps and shift have the ranges of
+        `tokenizer.sampler` in the config."""
         if self.decoder.config.refiner:
             raise ValueError(
                 "this tokenizer's decoder is a Stage II refiner; flow decoding needs Stage I weights"
             )
-        noise = torch.randn((codes.shape[0], *self.latent_shape), generator=generator, device="cpu").to(
-            codes.device
-        )
+        steps = check_argument(self.config.flow_steps if steps is None else steps, "steps", FlowSamplerConfig)
+        shift = check_argument(self.config.flow_shift if shift is None else shift, "shift", FlowSamplerConfig)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        where = "cpu" if generator is None else generator.device
+        noise = torch.randn((codes.shape[0], *self.latent_shape), generator=generator, device=where)
         return sample_flow(
             lambda x, t: self.decoder(x, codes, t),
-            noise.to(codes.dtype),
-            steps=steps or self.config.flow_steps,
-            shift=shift if shift is not None else self.config.flow_shift,
+            noise.to(codes.device, codes.dtype),
+            steps=steps,
+            shift=shift,
         )
 
     # -- API ------------------------------------------------------------------------------------
@@ -213,10 +226,12 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, batch_size: int = 64) -> TokenizerOutput:
-        """images (B, 3, H, W) uint8 or float in [0, 1] → TokenizerOutput (indices, bits)."""
+        """images (B, 3, H, W) uint8 or float in [0, 1] → TokenizerOutput (indices, bits), `batch_size`
+        images at a time (the range of `tokenizer.dump_batch_size`)."""
         images = self._check_images(images)
+        batch_size = check_argument(batch_size, "batch_size", TokenizerConfig, "dump_batch_size")
         outs = [
-            self.encode_latents(self.pixels_to_latents(chunk.to(self.device)))
+            self.encode_latents(self.pixels_to_latents(chunk.to(self.device, self.dtype)))
             for chunk in images.split(batch_size)
         ]
         return TokenizerOutput(torch.cat([o.indices for o in outs]), torch.cat([o.bits for o in outs]))
@@ -251,6 +266,7 @@ class SemTok(SavedModelMixin, ModelMixin, ConfigMixin):
         self, tokens: torch.Tensor, to_latents: Callable[[torch.Tensor], torch.Tensor], batch_size: int
     ) -> torch.Tensor:
         """tokens → codes → `to_latents` → pixels, batch by batch → images in [0, 1]."""
-        codes = self._check_tokens(tokens).to(self.device)
+        batch_size = check_argument(batch_size, "batch_size", TokenizerConfig, "dump_batch_size")
+        codes = self._check_tokens(tokens).to(self.device, self.dtype)
         images = [self.latents_to_pixels(to_latents(c)) for c in codes.split(batch_size)]
         return ((torch.cat(images).float() + 1) / 2).clamp(0, 1)

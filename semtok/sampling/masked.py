@@ -19,17 +19,22 @@ Bits and indices are little-endian, k = sum_i bit_i 2^i (`BinarySphericalQuantiz
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
+from semtok.config import SampleConfig, check_argument
 from semtok.models.generator import MaskedGenerator
 from semtok.models.quantizer import BinarySphericalQuantizer
 
 Order = Literal["random", "confidence", "raster"]
 CfgSchedule = Literal["linear", "constant"]
+# One generator for the whole batch, or one per image (image i's random numbers come from generators[i]
+# alone, so an image depends on its own generator's seed, not on the batch it is drawn in).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 @dataclass
@@ -63,9 +68,21 @@ def masked_schedule(num_tokens: int, steps: int) -> list[int]:
     return masked
 
 
-def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def uniform(shape: Sequence[int], generator: Generators, device: torch.device | str) -> torch.Tensor:
+    """U[0, 1) samples of `shape` on `device`, drawn on the generator's own device. With a list of
+    generators (one per image) row i of the leading dimension comes from generators[i]."""
+    if generator is None or isinstance(generator, torch.Generator):
+        where = device if generator is None else generator.device
+        return torch.rand(tuple(shape), generator=generator, device=where).to(device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} images: give one per image")
+    rows = [torch.rand(tuple(shape[1:]), generator=g, device=g.device).to(device) for g in generator]
+    return torch.stack(rows)
+
+
+def gumbel_noise(shape: torch.Size, generator: Generators, device: torch.device) -> torch.Tensor:
     """Standard Gumbel samples -log(-log u), u ~ U(0, 1) kept away from 0 so that they are finite."""
-    u = torch.rand(shape, generator=generator, device=device).clamp_min(torch.finfo(torch.float32).tiny)
+    u = uniform(shape, generator, device).clamp_min(torch.finfo(torch.float32).tiny)
     return -(-u.log()).log()
 
 
@@ -74,7 +91,7 @@ def confidence_commit(
     known: torch.Tensor,
     count: int,
     noise_scale: float,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """MaskGIT's choice: the `count` masked positions with the highest confidence + noise_scale * Gumbel.
 
@@ -123,7 +140,7 @@ def guided_logits(
 
 
 def top_p_sample(
-    logits: torch.Tensor, top_p: float, generator: torch.Generator | None = None
+    logits: torch.Tensor, top_p: float, generator: Generators = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nucleus sampling over the last dimension: keep the most likely outcomes while the mass
     before them is at most p (the argmax is always kept), renormalise, draw one.
@@ -135,14 +152,14 @@ def top_p_sample(
     sorted_probs, order = log_probs.exp().sort(-1, descending=True)
     kept = sorted_probs * ((sorted_probs.cumsum(-1) - sorted_probs) <= top_p)
     cumulative = kept.cumsum(-1)
-    u = torch.rand(cumulative.shape[:-1], generator=generator, device=logits.device) * cumulative[..., -1]
+    u = uniform(cumulative.shape[:-1], generator, logits.device) * cumulative[..., -1]
     rank = (cumulative <= u[..., None]).sum(-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
     index = order.gather(-1, rank)
     return index.squeeze(-1), log_probs.gather(-1, index).squeeze(-1)
 
 
 def sample_bits(
-    logits: torch.Tensor, head: str, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor, head: str, top_p: float, generator: Generators
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw every token's bits from head logits: (..., d, 2) bitwise or (..., 2, 2^(d/2)) groups2.
     Returns bits (..., d) bool and confidence (...) = sum of the drawn outcomes' log-probabilities."""
@@ -155,9 +172,25 @@ def sample_bits(
     return bits, log_prob.sum(-1)
 
 
-def _check_eval(model: MaskedGenerator) -> None:
+def check_sampling(model: MaskedGenerator, labels: torch.Tensor, **settings: object) -> None:
+    """Refuse what sampling cannot do right: a model in training mode, labels that are not a batch of
+    class ids in [0, num_classes), and settings outside the ranges of `generator.sample` in the config
+    (`check_argument`: the error names the argument, its value and the range); `order` may also be
+    "raster"."""
     if model.training:
         raise ValueError("sampling needs model.eval() (class dropout is active in training mode)")
+    classes = model.config.num_classes
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.numel() == 0:
+        raise ValueError(f"labels must be a non-empty (B,) tensor of class ids, got {labels!r}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
+    if int(labels.min()) < 0 or int(labels.max()) >= classes:
+        raise ValueError(f"labels must be classes in [0, {classes}), got {labels.tolist()}")
+    order = settings.pop("order", "random")
+    if order not in typing.get_args(Order):
+        raise ValueError(f"order must be one of {typing.get_args(Order)}, got {order!r}")
+    for name, value in settings.items():
+        check_argument(value, name, SampleConfig)
 
 
 @torch.no_grad()
@@ -172,8 +205,9 @@ def sample(
     cfg_schedule: CfgSchedule,
     temperature: float,
     choice_temperature: float,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_steps: Sequence[int] = (),
+    on_step: Callable[[int], None] | None = None,
 ) -> SampleOutput:
     """Class-conditional tokens for labels: (B,) int64 on the model's device. The settings are those of
     `generator.sample` in the config (`semtok.sampling.settings.sampler_kwargs`).
@@ -183,9 +217,21 @@ def sample(
     token has the highest log-probability plus Gumbel noise scaled by choice_temperature (1 - (n+1)/N)
     at step n (MaskGIT's default 4.5); "raster": positions in index order (Fig. 5's progressive
     raster decoding of a masked model). A causal model is decoded by `sample_raster` (K steps in
-    raster order; `steps`, `order` and `choice_temperature` do not apply). `generator` must live on
-    labels' device.
+    raster order; `steps`, `order` and `choice_temperature` do not apply). `generator`: one
+    torch.Generator on any device, or a list with one per image (`Generators`). `on_step(n)` is called
+    after each step n (a progress bar).
     """
+    check_sampling(
+        model,
+        labels,
+        steps=steps,
+        order=order,
+        top_p=top_p,
+        cfg_scale=cfg_scale,
+        cfg_schedule=cfg_schedule,
+        temperature=temperature,
+        choice_temperature=choice_temperature,
+    )
     if model.config.causal:
         return sample_raster(
             model,
@@ -196,10 +242,8 @@ def sample(
             temperature=temperature,
             generator=generator,
             return_steps=return_steps,
+            on_step=on_step,
         )
-    if order not in ("random", "confidence", "raster"):
-        raise ValueError(f"order must be 'random', 'confidence' or 'raster', got {order!r}")
-    _check_eval(model)
     c = model.config
     schedule = masked_schedule(c.num_tokens, steps)
     batch, device = labels.shape[0], labels.device
@@ -208,7 +252,7 @@ def sample(
     if order == "raster":
         rank = torch.arange(c.num_tokens, device=device).expand(batch, -1)
     else:
-        rank = torch.rand(batch, c.num_tokens, generator=generator, device=device).argsort(-1).argsort(-1)
+        rank = uniform((batch, c.num_tokens), generator, device).argsort(-1).argsort(-1)
     partial = {}
     num_known = 0
     for step, still_masked in enumerate(schedule):
@@ -226,6 +270,8 @@ def sample(
         num_known = target
         if step in return_steps:
             partial[step] = (bits.clone(), known.clone())
+        if on_step is not None:
+            on_step(step)
     return SampleOutput(bits, BinarySphericalQuantizer.bits_to_indices(bits), partial)
 
 
@@ -238,15 +284,18 @@ def sample_raster(
     cfg_scale: float,
     cfg_schedule: CfgSchedule,
     temperature: float,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_steps: Sequence[int] = (),
+    on_step: Callable[[int], None] | None = None,
 ) -> SampleOutput:
     """Token-by-token decoding of the causal variant with a KV cache: K one-token forward steps,
     the same top-p and CFG (the scale's "known" is the number of tokens decoded before the step).
     partial[i] holds the state after token i."""
     if not model.config.causal:
         raise ValueError("sample_raster needs a causal generator")
-    _check_eval(model)
+    check_sampling(
+        model, labels, top_p=top_p, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature
+    )
     c = model.config
     batch, device = labels.shape[0], labels.device
     guided = cfg_scale != 1
@@ -268,4 +317,6 @@ def sample_raster(
         if i in return_steps:
             known = (torch.arange(c.num_tokens, device=device) <= i).expand(batch, -1)
             partial[i] = (bits.clone(), known.clone())
+        if on_step is not None:
+            on_step(i)
     return SampleOutput(bits, BinarySphericalQuantizer.bits_to_indices(bits), partial)
