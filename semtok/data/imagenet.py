@@ -9,8 +9,11 @@ Layouts accepted:
 
 Classes: the synsets of ROOT/LOC_synset_mapping.txt in its order when the file exists (its folders
 must then match it exactly), else the sorted folders of train/. Entries whose name starts with a dot
-(`.ipynb_checkpoints`, `.DS_Store`) are never classes or images. A class folder without images, or
-train/ mixing synset folders (nXXXXXXXX) with other folders, is refused: either would shift labels.
+(`.ipynb_checkpoints`, `.DS_Store`) are never classes or images. A train class folder without images,
+or train/ mixing synset folders (nXXXXXXXX) with other folders, is refused: either would shift labels.
+The classes come from train/ for both splits, so the check is made before either split is listed
+(`synsets`): a val index can never count a class that the train index refuses. A val class folder may
+be empty.
 `num_classes` reads the class count from the train index; every job that needs it asks there.
 
 Everything found that is not an image to shard (hidden entries, files outside class folders, non-image
@@ -140,10 +143,32 @@ def read_synset_mapping(path: Path) -> list[str]:
     return wnids
 
 
+def _has_image(folder: Path) -> bool:
+    """Whether `folder` holds an image to shard (stops at the first one found)."""
+    try:
+        with os.scandir(folder) as it:
+            return any(not _rejection(e, in_class_folder=True) for e in it)
+    except OSError as err:
+        raise DatasetError(f"cannot list {folder}: {err}") from None
+
+
 def synsets(root: Path) -> list[str]:
-    """The class synsets in class-index order: LOC_synset_mapping.txt's, else the sorted train folders."""
+    """The class synsets in class-index order: LOC_synset_mapping.txt's, else the sorted train folders.
+    Every one must have a train folder with at least one image (DatasetError naming the first that has
+    none), checked here so that no split is indexed with a class that the train split refuses."""
     train = root / "train"
     _require_dir(train, "train folder (its synset folders define the class indices)")
+    wnids = _train_synsets(root, train)
+    for cls, wnid in enumerate(wnids):
+        if not _has_image(train / wnid):
+            raise DatasetError(
+                f"class folder {train / wnid} has no images (class {cls}); remove it or add images (the "
+                "classes of both splits are the train folders: no split is indexed until then)"
+            )
+    return wnids
+
+
+def _train_synsets(root: Path, train: Path) -> list[str]:
     folders = [e.name for e in _entries(train) if not _hidden(e) and e.is_dir()]
     mapping = root / SYNSET_MAPPING
     if mapping.is_file():
@@ -168,14 +193,11 @@ def synsets(root: Path) -> list[str]:
     return folders
 
 
-def _class_folder(folder: Path, cls: int, wnid: str, require_images: bool) -> list[IndexRow]:
-    rows = [_row(e, cls, wnid, _rejection(e, in_class_folder=True)) for e in _entries(folder)]
-    if require_images and not any(not r.rejected for r in rows):
-        raise DatasetError(f"class folder {folder} has no images (class {cls}); remove it or add images")
-    return rows
+def _class_folder(folder: Path, cls: int, wnid: str) -> list[IndexRow]:
+    return [_row(e, cls, wnid, _rejection(e, in_class_folder=True)) for e in _entries(folder)]
 
 
-def _per_class(folder: Path, wnids: list[str], split: str) -> list[IndexRow]:
+def _per_class(folder: Path, wnids: list[str]) -> list[IndexRow]:
     classes = {w: i for i, w in enumerate(wnids)}
     rows = []
     for entry in _entries(folder):
@@ -188,7 +210,7 @@ def _per_class(folder: Path, wnids: list[str], split: str) -> list[IndexRow]:
                 f"{entry.path}: synset {entry.name!r} is not among the {len(wnids)} train synsets"
             )
         cls = classes[entry.name]
-        rows += _class_folder(Path(entry.path), cls, entry.name, require_images=split == "train")
+        rows += _class_folder(Path(entry.path), cls, entry.name)
     return rows
 
 
@@ -254,7 +276,7 @@ def list_split(cfg: Config, split: str) -> list[IndexRow]:
         )
         rows = _flat_val(folder, csv_path, wnids)
     else:
-        rows = _per_class(folder, wnids, split)
+        rows = _per_class(folder, wnids)
     if all(r.rejected for r in rows):
         raise DatasetError(f"no images found in {folder}")
     return sorted(rows, key=lambda r: (r.key, r.path))

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from semtok.data.imagenet import IndexRow
-from semtok.data.images import UnreadableImage, center_crop_arr, decode_any, encode_jpeg
+from semtok.data.images import RejectedImage, center_crop_arr, decode_any, encode_jpeg
 from semtok.utils.io import atomic_path
 
 Sample = dict[str, Any]  # "__key__": str, every other entry: bytes
@@ -183,7 +183,7 @@ def image_sample(row: IndexRow, resolution: int, quality: int) -> tuple[Sample |
     if row.rejected:
         return None, {"key": row.key, "path": row.path, "cls": row.cls, "reason": row.rejected, "detail": ""}
     try:
-        decoded = decode_any(Path(row.path).read_bytes(), row.path)
+        decoded = decode_any(Path(row.path).read_bytes(), row.path, resolution)
     except OSError as err:
         return None, {
             "key": row.key,
@@ -192,7 +192,7 @@ def image_sample(row: IndexRow, resolution: int, quality: int) -> tuple[Sample |
             "reason": "cannot read file",
             "detail": str(err),
         }
-    except UnreadableImage as err:
+    except RejectedImage as err:
         return None, {
             "key": row.key,
             "path": row.path,

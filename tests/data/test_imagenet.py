@@ -186,13 +186,31 @@ def test_classes_follow_the_synset_mapping_file_and_must_match_the_folders(cfg, 
         imagenet.build_index(cfg, "train")
 
 
-def test_a_class_folder_without_images_is_refused(cfg, dataset):
+@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("content", [None, "readme.txt"], ids=["empty", "no image"])
+def test_a_train_class_folder_without_images_stops_both_splits(cfg, dataset, split, content):
+    """The classes of both splits are the train folders: an empty (or image-less) train class folder
+    would take a class index (sorted first, it shifts every label), so the val index refuses it too,
+    before listing anything (it used to finish with the folder counted as a class); once it is
+    removed, both splits agree."""
     (dataset / imagenet.SYNSET_MAPPING).unlink()
-    empty = dataset / "train" / "n00000004"
-    empty.mkdir()
-    (empty / "readme.txt").write_text("no images here")
-    with pytest.raises(DatasetError, match=r"class folder .*n00000004 has no images"):
-        imagenet.build_index(cfg, "train")
+    folder = dataset / "train" / "n00000009"
+    folder.mkdir()
+    if content:
+        (folder / content).write_text("no images here")
+    with pytest.raises(DatasetError, match=r"class folder .*n00000009 has no images \(class 4\)"):
+        imagenet.build_index(cfg, split)
+    shutil.rmtree(folder)
+    rows = {s: imagenet.build_index(cfg, s)[0] for s in ("train", "val")}
+    classes = [{r.wnid: r.cls for r in rows[s] if not r.rejected} for s in ("train", "val")]
+    assert classes[0] == classes[1] == {f"n0000000{i}": i for i in range(4)}
+
+
+def test_an_empty_val_class_folder_is_allowed(cfg, dataset):
+    for image in (dataset / "val" / "n00000002").iterdir():
+        image.unlink()
+    rows, _ = imagenet.build_index(cfg, "val")
+    assert {r.cls for r in rows if not r.rejected} == {0, 1, 3}
 
 
 def test_a_stray_folder_among_synsets_is_refused_not_made_a_class(cfg, dataset):

@@ -259,3 +259,71 @@ def test_a_shard_read_only_in_part_or_found_corrupt_is_not_kept(tmp_path, monkey
         with pytest.raises(shards.CorruptShardError, match="bad.tar"):
             list(shards.read_shard(bad))
     assert sum(opened) == 3
+
+
+def _png_strip(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_an_elongated_image_is_rejected_before_its_pixels_are_decoded(cfg, dataset, monkeypatch):
+    """A 1×30000 px grey PNG (about 100 bytes) would be resized to 32 × 960000 px before the crop here
+    (256 × 7.68M px, 5.9 GB, at 256 px): it is rejected with the sizes in the manifest, its pixels never
+    decoded, and the shard holds every other image."""
+    strip = _png_strip(1, 30000)
+    assert len(strip) < 200
+    (dataset / "train" / "n00000001" / "strip_1.JPEG").write_bytes(strip)
+    loaded = []
+    load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: loaded.append(self.size) or load(self))
+    _, manifests = _shard_all(cfg, "train")
+    rejected = {r["key"]: r for m in manifests for r in m["rejected"]}
+    assert rejected["strip_1"]["reason"] == "too elongated to preprocess"
+    assert "1×30000 px" in rejected["strip_1"]["detail"] and "32×960000" in rejected["strip_1"]["detail"]
+    assert (1, 30000) not in loaded
+    assert sum(m["counts"]["written"] for m in manifests) == 24
+
+
+@pytest.mark.parametrize(("size", "ok"), [((64, 4096), True), ((64, 4160), False), ((2048, 64), True)])
+def test_the_resize_bound_is_64_output_areas(size, ok):
+    """At 32 px the centre crop may resize to at most 64 · 32² px: 32×2048 (64:1) passes, 32×2080 not;
+    a 2048×64 image is halved once to 1024×32 and passes."""
+    if ok:
+        assert decode_any(_png_strip(*size), "s.png", 32).image.size == size
+    else:
+        with pytest.raises(ValueError, match="too elongated"):
+            decode_any(_png_strip(*size), "s.png", 32)
+
+
+def test_exif_orientation_is_applied_and_recorded(cfg, dataset):
+    """A camera JPEG stored sideways with EXIF orientation 6 (rotate 90° clockwise to view) is sharded
+    as shown, and its manifest entry says so."""
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :30] = (255, 0, 0)  # left half red: shown, the top half is red
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="JPEG", exif=exif, quality=100)
+    decoded = decode_any(buf.getvalue(), "turned.JPEG")
+    assert decoded.image.size == (40, 60) and decoded.conversions == ["EXIF orientation 6 applied"]
+    shown = np.asarray(decoded.image).astype(int)
+    assert (shown[:25, :, 0] > 200).all() and (shown[35:, :, 0] < 60).all()
+    (dataset / "train" / "n00000000" / "turned_1.JPEG").write_bytes(buf.getvalue())
+    _, manifests = _shard_all(cfg, "train")
+    converted = {c["key"]: c for m in manifests for c in m["converted"]}
+    assert converted["turned_1"]["reasons"] == ["EXIF orientation 6 applied"]
+    written = {
+        s["__key__"]: s for i in range(2) for s in shards.read_shard(paths.image_shard(cfg.out, "train", i))
+    }
+    pixels = decode_rgb(written["turned_1"]["jpg"]).astype(int)
+    assert pixels[:12, :, 0].mean() > 200 and pixels[20:, :, 0].mean() < 60  # red on top, as shown
+
+
+def test_an_animation_keeps_its_first_frame_and_is_recorded():
+    frames = [Image.new("RGB", (40, 40), colour) for colour in ("red", "green", "blue")]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    decoded = decode_any(buf.getvalue(), "moving.webp", 32)
+    assert decoded.conversions == ["first of 3 frames kept"]
+    assert decoded.image.getpixel((20, 20)) == (255, 0, 0)
