@@ -17,10 +17,15 @@ the VAE that later decodes.
 Corrupt data: a shard that cannot be read to its end, or a sample member that cannot be decoded (bit
 rot, a damaged .npy header, non-finite values), raises CorruptShardError / CorruptSampleError naming
 the shard, the key and the member. With `data.on_corrupt_shard: fail` the job stops with it; with
-`skip` the shard (its samples read before the damage are kept) or the sample is skipped and recorded:
-a warning in the job's log, `ShardLoader.skipped_shards` / `skipped_samples`, and one JSON line per
-skip (time, command, shard, key, reason, the loader's running count) appended to
-`metrics/data/skipped-{split}.jsonl` of the run (`paths.skipped_record`).
+`skip` the shard (its samples read before the damage are kept) or the sample is skipped and recorded
+where it is found (`SkipRecorder`, in the DataLoader worker or the process that read it): a warning in
+the job's log and one JSON line per skip (time, command, shard, key, reason, the running count of the
+process that found it) appended to `metrics/data/skipped-{split}.jsonl` of the run
+(`paths.skipped_record`). Recording there, not where the batches arrive, keeps every skip: the shuffle
+buffer and the workers' prefetch read ahead, and what they hold when a training segment's iterator
+closes never arrives. A marker still travels with the batches to the main process, which lists the
+skips it received (`ShardLoader.skipped_shards` / `skipped_samples`) and stops a loader that meets
+nothing but corrupt shards.
 """
 
 from __future__ import annotations
@@ -155,8 +160,40 @@ def _worker_rng(seed: int, *tags: Any) -> random.Random:
     return random.Random(stable_seed(seed, rank, worker, *tags))
 
 
+class SkipRecorder:
+    """Records each skip where it is found: a warning (stderr: the job's log) and a JSON line in `path`
+    (None: the warning only). `count` is this process's running count of skips."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.count = path, 0
+
+    def __call__(self, err: CorruptShardError) -> dict[str, Any]:
+        """Record the skip of `err`; returns its event (shard, key, reason) for the marker."""
+        event = skip_event(err)
+        self.count += 1
+        what = "shard" if event["key"] is None else "sample"
+        warnings.warn(
+            f"skipped corrupt {what} ({self.count} skip(s) so far in process {os.getpid()}; "
+            f"data.on_corrupt_shard=skip): {event['reason']}",
+            stacklevel=3,
+        )
+        if self.path is not None:
+            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv), **event}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, (json.dumps(line | {"count": self.count}) + "\n").encode())
+            finally:
+                os.close(fd)
+        return event
+
+
 def _zip_sets(
-    names: Iterable[dict[str, str]], *, set_paths: dict[str, dict[str, Path]], on_corrupt: str
+    names: Iterable[dict[str, str]],
+    *,
+    set_paths: dict[str, dict[str, Path]],
+    on_corrupt: str,
+    recorder: SkipRecorder,
 ) -> Iterator[Sample]:
     """Shard names → merged samples of every set, checked key by key; `__url__` maps each member to
     its shard."""
@@ -178,7 +215,7 @@ def _zip_sets(
         except CorruptShardError as err:
             if on_corrupt == "fail":
                 raise
-            yield {SKIPPED: skip_event(err)}
+            yield {SKIPPED: recorder(err)}
 
 
 def skip_event(err: CorruptShardError) -> dict[str, Any]:
@@ -198,6 +235,7 @@ def _decode(
     flip: bool,
     seed: int,
     on_corrupt: str,
+    recorder: SkipRecorder,
 ):
     rng = _worker_rng(seed, "flip")
     for sample in samples:
@@ -210,7 +248,7 @@ def _decode(
         except CorruptSampleError as err:
             if on_corrupt == "fail":
                 raise
-            yield {SKIPPED: skip_event(err)}
+            yield {SKIPPED: recorder(err)}
 
 
 def _batch(
@@ -243,9 +281,10 @@ def _worker_init(_worker_id: int, *, parent: int) -> None:
 
 
 class ShardLoader:
-    """An iterable of batches (see `make_loader`); `skipped_shards` lists the corrupt shards and
-    `skipped_samples` the (shard, key) of corrupt samples skipped so far, each skip also appended to
-    `record` (JSON lines)."""
+    """An iterable of batches (see `make_loader`). Every skip is warned and appended to `record` (JSON
+    lines) where it is found; `skipped_shards` lists the corrupt shards and `skipped_samples` the
+    (shard, key) of corrupt samples whose markers reached this process (not those a shuffle buffer or a
+    worker's prefetch held when an iteration was closed)."""
 
     def __init__(
         self,
@@ -269,7 +308,7 @@ class ShardLoader:
         self.shuffle, self.flip, self.resample = shuffle, flip, resample
         self.epochs, self.seed = epochs, seed
         self.num_workers, self.shuffle_buffer, self.on_corrupt = num_workers, shuffle_buffer, on_corrupt
-        self.record = record
+        self.recorder = SkipRecorder(record)
         self.skipped_shards: list[str] = []
         self.skipped_samples: list[tuple[str, str]] = []
         self._passes = 0  # iterations started; each pass draws new shard orders, shuffles and flips
@@ -293,12 +332,19 @@ class ShardLoader:
                 wds.split_by_node,
                 wds.split_by_worker,
             ]
-        stages.append(partial(_zip_sets, set_paths=self.set_paths, on_corrupt=self.on_corrupt))
+        stages.append(
+            partial(_zip_sets, set_paths=self.set_paths, on_corrupt=self.on_corrupt, recorder=self.recorder)
+        )
         if self.shuffle:
             stages.append(partial(_shuffle, bufsize=self.shuffle_buffer, seed=seed))
         stages.append(
             partial(
-                _decode, latent_norm=self.latent_norm, flip=self.flip, seed=seed, on_corrupt=self.on_corrupt
+                _decode,
+                latent_norm=self.latent_norm,
+                flip=self.flip,
+                seed=seed,
+                on_corrupt=self.on_corrupt,
+                recorder=self.recorder,
             )
         )
         stages.append(partial(_batch, batch_size=self.batch_size, partial_last=not self.resample))
@@ -333,25 +379,11 @@ class ShardLoader:
                     )
 
     def _skipped(self, event: dict[str, Any]) -> None:
-        """Record one skip: the job's log (a warning on stderr), the lists, and a line in `record`."""
+        """List a skip whose marker arrived (it was warned and recorded where it was found)."""
         if event["key"] is None:
             self.skipped_shards.append(event["shard"])
         else:
             self.skipped_samples.append((event["shard"], event["key"]))
-        count = len(self.skipped_shards) + len(self.skipped_samples)
-        what = "shard" if event["key"] is None else "sample"
-        warnings.warn(
-            f"skipped corrupt {what} ({count} skip(s) so far; data.on_corrupt_shard=skip): {event['reason']}",
-            stacklevel=3,
-        )
-        if self.record is not None:
-            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv), **event}
-            self.record.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, (json.dumps(line | {"count": count}) + "\n").encode())
-            finally:
-                os.close(fd)
 
 
 def shard_sets(cfg: Config, split: str, sets: Sequence[str]) -> dict[str, dict[str, Path]]:
