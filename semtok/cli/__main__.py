@@ -1,5 +1,5 @@
 import sys
 
-from semtok.cli.main import main
+from semtok.cli.main import entry
 
-sys.exit(main())
+sys.exit(entry())

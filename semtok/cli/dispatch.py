@@ -1,8 +1,11 @@
 """The command table of `semtok <command>` and running one command in this process.
 
 Snakemake rules only wire files to these commands; each can be run by hand. Modules are imported
-lazily so that a job pays only for what it uses. Every command takes `--config FILE` (YAML, the
-schema of semtok/config.py) and any number of `--set key.path=value` overrides.
+lazily so that a job pays only for what it uses. Every command that reads the experiment's settings
+takes `--config FILE` (YAML, the schema of semtok/config.py, or the resolved JSON the workflow writes
+under <out_dir>/config/) and any number of `--set key.path=value` overrides; without it, or with an empty
+one (a printed rule command run by hand where $SEMTOK_CONFIG is unset), it stops and says how to pass
+one instead of running on some default.
 `semtok.cli.main` hands a command to the fork server when one serves the run, else to `run` here.
 """
 
@@ -15,6 +18,8 @@ import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from semtok.utils.process import job_finished
 
 if TYPE_CHECKING:
     from semtok.config import Config
@@ -32,8 +37,9 @@ class Command:
 
 DESCRIPTION = (
     "SemTok (arXiv 2603.16373) as commands: every computation of the Snakemake workflow is one of them "
-    "and runs by hand too. Each takes --config FILE (YAML, the schema of semtok/config.py) and any "
-    "number of --set key.path=value overrides; `semtok COMMAND --help` lists its options."
+    "and runs by hand too. Each takes --config FILE (YAML, the schema of semtok/config.py, or the "
+    "resolved settings <out_dir>/config/<hash>.json of a workflow run) and any number of --set "
+    "key.path=value overrides; `semtok COMMAND --help` lists its options."
 )
 COMMANDS: dict[str, Command] = {
     "synthetic": Command("semtok.jobs.data", "write the synthetic ImageNet-like dataset"),
@@ -64,7 +70,7 @@ COMMANDS: dict[str, Command] = {
         "install the Snakemake site profile `slurm` for your account/partition",
         needs_config=False,
     ),
-    "config-schema": Command("semtok.cli.schema", "print the JSON schema of the config"),
+    "config-schema": Command("semtok.cli.schema", "print the JSON schema of the config", needs_config=False),
     "resolve-config": Command("semtok.cli.schema", "print the validated config (with overrides) as YAML"),
 }
 
@@ -89,14 +95,37 @@ def configure_threads(cfg: Config | None) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+def missing_config(given: str | None) -> str | None:
+    """Why `--config` cannot be used (None when it names a file to load): not given, or empty."""
+    if given is None:
+        problem = "no settings file: this command reads the experiment's settings"
+    elif not given.strip():
+        problem = (
+            '--config is empty: a command printed by Snakemake passes --config "$SEMTOK_CONFIG", which is '
+            "unset outside the workflow"
+        )
+    else:
+        return None
+    return (
+        f"{problem}. Pass --config FILE: a YAML config (e.g. config/config.yaml, config/paper.yaml) or the "
+        "resolved settings a workflow run wrote, <out_dir>/config/<hash>.json (the newest is the last run's; "
+        "export SEMTOK_CONFIG=that file to rerun a printed command)"
+    )
+
+
 def run(argv: list[str]) -> int:
-    """Run `semtok argv` in this process; returns the exit status (errors of the arguments exit 2)."""
+    """Run `semtok argv` in this process; returns the exit status (errors of the arguments exit 2).
+    Once the command has returned, the job is finished (`job_finished`): a checkpoint signal to a
+    command's own process (`semtok.cli.main.entry`) no longer fails it."""
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints help or a clear "invalid choice" error
         return 2
     name, rest = argv[0], argv[1:]
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="experiment YAML or resolved JSON (default: config/config.yaml)")
+    common.add_argument(
+        "--config",
+        help="experiment YAML, or the resolved JSON <out_dir>/config/<hash>.json of a workflow run",
+    )
     common.add_argument(
         "--set",
         dest="overrides",
@@ -108,28 +137,28 @@ def run(argv: list[str]) -> int:
     known, _ = common.parse_known_args(rest)
     # Load the config and set the environment (weights cache, offline mode) before the command's
     # libraries are imported: huggingface_hub and torch read their cache locations at import time.
-    cfg, config_error = None, None
-    try:
-        from semtok.config import load
-        from semtok.registry import configure_environment
-
-        cfg = load(known.config or "config/config.yaml", known.overrides)
-        configure_environment(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        config_error = str(err)
     command = COMMANDS[name]
+    cfg, config_error = None, missing_config(known.config) if command.needs_config else None
+    if command.needs_config and config_error is None:
+        try:
+            from semtok.config import load
+            from semtok.registry import configure_environment
+
+            cfg = load(known.config, known.overrides)
+            configure_environment(cfg)
+        except (ValueError, FileNotFoundError) as err:
+            config_error = str(err)
     module = importlib.import_module(command.module)
     arguments, execute = module.ENTRY_POINTS[name]
     parser = argparse.ArgumentParser(prog=f"semtok {name}", description=command.help, parents=[common])
     arguments(parser)
     args = parser.parse_args(rest)
     args.command = name
-    if not command.needs_config:
-        cfg = None
-    elif config_error is not None:
+    if config_error is not None:
         parser.error(config_error)
     configure_threads(cfg)
     result = execute(args, cfg)
+    job_finished()
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, default=str))
     return 0

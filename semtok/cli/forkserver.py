@@ -33,7 +33,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from semtok.utils.process import die_with_parent
+from semtok.utils.process import die_with_parent, install_job_handler
 
 ENV = "SEMTOK_FORKSERVER"
 CHILD_ENV = "SEMTOK_IN_FORKSERVER"
@@ -194,6 +194,7 @@ def _child(conn: socket.socket, server: int) -> None:
     sys.argv = ["semtok", *request["argv"]]
     for sig in (*FORWARDED, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    install_job_handler()  # as `semtok.cli.main.entry` in a process of its own
     _send(conn, {"pid": os.getpid()})
     finished = threading.Event()
     threading.Thread(target=_watch_client, args=(conn, finished), daemon=True).start()

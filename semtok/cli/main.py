@@ -1,6 +1,9 @@
 """`semtok <command>` (console script, `python -m semtok.cli`): every computation of the workflow is
 one of the commands of `semtok.cli.dispatch`. In a local workflow run served by a fork server
-(`semtok.cli.forkserver`) the command runs in a warm forked process, otherwise in this one."""
+(`semtok.cli.forkserver`) the command runs in a warm forked process, otherwise in this one.
+
+`entry` is the process's own entry point: it handles the checkpoint signals for the process's whole
+life (`semtok.utils.process.install_job_handler`); `main` runs a command and can be called in-process."""
 
 from __future__ import annotations
 
@@ -8,9 +11,16 @@ import sys
 
 from semtok.cli import dispatch
 from semtok.cli.forkserver import delegate
+from semtok.utils.process import install_job_handler
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     status = delegate(argv)
     return dispatch.run(argv) if status is None else status
+
+
+def entry() -> int:
+    """The console script and `python -m semtok.cli`: this process is the job's."""
+    install_job_handler()
+    return main()

@@ -14,9 +14,12 @@ sees exactly the batches an uninterrupted run sees (a checkpoint written mid-seg
 fast-forwards through the consumed batches of its segment). Model, EMA, optimizers, schedulers, RNG
 states and the step are restored; the resumed run ends with the same weights.
 
-Signals: batches are fetched with the checkpoint signals held back, so DataLoader workers started
-then never see a signal sent to the whole process group; the main process checkpoints (also when a
-fetch failed because of the signal) and exits with 75. All processes agree on the step to stop at.
+Signals: from resume to the end of the export a checkpoint signal is only noted (`deferred_signals`,
+semtok/utils/process.py; in a `semtok` job the process-level handler, which ends the job with 75 before
+training and lets it exit 0 once its output is written). Batches are fetched with the checkpoint signals
+held back, so DataLoader workers started then never see a signal sent to the whole process group; the
+main process checkpoints (also when a fetch failed because of the signal) and exits with 75. All
+processes agree on the step to stop at.
 
 Layout of a checkpoint folder (`checkpoints/<job>/step-XXXXXXXX/`): accelerate's `save_state`
 (safetensors models, optimizer/scheduler/RNG states loaded with weights_only=True), `ema_*.safetensors`,
@@ -52,7 +55,15 @@ from torch import nn
 
 from semtok.config import ComputeConfig, ConfigError, OptimConfig
 from semtok.train.ema import EMA
-from semtok.utils.process import CHECKPOINT_SIGNALS, EXIT_CHECKPOINTED, held_signals
+from semtok.utils.io import follow_umask
+from semtok.utils.process import (
+    CHECKPOINT_SIGNALS,
+    EXIT_CHECKPOINTED,
+    deferred_signals,
+    held_signals,
+    job_finished,
+    received_signal,
+)
 
 log = logging.getLogger("semtok.train")
 
@@ -275,7 +286,6 @@ class Trainer:
                 self.emas[key] = EMA(self.unwrap(key), obj.optim.ema)
         self.step = 0
         self._saved_step: int | None = None  # the step of the checkpoint on disk that this run matches
-        self._signal: int | None = None
 
     # -- helpers --------------------------------------------------------------------------------
     def _fsdp(self, compute: ComputeConfig) -> Any:
@@ -324,6 +334,7 @@ class Trainer:
                 save_file(ema.state_dict(), str(tmp / f"ema_{key}.safetensors"))
         self.accelerator.wait_for_everyone()  # every process's files (RNG states, shards) are written
         if self.is_main:
+            follow_umask(tmp)
             meta = {
                 "step": self.step,
                 "segment_offset": segment_offset,
@@ -404,18 +415,10 @@ class Trainer:
             log.warning("%s: output written; removed its checkpoints %s", self.name, self.ckpt_dir)
 
     # -- signals --------------------------------------------------------------------------------
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signal = signum
-
-    @contextlib.contextmanager
-    def _catching_signals(self) -> Iterator[None]:
-        """While the block runs, a checkpoint signal only sets `_signal`; the previous handlers after."""
-        previous = {s: signal.signal(s, self._on_signal) for s in CHECKPOINT_SIGNALS}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    @property
+    def _signal(self) -> int | None:
+        """The checkpoint signal noted since the loop deferred them (`deferred_signals`), or None."""
+        return received_signal()
 
     def _stop_requested(self) -> bool:
         """Whether any process received a checkpoint signal (all processes agree, so that they
@@ -426,7 +429,7 @@ class Trainer:
         return bool(self.accelerator.reduce(flag, "sum") > 0)
 
     def _checkpoint_and_exit(self, every: int) -> None:
-        if self._saved_step != self.step:
+        if self.step not in (0, self._saved_step):  # nothing trained since the last one: nothing to save
             self.save_checkpoint(self.step % every)
         received = signal.Signals(self._signal).name if self._signal else "a signal to another process"
         log.warning("%s: checkpointed at step %d on %s", self.name, self.step, received)
@@ -459,13 +462,13 @@ class Trainer:
         make_batches(segment) must return the batches of steps [segment·ckpt_every, ...) — an
         iterator deterministic in `segment` (seed the loader from it)."""
         total, every = self.optim.steps, max(1, self.optim.ckpt_every)
-        consumed = self.resume()
-        self._trim_metrics()
-        self._start_trackers()
-        bar = self._progress_bar(total)
-        batches: Iterator[Any] | None = None
-        started = time.time()
-        with self._catching_signals():
+        with deferred_signals():
+            consumed = self.resume()
+            self._trim_metrics()
+            self._start_trackers()
+            bar = self._progress_bar(total)
+            batches: Iterator[Any] | None = None
+            started = time.time()
             try:
                 while self.step < total:
                     skip = 0
@@ -575,10 +578,11 @@ class Trainer:
 
         A checkpoint signal meanwhile is noted, not obeyed: training is over, so finishing is the best
         use of the grace time (a job killed here resumes from its checkpoints, which still exist; one
-        that died after removing them would have to start over)."""
+        that died after removing them would have to start over). Once the output is written the job is
+        finished (`job_finished`): a signal after it no longer fails the job."""
         key = key or self.main
         output = Path(output)
-        with self._catching_signals():
+        with deferred_signals():
             self.accelerator.wait_for_everyone()
             module = self.unwrap(key)
             with self.emas[key].swapped(module) if key in self.emas else contextlib.nullcontext():
@@ -588,5 +592,7 @@ class Trainer:
                     if tmp.exists():
                         shutil.rmtree(tmp)
                     save(whole, tmp)
+                    follow_umask(tmp)
                     _atomic_dir_replace(tmp, output)
             self.remove_checkpoints()
+            job_finished()

@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Slurm's warning before a time limit (the profile asks for SIGUSR1) and its preemption/scancel signal:
@@ -37,3 +38,69 @@ def held_signals(signals: Iterable[int]) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint signals over a job's life
+
+
+@dataclass
+class _SignalState:
+    installed: bool = False  # `install_job_handler` ran: this process is a job
+    deferred: bool = False  # a trainer acts on them: only noted
+    finished: bool = False  # the job's output is complete: ignored
+    received: int | None = None
+
+
+_STATE = _SignalState()
+
+
+def _on_checkpoint_signal(signum: int, _frame: object) -> None:
+    if _STATE.finished:
+        return
+    _STATE.received = signum
+    if not _STATE.deferred:
+        raise SystemExit(EXIT_CHECKPOINTED)
+
+
+def install_job_handler() -> None:
+    """Handle SIGTERM and SIGUSR1 for the rest of this process's life (a `semtok` command's own
+    process): until a trainer takes them over, a signal ends the job with 75 at once (start-up, and
+    jobs whose outputs appear atomically: nothing is lost, the scheduler retries); while a trainer
+    defers them (`deferred_signals`: resume, training, export) it is noted and the trainer checkpoints
+    and exits 75; once the job's output is complete (`job_finished`) it is ignored, so that a finished
+    job exits 0 instead of dying between printing its result and exiting."""
+    _STATE.installed, _STATE.deferred, _STATE.finished, _STATE.received = True, False, False, None
+    for signum in CHECKPOINT_SIGNALS:
+        signal.signal(signum, _on_checkpoint_signal)
+
+
+def received_signal() -> int | None:
+    """The checkpoint signal noted while deferred (None: none)."""
+    return _STATE.received
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """While the block runs a checkpoint signal is only noted (`received_signal`); the caller acts on it
+    at a safe point. In a job (`install_job_handler`) they stay deferred after the block: what follows is
+    the trainer's own saving and reporting. Elsewhere (a library call) the block starts with no signal
+    noted and the previous handlers come back after it."""
+    if _STATE.installed:
+        _STATE.deferred = True
+        yield
+        return
+    previous = {signum: signal.signal(signum, _on_checkpoint_signal) for signum in CHECKPOINT_SIGNALS}
+    _STATE.deferred, _STATE.received = True, None
+    try:
+        yield
+    finally:
+        _STATE.deferred = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def job_finished() -> None:
+    """The job's declared output is complete: in a job, a checkpoint signal from now on is ignored."""
+    if _STATE.installed:
+        _STATE.finished = True
