@@ -9,10 +9,12 @@ import typing
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
-from semtok.config import Config, ConfigError, from_dict, json_schema, load
+from semtok.config import Config, ConfigError, SampleConfig, check_argument, from_dict, json_schema, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,3 +212,41 @@ def test_json_schema_rejects_what_the_loader_rejects():
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, json_schema())
     jsonschema.validate(raw(), json_schema())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("steps", 0),
+        ("steps", 1.7),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("top_p", -0.2),
+        ("cfg_scale", -3),
+        ("temperature", 0),
+        ("temperature", -1),
+        ("choice_temperature", -1),
+        ("order", "sideways"),
+        ("cfg_schedule", True),
+    ],
+)
+def test_an_argument_is_refused_exactly_where_the_config_refuses_the_setting(name, value):
+    """One definition of each range: `check_argument` (the APIs) and the config loader refuse the same
+    values with the same words, the argument's name in place of the key."""
+    with pytest.raises(ConfigError) as loaded:
+        from_dict({}, [f"generator.sample.{name}={value}"])
+    with pytest.raises(ConfigError) as argument:
+        check_argument(value, "my_arg", SampleConfig, name)
+    assert str(loaded.value).split(": ", 1)[1] == str(argument.value).split(": ", 1)[1]
+    assert str(argument.value).startswith("my_arg: ") and repr(value) in str(argument.value).replace(".0", "")
+
+
+def test_an_argument_within_range_comes_back_as_the_config_would_hold_it():
+    assert check_argument(1, "top_p", SampleConfig) == 1.0 and isinstance(
+        check_argument(1, "top_p", SampleConfig), float
+    )
+    assert check_argument(np.float32(0.5), "top_p", SampleConfig) == 0.5
+    assert check_argument(torch.tensor(8), "steps", SampleConfig) == 8
+    assert check_argument(np.int64(8), "num_inference_steps", SampleConfig, "steps") == 8
+    with pytest.raises(ConfigError, match="num_inference_steps: expected int, got bool"):
+        check_argument(True, "num_inference_steps", SampleConfig, "steps")

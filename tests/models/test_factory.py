@@ -1,5 +1,6 @@
 """Models from the config (semtok/models/factory.py): the pretrained decoder's architecture is checked
-against `tokenizer.decoder.transformer`."""
+against `tokenizer.decoder.transformer`; a generator carries its variant's sampling settings and the
+dataset's class names (the generation pipeline's defaults)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
+from semtok import paths
 from semtok.config import ConfigError
+from semtok.data import imagenet, synthetic
+from semtok.models import factory
 from semtok.models.factory import build_tokenizer
+from semtok.models.generator import MaskedGenerator
+from semtok.sampling.settings import sampler_kwargs
 
 
 @pytest.fixture
@@ -38,3 +44,17 @@ def test_a_pretrained_decoder_of_another_architecture_is_refused_naming_the_key(
     cfg.tokenizer_variants["b18"] = {"decoder": {"transformer": {**arch, "num_layers": 24}}}
     with pytest.raises(ConfigError, match=r"tokenizer.decoder.transformer.num_layers: 24, but .* has 2"):
         build_tokenizer(cfg, "b18")
+
+
+def test_a_generator_is_saved_with_its_sampling_settings_and_class_names(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg(["generator_variants.ar-l.sample={steps: 6, top_p: 0.9, order: confidence}"])
+    synthetic.write_dataset(cfg.data.synthetic, paths.synthetic_root(cfg.out))
+    imagenet.write_index(imagenet.build_index(cfg, "train")[0], paths.index_file(cfg.out, "train"))
+    monkeypatch.setattr(factory, "tokenizer_shape", lambda cfg, variant: (16, 18))
+    torch.manual_seed(0)
+    factory.build_generator(cfg, "ar-l").save_pretrained(tmp_path / "ar-l")
+    saved = MaskedGenerator.from_pretrained(tmp_path / "ar-l").config
+    assert saved.sample_settings == sampler_kwargs(cfg.generator_variant("ar-l").sample)
+    assert saved.sample_settings["steps"] == 6 and saved.sample_settings["order"] == "confidence"
+    assert saved.class_names == imagenet.class_names(cfg) and len(saved.class_names) == 4
+    assert saved.class_names[0] != "n00000000"  # the synthetic data's descriptions, not the synset ids
