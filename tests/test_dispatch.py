@@ -61,6 +61,8 @@ def test_the_resolved_settings_file_runs_the_command(tmp_path):
     done = shell(f"{sys.executable} -m semtok.cli resolve-config --config config/config.yaml", ROOT)
     assert done.returncode == 0, done.stderr
     resolved.write_text(json.dumps(yaml.safe_load(done.stdout)))
+    done = shell(f"{sys.executable} -m semtok.cli resolve-config", tmp_path)
+    assert done.returncode == 2 and "the newest here: results/config/0123abcd.json" in done.stderr
     done = shell(
         f'export SEMTOK_CONFIG={resolved}; {sys.executable} -m semtok.cli resolve-config --config "$SEMTOK_CONFIG"',
         tmp_path,

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semtok.utils.process import job_finished
@@ -106,10 +107,12 @@ def missing_config(given: str | None) -> str | None:
         )
     else:
         return None
+    written = sorted(Path("results", "config").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    newest = f"; the newest here: {written[-1]}" if written else ""
     return (
         f"{problem}. Pass --config FILE: a YAML config (e.g. config/config.yaml, config/paper.yaml) or the "
-        "resolved settings a workflow run wrote, <out_dir>/config/<hash>.json (the newest is the last run's; "
-        "export SEMTOK_CONFIG=that file to rerun a printed command)"
+        f"resolved settings a workflow run wrote, <out_dir>/config/<hash>.json (the newest is the last run's"
+        f"{newest}; export SEMTOK_CONFIG=that file to rerun a printed command)"
     )
 
 

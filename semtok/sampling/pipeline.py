@@ -106,6 +106,9 @@ class SemTokPipeline(DiffusionPipeline):
                 stacklevel=3,
             )
             return defaults
+        unknown = sorted(set(saved) - set(sampler_kwargs(SampleConfig())))
+        if unknown:
+            raise ValueError(f"the generator's sample_settings: {unknown} are not sampler settings")
         settings = {
             name: check_argument(value, f"sample_settings.{name}", SampleConfig, name)
             for name, value in saved.items()

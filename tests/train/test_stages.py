@@ -355,15 +355,17 @@ def test_class_dropout_nulls_the_configured_fraction_of_labels_in_training(
     assert abs(rate - cfg.generator.class_dropout) < 0.03
 
 
-def test_readme_generation_example_runs(generator, stage2):
+def test_readme_generation_example_runs(cfg, generator, stage2):
     """README, Python API: the generation pipeline from the generator and tokenizer folders gives the
-    images of sampling the generator and decoding with the tokenizer, in every output type."""
+    images of sampling the generator and decoding with the tokenizer, in every output type, with the
+    settings `train-ar` saved (the variant's `generator.sample`) for those it is not given."""
     pipe = SemTokPipeline.from_pretrained(generator, stage2)
     images = pipe([0, 1, 2], steps=4, generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert images.shape == (3, 3, 32, 32) and 0.0 <= float(images.min()) <= float(images.max()) <= 1.0
     tok = SemTok.from_pretrained(stage2).eval()
     model = MaskedGenerator.from_pretrained(generator).eval()
-    settings = sampler_kwargs(dataclasses.replace(SampleConfig(), steps=4))
+    assert sampler_kwargs(pipe.default_settings) == sampler_kwargs(cfg.generator_variant("ar-l").sample)
+    settings = sampler_kwargs(dataclasses.replace(cfg.generator_variant("ar-l").sample, steps=4))
     out = sample(model, torch.arange(3), **settings, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(tok.decode(out), images)
     uint8 = pipe(
