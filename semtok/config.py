@@ -666,8 +666,9 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """A config file: YAML, or JSON (a `.json` file, such as the resolved settings the workflow writes)."""
     with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+        raw = (json.load(f) if str(path).endswith(".json") else yaml.safe_load(f)) or {}
     try:
         return from_dict(raw, overrides)
     except ConfigError as err:
@@ -676,6 +677,39 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def _float_text(x: float) -> str:
+    """`repr(x)` with a decimal point in the mantissa: 5e-05 → "5.0e-05". YAML 1.1 readers (PyYAML's
+    safe_load) read a number without a point as a string; JSON readers accept both."""
+    mantissa, e, exponent = repr(x).partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + e + exponent
+
+
+def _json_text(value: Any, depth: int) -> str:
+    pad, inner = " " * depth, " " * (depth + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = (f"{inner}{json.dumps(str(k))}: {_json_text(value[k], depth + 1)}" for k in sorted(value))
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(f"{inner}{_json_text(v, depth + 1)}" for v in value) + f"\n{pad}]"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"cannot write the non-finite value {value!r}")
+        return _float_text(value)
+    return json.dumps(value)
+
+
+def dumps(cfg: Config) -> str:
+    """The resolved settings as JSON (sorted keys) that every reader reads back exactly: `json.load` and
+    YAML readers alike (floats always carry a decimal point; strings are quoted)."""
+    return _json_text(to_dict(cfg), 0) + "\n"
 
 
 def section_hash(*sections: Any) -> str:

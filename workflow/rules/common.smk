@@ -1,6 +1,5 @@
 # Config validation, the resolved config every job reads, and helpers shared by the rules.
 import hashlib
-import json
 import os
 import shlex
 import sys
@@ -33,7 +32,7 @@ if "{" in str(OUT) or "}" in str(OUT):
 # through an environment variable, not the command text: Snakemake reruns a job whose command text
 # changes, and each rule's `params.cfg` (a hash of the sections the rule depends on) already decides
 # exactly which jobs rerun when settings change.
-_resolved = json.dumps(semtok.config.to_dict(CFG), indent=1, sort_keys=True) + "\n"
+_resolved = semtok.config.dumps(CFG)
 CONFIG_FILE = P.config_file(OUT, hashlib.sha256(_resolved.encode()).hexdigest()[:16])
 if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
     CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
