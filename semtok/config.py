@@ -110,10 +110,22 @@ class SyntheticConfig:
 
 
 @dataclass
+class SubsetConfig:
+    """A part of the dataset (null: all of it): the first `classes` classes in class order and, of each,
+    the first images in key order. The paper-shape smoke run (config/paper-smoke.yaml) indexes a few
+    images of a real ImageNet folder this way; the class count of the run is then `classes`."""
+
+    classes: int | None = setting(None, ge=1)
+    train_per_class: int | None = setting(None, ge=1)
+    val_per_class: int | None = setting(None, ge=1)
+
+
+@dataclass
 class DataConfig:
     source: Literal["synthetic", "imagenet"] = "imagenet"
     imagenet_root: str | None = None  # holds train/<wnid>/*.JPEG and val/ (per-class or flat)
     val_solution_csv: str | None = None  # flat val folder labels; default <root>/LOC_val_solution.csv
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     resolution: int = setting(256, ge=8)
     jpeg_quality: int = setting(95, ge=1, le=100)
@@ -188,13 +200,15 @@ class OptimConfig:
 
 @dataclass
 class ComputeConfig:
-    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
-    compile: bool = True  # torch.compile of model blocks (GPU only; ignored on CPU)
+    # cuda: stop at start where CUDA is not usable; cpu: the CPU on purpose; auto: CUDA when usable
+    device: Literal["cuda", "cpu", "auto"] = "auto"
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"  # autocast of training and inference, CPU too
+    compile: bool = True  # torch.compile of the transformer blocks (inductor, on GPU and CPU)
     grad_checkpointing: bool = True
     fused_adam: bool = True  # fused AdamW kernel (CPU and GPU; 3.5x faster optimizer step on CPU)
     allow_tf32: bool = True
     num_workers: int = setting(8, ge=0)
-    threads: int = setting(0, ge=0)  # torch CPU threads; 0 = library default
+    threads: int = setting(0, ge=0)  # torch CPU threads; 0 = the job's CPUs (semtok/utils/devices.py)
     fsdp: bool = False  # several processes: FSDP2 sharding instead of DDP (semtok/train/fsdp.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
     # accelerate's experiment trackers of every training job; "wandb" needs `pip install wandb`
@@ -360,6 +374,7 @@ class EvalConfig:
     batch_size: int = setting(64, ge=1)
     # ADM's reference batch (arr_0 images, mu/sigma), a local path or a URL that `prefetch` downloads:
     # gFID against its mu/sigma, precision/recall against its images. None: the validation images.
+    # "standin": random images in its layout, written by the workflow (offline runs at the paper's shapes).
     fid_reference: str | None = None
     classifier: str = "IMAGENET1K_V2"  # class_acc: torchvision ResNet50_Weights with real Inception
     fid_extractor: Literal["inception", "classifier"] = "inception"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from semtok import paths, registry
 from semtok.config import Config, section_hash
@@ -30,8 +29,16 @@ from semtok.eval.recon import (
     vae_decoder,
 )
 from semtok.eval.records import ORIGINAL, VAE, protocol, write_metrics
-from semtok.eval.reference import data_tag, fid_setup, generation_reference, on_gpu, val_batches
+from semtok.eval.reference import (
+    data_tag,
+    fid_setup,
+    generation_reference,
+    on_device,
+    val_batches,
+    write_reference_standin,
+)
 from semtok.jobs import EntryPoint
+from semtok.utils.devices import job_device
 from semtok.utils.io import save_npz
 
 
@@ -63,7 +70,7 @@ def compute_reference(cfg: Config, output: Path, metrics: Path) -> dict[str, Any
         gen_sigma=gen_stats.sigma,
         gen_ref=np.asarray(gen_name),
     )
-    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
+    classifier = on_device(cfg, registry.load_accuracy_classifier(cfg))
     accuracy = top1_accuracy(classifier, images, labels, cfg.evaluation.batch_size)
     write_metrics(
         metrics,
@@ -97,6 +104,14 @@ def eval_reference(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     return compute_reference(cfg, Path(args.output), Path(args.metrics))
 
 
+def standin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, help="the stand-in reference batch (.npz) to write")
+
+
+def reference_standin(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    return write_reference_standin(cfg, Path(args.output))
+
+
 def recon_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="tokenizer variant (not with --mode vae)")
     parser.add_argument("--mode", choices=MODES, default="refiner")
@@ -107,7 +122,7 @@ def recon_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = job_device(cfg.compute)
     if args.mode == "vae":
         if args.variant not in (None, VAE[0]):
             raise ValueError(f"--mode vae evaluates the VAE alone; drop --variant {args.variant}")
@@ -181,6 +196,7 @@ def eval_gen(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 ENTRY_POINTS = {
     "eval-reference": EntryPoint(reference_arguments, eval_reference),
+    "reference-standin": EntryPoint(standin_arguments, reference_standin),
     "eval-recon": EntryPoint(recon_arguments, eval_recon),
     "eval-gen": EntryPoint(gen_arguments, eval_gen),
 }

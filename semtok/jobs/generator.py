@@ -34,6 +34,7 @@ from semtok.sampling.settings import sample_config
 from semtok.train.compile import compile_blocks
 from semtok.train.generator import generator_step
 from semtok.train.loop import Objective, Trainer, segment_seed
+from semtok.utils.devices import job_device
 from semtok.utils.io import save_npz
 
 PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5
@@ -97,7 +98,7 @@ def sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pipeline(cfg: Config, variant: str) -> SemTokPipeline:
     """Generator `variant` and its tokenizer, on the GPU when there is one."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = job_device(cfg.compute)
     tokenizer = cfg.generator_variant(variant).tokenizer
     return SemTokPipeline(load_generator(cfg, variant, device), load_tokenizer(cfg, tokenizer, device=device))
 

@@ -52,7 +52,8 @@ from torch import nn
 
 from semtok.config import ComputeConfig, ConfigError, OptimConfig
 from semtok.train.ema import EMA
-from semtok.utils.process import CHECKPOINT_SIGNALS, EXIT_CHECKPOINTED, held_signals
+from semtok.utils.devices import job_device
+from semtok.utils.process import CHECKPOINT_SIGNALS, EXIT_CHECKPOINTED, EXIT_DIVERGED, held_signals
 
 log = logging.getLogger("semtok.train")
 
@@ -122,6 +123,17 @@ def _sync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def refuse_nonfinite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Raise ValueError naming the floating-point tensors of `tensors` that hold NaN or inf."""
+    bad = [
+        f"{name} ({int((~torch.isfinite(t)).sum())} of {t.numel()} values)"
+        for name, t in tensors.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise ValueError(f"{what}: {len(bad)} tensor(s) hold NaN or inf: {', '.join(bad[:10])}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,16 +238,14 @@ class Trainer:
         self.structure = structure_fingerprint({k: o.module for k, o in objectives.items()})
         self.ckpt_dir, self.log_dir = Path(ckpt_dir), Path(log_dir)
         self.optim = objectives[main].optim
-        cuda = torch.cuda.is_available()
+        cuda = job_device(compute).type == "cuda"
         self.accelerator = Accelerator(
-            mixed_precision=compute.mixed_precision if cuda else "no",
+            mixed_precision=compute.mixed_precision,
             cpu=not cuda,
             step_scheduler_with_optimizer=False,
             log_with=trackers(compute),
             project_dir=str(self.log_dir),
         )
-        if compute.threads and not cuda:
-            torch.set_num_threads(compute.threads)
         if cuda and compute.allow_tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -276,6 +286,9 @@ class Trainer:
         self.step = 0
         self._saved_step: int | None = None  # the step of the checkpoint on disk that this run matches
         self._signal: int | None = None
+        # per loss term or logged scalar: the first step whose value was not finite (-1: none yet), kept
+        # on the device so that watching costs no host sync; read at log steps, checkpoints and export
+        self._first_nonfinite: dict[str, torch.Tensor] = {}
 
     # -- helpers --------------------------------------------------------------------------------
     def _fsdp(self, compute: ComputeConfig) -> Any:
@@ -426,6 +439,7 @@ class Trainer:
         return bool(self.accelerator.reduce(flag, "sum") > 0)
 
     def _checkpoint_and_exit(self, every: int) -> None:
+        self.stop_if_diverged()
         if self._saved_step != self.step:
             self.save_checkpoint(self.step % every)
         received = signal.Signals(self._signal).name if self._signal else "a signal to another process"
@@ -476,6 +490,7 @@ class Trainer:
                         self._checkpoint_and_exit(every)
                     self._train_step(step_fn, batch, bar, started)
                     if self.step % every == 0 and self.step < total:
+                        self.stop_if_diverged()
                         self.save_checkpoint(0)
             finally:
                 close = getattr(batches, "close", None)
@@ -489,12 +504,57 @@ class Trainer:
         self, step_fn: Callable[[Trainer, Any], StepOutput], batch: Any, bar: Any, started: float
     ) -> None:
         out = step_fn(self, batch)
+        self._watch(out)
         logs = self._optimise(out)
         self.step += 1
         bar.update(1)
         if self.step % self.optim.log_every == 0 or self.step == self.optim.steps:
+            self.stop_if_diverged()
             self._log(out, logs, started)
             bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
+
+    # -- divergence ----------------------------------------------------------------------------
+    def _watch(self, out: StepOutput) -> None:
+        """Record, on the device, the first step at which each loss (and logged term) is not finite."""
+        for key, value in [*out.losses.items(), *out.logs.items()]:
+            bad = ~torch.isfinite(value.detach()).all()
+            first = self._first_nonfinite.get(key)
+            if first is None:
+                first = self._first_nonfinite[key] = torch.full((), -1, dtype=torch.long, device=value.device)
+            first.copy_(torch.where(bad & (first < 0), self.step + 1, first))
+
+    def stop_if_diverged(self) -> None:
+        """Stop the job (exit EXIT_DIVERGED, nothing exported, no checkpoint written) when a loss became
+        non-finite since the run started: the error names the step, the terms and the last good
+        checkpoint. All processes agree (one reduction); called at log steps, checkpoints and export."""
+        firsts = {k: int(v) for k, v in self._first_nonfinite.items()}  # the host sync
+        bad = {k: v for k, v in firsts.items() if v >= 0}
+        step = min(bad.values(), default=-1)
+        if self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor(step if step >= 0 else 2**62, device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            step = int(flag) if int(flag) < 2**62 else -1
+        if step < 0:
+            return
+        terms = ", ".join(f"{k} (from step {v})" for k, v in sorted(bad.items(), key=lambda kv: kv[1]))
+        good = self.checkpoints()
+        last = (
+            f"the last good checkpoint is {good[-1]}, which a retry resumes from"
+            if good
+            else "no checkpoint was written yet, so a retry starts from scratch"
+        )
+        log.error(
+            "%s: training diverged: the loss is not finite at step %d (%s); %s. Stopped at step %d "
+            "without exporting: lower the learning rate (or fix the data) and rerun.",
+            self.name,
+            step,
+            terms or "on another process",
+            last,
+            self.step,
+        )
+        raise SystemExit(EXIT_DIVERGED)
 
     def _progress_bar(self, total: int) -> Any:
         from tqdm.auto import tqdm
@@ -578,12 +638,14 @@ class Trainer:
         that died after removing them would have to start over)."""
         key = key or self.main
         output = Path(output)
+        self.stop_if_diverged()
         with self._catching_signals():
             self.accelerator.wait_for_everyone()
             module = self.unwrap(key)
             with self.emas[key].swapped(module) if key in self.emas else contextlib.nullcontext():
                 whole = self.fsdp.gather(key, module) if self.fsdp else module  # FSDP: collective
                 if self.is_main:
+                    refuse_nonfinite(whole.state_dict(), f"{self.name}: the weights to export")
                     tmp = output.with_name(output.name + ".tmp")
                     if tmp.exists():
                         shutil.rmtree(tmp)

@@ -22,7 +22,9 @@ rule index_split:
     output:
         P.index_file(OUT, "{split}"),
     params:
-        cfg=lambda wc: chash(CFG.data.source, CFG.data.imagenet_root, SPLITS[wc.split]),
+        cfg=lambda wc: chash(
+            CFG.data.source, CFG.data.imagenet_root, CFG.data.val_solution_csv, CFG.data.subset, SPLITS[wc.split]
+        ),
     log:
         OUT / "logs/index_{split}.log",
     shell:

@@ -5,9 +5,25 @@
 import semtok.eval.records
 
 
+rule reference_standin:
+    input:
+        teacher=teacher_input("inception"),
+    output:
+        P.reference_standin(OUT),
+    params:
+        cfg=chash(CFG.pretrained.inception, CFG.data.resolution, CFG.seed),
+    log:
+        OUT / "logs/reference_standin.log",
+    shell:
+        cli("reference-standin") + " --output {output:q} > {log:q} 2>&1"
+
+
 def reference_batch(wildcards):
-    """ADM's reference batch when `evaluation.fid_reference` is set. A missing file stops the DAG, before
-    any job runs, with a message that says what to set."""
+    """ADM's reference batch when `evaluation.fid_reference` is set (its stand-in, written by the rule
+    above, for "standin"). A missing file stops the DAG, before any job runs, with a message that says
+    what to set."""
+    if CFG.evaluation.fid_reference == semtok.registry.REFERENCE_STANDIN:
+        return [P.reference_standin(OUT)]
     try:
         path = semtok.registry.reference_batch(CFG)
     except FileNotFoundError as err:
