@@ -454,20 +454,6 @@ class Config:
     def generator_variant(self, name: str) -> GeneratorConfig:
         return _variant(self.generator, self.generator_variants, name, "generator_variants")
 
-    def tokenizer_dependencies(self, name: str) -> list[Any]:
-        """The config sections a tokenizer variant's weights depend on (its training jobs' settings
-        hash, semtok/train/loop.py): the variant, the variant whose Stage I it starts from, data, frozen
-        components, compute, seed."""
-        source = self.stage1_source(name)
-        upstream = self.tokenizer_variant(source) if source else None
-        return [self.tokenizer_variant(name), upstream, self.data, self.pretrained, self.compute, self.seed]
-
-    def generator_dependencies(self, name: str) -> list[Any]:
-        """The config sections a generator variant's weights depend on: the variant and everything its
-        tokenizer's weights depend on."""
-        gen = self.generator_variant(name)
-        return [gen, *self.tokenizer_dependencies(gen.tokenizer)]
-
     def stage1_source(self, name: str) -> str | None:
         """The variant whose Stage I weights `name` starts Stage II from (None: no Stage I)."""
         src = self.tokenizer_variant(name).stage1.from_variant

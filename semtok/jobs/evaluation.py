@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from semtok import paths, registry
-from semtok.config import Config, section_hash
+from semtok import keys, paths, registry
+from semtok.config import Config
 from semtok.data.imagenet import num_classes
 from semtok.data.images import to_uint8
 from semtok.eval.features import extract_features, top1_accuracy
@@ -88,7 +88,7 @@ def compute_reference(cfg: Config, output: Path, metrics: Path) -> dict[str, Any
                 n=len(images),
             )
         },
-        config_hash=section_hash(cfg.data, cfg.pretrained.inception, cfg.evaluation),
+        config_hash=keys.digest(keys.reference(cfg)),
         n_samples=len(images),
     )
     return {
@@ -129,7 +129,7 @@ def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         variant, setting = VAE
         rec = reconstruct(cfg, vae_decoder(cfg, device), device)
         extra = latent_bits(cfg, rec)
-        config_hash = section_hash(cfg.data, cfg.pretrained, cfg.evaluation.recon_images)
+        config_hash = keys.digest(keys.recon(cfg, None, "vae"))
     else:
         if args.variant is None:
             raise ValueError(f"--mode {args.mode} needs --variant (a tokenizer variant)")
@@ -137,9 +137,7 @@ def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         decode, tok = tokenizer_decoder(cfg, variant, args.mode, device)
         rec = reconstruct(cfg, decode, device)
         extra = code_metrics(tok, rec)
-        config_hash = section_hash(
-            cfg.tokenizer_variant(variant), cfg.data, cfg.pretrained, cfg.evaluation.recon_images
-        )
+        config_hash = keys.digest(keys.recon(cfg, variant, args.mode))
     values, protocols = image_metrics(cfg, rec, Path(args.reference), device)
     values, protocols = {**values, **extra[0]}, {**protocols, **extra[1]}
     write_metrics(
@@ -176,10 +174,7 @@ def eval_gen(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     values, protocols = generation_metrics(cfg, images, labels, Path(args.reference))
     values["params"] = float(generator_parameters(paths.generator_dir(cfg.out, args.variant)))
     protocols["params"] = protocol(definition="safetensors-element-count")
-    g = cfg.generator_variant(args.variant)
-    config_hash = section_hash(
-        g, cfg.tokenizer_variant(g.tokenizer), cfg.evaluation.fid_reference, args.setting
-    )
+    config_hash = keys.digest(keys.gen(cfg, args.variant, args.setting))
     write_metrics(
         Path(args.output),
         run_id=cfg.run_id,

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semtok import paths
-from semtok.config import Config, section_hash
+from semtok import keys, paths
+from semtok.config import Config
 from semtok.data.imagenet import num_classes
 from semtok.data.images import to_uint8
 from semtok.data.tokens import TokenDataset
@@ -59,7 +59,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
-        settings=section_hash(*cfg.generator_dependencies(variant)),
+        settings=keys.digest(keys.generator(cfg, variant)),
         project=cfg.run_id,
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)

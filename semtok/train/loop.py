@@ -225,9 +225,9 @@ class Trainer:
         settings: str,
         project: str = "semtok",
     ) -> None:
-        """settings: a hash of everything in the config that determines this job's result (the
-        stage's sections, as the workflow rule's params hash them); checkpoints written under other
-        settings are never resumed from. project: the trackers' project (the run id), `name` the run."""
+        """settings: the job's settings key (semtok/keys.py, as the workflow rule's params hash it);
+        checkpoints written under another key, or sharded differently (compute.fsdp), are never resumed
+        from. project: the trackers' project (the run id), `name` the run."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -343,6 +343,7 @@ class Trainer:
                 "job": self.name,
                 "settings": self.settings,
                 "structure": self.structure,
+                "sharded": bool(self.fsdp),
                 "time": time.time(),
                 "files": _manifest(tmp),
             }
@@ -363,16 +364,17 @@ class Trainer:
         for ckpt in reversed(self.checkpoints()):
             try:
                 meta = read_meta(ckpt)
-                if (meta.get("settings"), meta.get("structure")) != (self.settings, self.structure):
+                written = (meta.get("settings"), meta.get("structure"), meta.get("sharded", False))
+                if written != (self.settings, self.structure, bool(self.fsdp)):
                     log.warning(
-                        "%s: discarded checkpoint %s: written under other settings or modules "
-                        "(settings %s, structure %s; this job has %s, %s)",
+                        "%s: discarded checkpoint %s: written under other settings, modules or sharding "
+                        "(settings %s, structure %s, FSDP %s; this job has %s, %s, %s)",
                         self.name,
                         ckpt,
-                        meta.get("settings"),
-                        meta.get("structure"),
+                        *written,
                         self.settings,
                         self.structure,
+                        bool(self.fsdp),
                     )
                     shutil.rmtree(ckpt)
                     continue

@@ -1,4 +1,5 @@
 # Config validation, the resolved config every job reads, and helpers shared by the rules.
+import functools
 import hashlib
 import os
 import shlex
@@ -9,6 +10,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 import semtok.config
+import semtok.keys
 import semtok.paths as P
 import semtok.registry
 
@@ -57,8 +59,11 @@ def launch(cmd):
     return f'{shlex.quote(PYTHON)} -m semtok.cli.launch {cmd} --config "$SEMTOK_CONFIG"'
 
 
-def chash(*sections):
-    return semtok.config.section_hash(*sections)
+@functools.cache  # a key per (job kind, wildcards): computed once even for the paper's 11,000 jobs
+def key(job, *args):
+    """The settings key of a job (semtok/keys.py): exactly the settings that can change its output, the
+    rule's `params.cfg`, so that Snakemake reruns exactly the jobs whose settings changed."""
+    return semtok.keys.digest(getattr(semtok.keys, job)(CFG, *args))
 
 
 # Local runs of many short jobs: fork every job from one process that has imported torch, diffusers
