@@ -110,10 +110,22 @@ class SyntheticConfig:
 
 
 @dataclass
+class SubsetConfig:
+    """A part of the dataset (null: all of it): the first `classes` classes in class order and, of each,
+    the first images in key order. The paper-shape smoke run (config/paper-smoke.yaml) indexes a few
+    images of a real ImageNet folder this way; the class count of the run is then `classes`."""
+
+    classes: int | None = setting(None, ge=1)
+    train_per_class: int | None = setting(None, ge=1)
+    val_per_class: int | None = setting(None, ge=1)
+
+
+@dataclass
 class DataConfig:
     source: Literal["synthetic", "imagenet"] = "imagenet"
     imagenet_root: str | None = None  # holds train/<wnid>/*.JPEG and val/ (per-class or flat)
     val_solution_csv: str | None = None  # flat val folder labels; default <root>/LOC_val_solution.csv
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     resolution: int = setting(256, ge=8)
     jpeg_quality: int = setting(95, ge=1, le=100)
@@ -188,13 +200,15 @@ class OptimConfig:
 
 @dataclass
 class ComputeConfig:
-    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
-    compile: bool = True  # torch.compile of model blocks (GPU only; ignored on CPU)
+    # cuda: stop at start where CUDA is not usable; cpu: the CPU on purpose; auto: CUDA when usable
+    device: Literal["cuda", "cpu", "auto"] = "auto"
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"  # autocast of training and inference, CPU too
+    compile: bool = True  # torch.compile of the transformer blocks (inductor, on GPU and CPU)
     grad_checkpointing: bool = True
     fused_adam: bool = True  # fused AdamW kernel (CPU and GPU; 3.5x faster optimizer step on CPU)
     allow_tf32: bool = True
     num_workers: int = setting(8, ge=0)
-    threads: int = setting(0, ge=0)  # torch CPU threads; 0 = library default
+    threads: int = setting(0, ge=0)  # torch CPU threads; 0 = the job's CPUs (semtok/utils/devices.py)
     fsdp: bool = False  # several processes: FSDP2 sharding instead of DDP (semtok/train/fsdp.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
     # accelerate's experiment trackers of every training job; "wandb" needs `pip install wandb`
@@ -360,6 +374,7 @@ class EvalConfig:
     batch_size: int = setting(64, ge=1)
     # ADM's reference batch (arr_0 images, mu/sigma), a local path or a URL that `prefetch` downloads:
     # gFID against its mu/sigma, precision/recall against its images. None: the validation images.
+    # "standin": random images in its layout, written by the workflow (offline runs at the paper's shapes).
     fid_reference: str | None = None
     classifier: str = "IMAGENET1K_V2"  # class_acc: torchvision ResNet50_Weights with real Inception
     fid_extractor: Literal["inception", "classifier"] = "inception"
@@ -438,20 +453,6 @@ class Config:
 
     def generator_variant(self, name: str) -> GeneratorConfig:
         return _variant(self.generator, self.generator_variants, name, "generator_variants")
-
-    def tokenizer_dependencies(self, name: str) -> list[Any]:
-        """The config sections a tokenizer variant's weights depend on (its training jobs' settings
-        hash, semtok/train/loop.py): the variant, the variant whose Stage I it starts from, data, frozen
-        components, compute, seed."""
-        source = self.stage1_source(name)
-        upstream = self.tokenizer_variant(source) if source else None
-        return [self.tokenizer_variant(name), upstream, self.data, self.pretrained, self.compute, self.seed]
-
-    def generator_dependencies(self, name: str) -> list[Any]:
-        """The config sections a generator variant's weights depend on: the variant and everything its
-        tokenizer's weights depend on."""
-        gen = self.generator_variant(name)
-        return [gen, *self.tokenizer_dependencies(gen.tokenizer)]
 
     def stage1_source(self, name: str) -> str | None:
         """The variant whose Stage I weights `name` starts Stage II from (None: no Stage I)."""
@@ -681,8 +682,9 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """A config file: YAML, or JSON (a `.json` file, such as the resolved settings the workflow writes)."""
     with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+        raw = (json.load(f) if str(path).endswith(".json") else yaml.safe_load(f)) or {}
     try:
         return from_dict(raw, overrides)
     except ConfigError as err:
@@ -691,6 +693,39 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def _float_text(x: float) -> str:
+    """`repr(x)` with a decimal point in the mantissa: 5e-05 → "5.0e-05". YAML 1.1 readers (PyYAML's
+    safe_load) read a number without a point as a string; JSON readers accept both."""
+    mantissa, e, exponent = repr(x).partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + e + exponent
+
+
+def _json_text(value: Any, depth: int) -> str:
+    pad, inner = " " * depth, " " * (depth + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = (f"{inner}{json.dumps(str(k))}: {_json_text(value[k], depth + 1)}" for k in sorted(value))
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(f"{inner}{_json_text(v, depth + 1)}" for v in value) + f"\n{pad}]"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"cannot write the non-finite value {value!r}")
+        return _float_text(value)
+    return json.dumps(value)
+
+
+def dumps(cfg: Config) -> str:
+    """The resolved settings as JSON (sorted keys) that every reader reads back exactly: `json.load` and
+    YAML readers alike (floats always carry a decimal point; strings are quoted)."""
+    return _json_text(to_dict(cfg), 0) + "\n"
 
 
 def section_hash(*sections: Any) -> str:

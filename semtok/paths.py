@@ -14,6 +14,7 @@ these functions, so a path is spelled once.
     generator/{variant}/                           trained generator
     samples/{variant}/{setting}.npz                uint8 N×H×W×3 (`arr_0`), labels, seeds
     metrics/recon/{variant}-{mode}.csv, metrics/gen/{variant}-{setting}.csv
+    standins/reference-batch.npz                   stand-in ADM reference batch (paper-smoke runs)
     metrics/data/skipped-{split}.jsonl             corrupt shards/samples skipped by loaders (skip mode)
     tables/table{N}.{csv,md,tex}, figures/{name}.{png,pdf}
     checkpoints/{job}/                             resumable training state (not a declared output)
@@ -97,6 +98,12 @@ def recon_features(out: Path, variant: str) -> Path:
 
 def fid_reference(out: Path) -> Path:
     return out / "metrics" / "reference" / "val-features.npz"
+
+
+def reference_standin(out: Path) -> Path:
+    """A stand-in for ADM's reference batch (`evaluation.fid_reference: standin`): random images in its
+    layout, for offline runs at the paper's shapes."""
+    return out / "standins" / "reference-batch.npz"
 
 
 def gen_metrics(out: Path, variant: str, setting: str) -> Path:

@@ -161,9 +161,9 @@ def siglip_preprocess(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
     import torch
 
     size = model.config.image_size
-    if images.shape[-1] != size or images.shape[-2] != size:
+    if images.shape[-1] != size or images.shape[-2] != size:  # float32: no bf16 antialias kernel on CPU
         images = torch.nn.functional.interpolate(
-            images, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+            images.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True
         )
     return images * 2.0 - 1.0
 
@@ -225,7 +225,7 @@ def load_fid_extractor(cfg: Config) -> tuple[Any, dict[str, str], str]:
         return build_feature_extractor("inception", weights)
     if comp.source == "bootstrap":
         return build_feature_extractor("classifier", location(cfg, "inception"))
-    raise ConfigError("pretrained.inception.source: use 'pretrained' (Inception) or 'bootstrap' (classifier)")
+    return build_feature_extractor("inception", random_seed=cfg.seed)
 
 
 def load_accuracy_classifier(cfg: Config) -> nn.Module:
@@ -234,25 +234,31 @@ def load_accuracy_classifier(cfg: Config) -> nn.Module:
     It follows the FID extractor's entry: with `pretrained.inception.source: bootstrap` (offline) it
     is that entry's stand-in classifier — trained on training images only, and never the network
     Stage II optimises against (that is `resnet`); with real Inception weights it is torchvision's
-    ResNet-50 with the ImageNet weights `evaluation.classifier` and their preprocessing at 224 px.
+    ResNet-50 with the ImageNet weights `evaluation.classifier` and their preprocessing at 224 px; with
+    random Inception weights (`source: random`, offline runs at the paper's shapes) that ResNet-50 with
+    random weights.
     """
     from semtok.eval.features import bootstrapped_classifier, torchvision_resnet50
 
     source = component(cfg, "inception").source
     if source == "bootstrap":
         return bootstrapped_classifier(location(cfg, "inception"))
-    if source == "pretrained":
-        return torchvision_resnet50(cfg.evaluation.classifier)
-    raise ConfigError("pretrained.inception.source: use 'pretrained' (Inception) or 'bootstrap' (classifier)")
+    return torchvision_resnet50(cfg.evaluation.classifier, None if source == "pretrained" else cfg.seed)
+
+
+REFERENCE_STANDIN = "standin"  # evaluation.fid_reference: a stand-in batch the workflow writes
 
 
 def reference_source(cfg: Config) -> tuple[Path, str | None] | None:
     """Where `evaluation.fid_reference` (ADM's reference batch) lives: (local path, the URL it is
     downloaded from or None), or None when unset. A URL's copy is
-    `<pretrained.cache_dir or ~/.cache/semtok>/ref_batches/<file name>`."""
+    `<pretrained.cache_dir or ~/.cache/semtok>/ref_batches/<file name>`; the stand-in ("standin") is
+    written by the `reference_standin` rule under the run's folder."""
     ref = cfg.evaluation.fid_reference
     if not ref:
         return None
+    if ref == REFERENCE_STANDIN:
+        return paths.reference_standin(cfg.out), None
     if urlparse(ref).scheme in ("http", "https"):
         cache = Path(cfg.pretrained.cache_dir or "~/.cache/semtok").expanduser() / "ref_batches"
         return cache / Path(urlparse(ref).path).name, ref

@@ -250,3 +250,38 @@ def test_an_argument_within_range_comes_back_as_the_config_would_hold_it():
     assert check_argument(np.int64(8), "num_inference_steps", SampleConfig, "steps") == 8
     with pytest.raises(ConfigError, match="num_inference_steps: expected int, got bool"):
         check_argument(True, "num_inference_steps", SampleConfig, "steps")
+
+
+def _leaves(value, key=""):
+    """(key path, value) of every leaf of a nested mapping/list."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{key}[{i}]")
+    else:
+        yield key, value
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+@pytest.mark.parametrize("reader", ["yaml", "json"])
+def test_the_settings_file_reads_back_exactly_with_every_reader(name, reader, tmp_path):
+    """The resolved settings file the workflow writes (semtok.config.dumps) holds every value of both
+    configs, each read back with its type by a YAML reader and a JSON reader; 5e-05 was once read by
+    YAML as the string '5e-05' and stopped every job of the paper config."""
+    from semtok.config import dumps, to_dict
+
+    raw = yaml.safe_load((ROOT / "config" / name).read_text())
+    raw["data"]["imagenet_root"] = raw["data"].get("imagenet_root") or "/datasets/imagenet"
+    cfg = from_dict(raw, ["tokenizer.stage1.optim.lr=5.0e-9", "tokenizer.entropy.weight=1.0e+20"])
+    text = dumps(cfg)
+    back = yaml.safe_load(text) if reader == "yaml" else json.loads(text)
+    expected = dict(_leaves(to_dict(cfg)))
+    got = dict(_leaves(back))
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == value and type(got[key]) is type(value), f"{key}: {got[key]!r} != {value!r}"
+    path = tmp_path / "settings.json"
+    path.write_text(text)
+    assert load(path) == cfg

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ class Command:
     module: str
     help: str
     needs_config: bool = True
+    device: bool = False  # computes on `compute.device`: checked at start (semtok/utils/devices.py)
 
 
 DESCRIPTION = (
@@ -48,22 +48,41 @@ COMMANDS: dict[str, Command] = {
     "shard": Command("semtok.jobs.data", "write one webdataset image shard (and its manifest)"),
     "data-summary": Command("semtok.jobs.data", "merge shard manifests into the data manifest and table"),
     "prefetch": Command("semtok.jobs.teachers", "download every pretrained component into the cache"),
-    "teachers": Command("semtok.jobs.teachers", "bootstrap the tiny frozen teachers on the configured data"),
+    "teachers": Command(
+        "semtok.jobs.teachers", "bootstrap the tiny frozen teachers on the configured data", device=True
+    ),
     "encode": Command(
-        "semtok.jobs.encode", "pre-encode one shard: VAE latents (image + flip) or SigLIP features"
+        "semtok.jobs.encode",
+        "pre-encode one shard: VAE latents (image + flip) or SigLIP features",
+        device=True,
     ),
-    "stage1": Command("semtok.jobs.tokenizer", "Stage I: generative pre-training of a tokenizer variant"),
+    "stage1": Command(
+        "semtok.jobs.tokenizer", "Stage I: generative pre-training of a tokenizer variant", device=True
+    ),
     "stage2": Command(
-        "semtok.jobs.tokenizer", "Stage II: one-step refiner fine-tuning of a tokenizer variant"
+        "semtok.jobs.tokenizer", "Stage II: one-step refiner fine-tuning of a tokenizer variant", device=True
     ),
-    "dump-tokens": Command("semtok.jobs.tokenizer", "encode one image shard (and flips) into token shards"),
-    "train-ar": Command("semtok.jobs.generator", "train a masked autoregressive generator variant"),
-    "sample": Command("semtok.jobs.generator", "sample images from a generator into an ADM-style npz"),
+    "dump-tokens": Command(
+        "semtok.jobs.tokenizer", "encode one image shard (and flips) into token shards", device=True
+    ),
+    "train-ar": Command(
+        "semtok.jobs.generator", "train a masked autoregressive generator variant", device=True
+    ),
+    "sample": Command(
+        "semtok.jobs.generator", "sample images from a generator into an ADM-style npz", device=True
+    ),
     "eval-reference": Command(
-        "semtok.jobs.evaluation", "features of the validation images (the FID/PR reference)"
+        "semtok.jobs.evaluation", "features of the validation images (the FID/PR reference)", device=True
     ),
-    "eval-recon": Command("semtok.jobs.evaluation", "reconstruction metrics of a tokenizer -> CSV"),
-    "eval-gen": Command("semtok.jobs.evaluation", "generation metrics of a sample file -> CSV"),
+    "reference-standin": Command(
+        "semtok.jobs.evaluation",
+        "write a stand-in for ADM's reference batch (evaluation.fid_reference: standin)",
+        device=True,
+    ),
+    "eval-recon": Command(
+        "semtok.jobs.evaluation", "reconstruction metrics of a tokenizer -> CSV", device=True
+    ),
+    "eval-gen": Command("semtok.jobs.evaluation", "generation metrics of a sample file -> CSV", device=True),
     "table": Command("semtok.jobs.report", "build one paper table from metric CSVs"),
     "figure": Command("semtok.jobs.report", "draw one paper figure"),
     "install-profile": Command(
@@ -85,15 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_threads(cfg: Config | None) -> None:
-    """torch's CPU threads for the job: `compute.threads` when set, else `OMP_NUM_THREADS` when set (the
-    launcher sets 1 per process), else the library's default. Set explicitly because a job forked from
-    the fork server inherits the thread count torch read when the server imported it, before the job's
-    environment existed: two 2-thread jobs on 2 cores ran sampling 5x slower than two 1-thread jobs."""
-    threads = cfg.compute.threads if cfg is not None and cfg.compute.threads > 0 else 0
-    if not threads and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        threads = int(os.environ["OMP_NUM_THREADS"])
-    if threads > 0 and "torch" in sys.modules:  # a job that never imported torch needs no pool
-        sys.modules["torch"].set_num_threads(threads)
+    """torch's CPU threads for the job (semtok/utils/devices.py: `compute.threads`, else the CPUs of its
+    Slurm allocation shared by the node's processes, else OMP_NUM_THREADS / the library default). Set
+    explicitly because a job forked from the fork server inherits the thread count torch read when the
+    server imported it, before the job's environment existed: two 2-thread jobs on 2 cores ran sampling
+    5x slower than two 1-thread jobs."""
+    if cfg is not None and "torch" in sys.modules:  # a job that never imported torch needs no pool
+        from semtok.utils.devices import job_threads
+
+        sys.modules["torch"].set_num_threads(job_threads(cfg.compute))
 
 
 def missing_config(given: str | None) -> str | None:
@@ -159,6 +178,10 @@ def run(argv: list[str]) -> int:
     args.command = name
     if config_error is not None:
         parser.error(config_error)
+    if command.device:
+        from semtok.utils.devices import job_device
+
+        job_device(cfg.compute)  # stops a GPU job on a node without a usable GPU before any work
     configure_threads(cfg)
     result = execute(args, cfg)
     job_finished()

@@ -35,6 +35,7 @@ from semtok.config import Config
 from semtok.data.images import decode_rgb, to_model_range
 from semtok.data.shards import Sample, decode_member, read_shard, write_shard
 from semtok.models import vae
+from semtok.utils.devices import job_device
 from semtok.utils.io import npy_bytes
 
 KINDS = ("latents", "siglip")
@@ -96,8 +97,8 @@ def encode_shard(
     """Encode every sample of image shard `input_path` into feature shard `output`."""
     from accelerate import Accelerator
 
-    gpu = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not gpu, mixed_precision=cfg.compute.mixed_precision if gpu else "no")
+    gpu = job_device(cfg.compute).type == "cuda"
+    accelerator = Accelerator(cpu=not gpu, mixed_precision=cfg.compute.mixed_precision)
     model = load_encoder(cfg, kind).to(accelerator.device)
     samples = list(read_shard(input_path))
     keys = [s["__key__"] for s in samples]

@@ -384,9 +384,28 @@ def class_names(cfg: Config) -> list[str]:
     return [described.get(wnids[c]) or wnids[c] for c in range(len(wnids))]
 
 
+def take_subset(rows: list[IndexRow], classes: int | None, per_class: int | None) -> list[IndexRow]:
+    """`data.subset` of a split's rows (key order): the images and rejected entries of classes
+    0..classes-1, at most `per_class` images of each (the first in key order); entries outside any class
+    folder stay listed."""
+    taken: Counter = Counter()
+    kept = []
+    for row in rows:
+        if classes is not None and row.cls >= classes:
+            continue
+        if not row.rejected and row.cls >= 0 and per_class is not None:
+            if taken[row.cls] >= per_class:
+                continue
+            taken[row.cls] += 1
+        kept.append(row)
+    return kept
+
+
 def build_index(cfg: Config, split: str) -> tuple[list[IndexRow], list[IndexRow]]:
-    """The sharded index of `split` (images and rejected entries) and its rejected entries."""
-    rows = list_split(cfg, split)
+    """The sharded index of `split` (images and rejected entries, `data.subset` of them) and its
+    rejected entries."""
+    subset = cfg.data.subset
+    rows = take_subset(list_split(cfg, split), subset.classes, getattr(subset, f"{split}_per_class"))
     check_keys(rows)
     num_shards = {"train": cfg.data.train_shards, "val": cfg.data.val_shards}[split]
     rows = assign_shards(rows, num_shards)

@@ -23,6 +23,7 @@ from semtok.config import Config
 from semtok.data.loader import decode_sample, latent_normalisation
 from semtok.data.shards import class_label, decode_member, npy_array, read_shard, write_shard
 from semtok.models.factory import load_tokenizer
+from semtok.utils.devices import job_device
 from semtok.utils.io import npy_bytes
 
 
@@ -38,7 +39,7 @@ def unpack_bits(packed: np.ndarray, d: int) -> np.ndarray:
 
 @torch.no_grad()
 def dump_shard(cfg: Config, variant: str, latent_tar: Path, output: Path, batch_size: int) -> dict[str, Any]:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = job_device(cfg.compute)
     tok = load_tokenizer(cfg, variant, device=device)
     norm = latent_normalisation(cfg)
     samples = list(read_shard(latent_tar))

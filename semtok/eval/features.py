@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -229,6 +230,43 @@ def inception_weights_path(path: str | Path | None = None) -> Path:
     return path
 
 
+def random_inception(
+    seed: int, name: str = INCEPTION_EXTRACTOR_NAME, features: Iterable[str] = ("2048",)
+) -> FeatureExtractorInceptionV3:
+    """torch-fidelity's Inception-v3 extractor with random weights drawn from `seed`: the stand-in for the
+    downloaded weights in offline runs at the paper's shapes (config/paper-smoke.yaml): the same class,
+    layers and feature names, so every code path of the real one runs. torch-fidelity's constructor
+    always loads a weights file; here that load is skipped and the layers keep PyTorch's default init."""
+    from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
+
+    cls = tf_inception.FeatureExtractorInceptionV3
+    own = cls.__dict__.get("load_state_dict")
+    with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng(devices=[]):
+        empty = Path(tmp) / "no-weights.pth"
+        torch.save({}, empty)
+        torch.manual_seed(seed)
+        cls.load_state_dict = lambda self, state, *args, **kwargs: None
+        try:
+            model = cls(name, list(features), feature_extractor_weights_path=str(empty))
+        finally:
+            if own is None:
+                del cls.load_state_dict
+            else:
+                cls.load_state_dict = own
+    return model
+
+
+def state_digest(module: nn.Module) -> str:
+    """First 8 hex digits of the SHA-256 of a module's tensors (names, dtypes, values), for protocols of
+    weights that live in memory only."""
+    sha = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        sha.update(key.encode())
+        sha.update(str(tensor.dtype).encode())
+        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return sha.hexdigest()[:8]
+
+
 class FeatureSetup(NamedTuple):
     """A ready extractor, which of its features each metric uses ({"fid": ..., "is": ...}; PR uses
     the FID features), and the protocol string to record with the numbers."""
@@ -243,9 +281,19 @@ def build_feature_extractor(
     path: str | Path | None = None,
     device: torch.device | str = "cpu",
     internal_dtype: str | None = None,
+    random_seed: int | None = None,
 ) -> FeatureSetup:
-    """kind "inception": path = weights file or None (torch hub cache); kind "classifier": path =
-    a `save_classifier` directory (required). Both provide their FID and IS features."""
+    """kind "inception": path = weights file or None (torch hub cache), or random weights drawn from
+    `random_seed` (`random_inception`); kind "classifier": path = a `save_classifier` directory
+    (required). Both provide their FID and IS features."""
+    if kind == "inception" and random_seed is not None:
+        cls = FeatureExtractorInceptionV3
+        names = {"fid": cls.get_default_feature_layer_for_metric("fid"), "is": "logits_unbiased"}
+        extractor = random_inception(random_seed, features=sorted(set(names.values())))
+        extractor.feature_extractor_internal_dtype = text_to_dtype(internal_dtype, "float32")
+        return FeatureSetup(
+            extractor.to(device), names, f"inception-v3-compat-random:{state_digest(extractor)}"
+        )
     if kind == "inception":
         source = weights = inception_weights_path(path)
         # torch-fidelity unpickles this file itself; first make sure it holds nothing but tensors.
@@ -346,14 +394,22 @@ def bootstrapped_classifier(directory: str | Path) -> ImageClassifier:
     return ImageClassifier(model, ResizeNormalise(config.image_size), protocol)
 
 
-def torchvision_resnet50(weights_name: str) -> ImageClassifier:
+def torchvision_resnet50(weights_name: str, random_seed: int | None = None) -> ImageClassifier:
     """torchvision's ResNet-50 with ImageNet weights `weights_name` (a `ResNet50_Weights` member,
     downloaded into TORCH_HOME on first use) and those weights' own preprocessing (resize, centre
-    crop 224 px, ImageNet normalisation); protocol `resnet50-<weights_name>`."""
+    crop 224 px, ImageNet normalisation); protocol `resnet50-<weights_name>`. With `random_seed`, the
+    same network and preprocessing with random weights drawn from the seed (the offline stand-in of runs
+    at the paper's shapes; protocol `resnet50-random:<sha8>`)."""
     try:
         weights = torchvision.models.ResNet50_Weights[weights_name]
     except KeyError:
         known = [w.name for w in torchvision.models.ResNet50_Weights]
         raise ValueError(f"unknown torchvision ResNet50_Weights {weights_name!r}; known: {known}") from None
-    model = torchvision.models.resnet50(weights=weights)
-    return ImageClassifier(model, weights.transforms(), f"resnet50-{weights_name}")
+    if random_seed is None:
+        return ImageClassifier(
+            torchvision.models.resnet50(weights=weights), weights.transforms(), f"resnet50-{weights_name}"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_seed)
+        model = torchvision.models.resnet50(weights=None)
+    return ImageClassifier(model, weights.transforms(), f"resnet50-random:{state_digest(model)}")

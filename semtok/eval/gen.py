@@ -21,7 +21,7 @@ from semtok.data.imagenet import num_classes
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, inception_score, precision_recall, stats_from_features
 from semtok.eval.records import protocol
-from semtok.eval.reference import fid_setup, load_reference, on_gpu
+from semtok.eval.reference import fid_setup, load_reference, on_device
 
 IS_SPLITS = 10
 
@@ -70,7 +70,7 @@ def generation_metrics(
     fake = feats[setup.feature_names["fid"]]
     is_mean, is_std = inception_score(feats[setup.feature_names["is"]], splits=IS_SPLITS)
     precision, recall = precision_recall(ref.gen_fid, fake, k=cfg.evaluation.pr_k)
-    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
+    classifier = on_device(cfg, registry.load_accuracy_classifier(cfg))
     n = len(images)
     values = {
         "gFID": frechet_distance(stats_from_features(fake), ref.gen_stats),

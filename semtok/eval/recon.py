@@ -31,7 +31,14 @@ from semtok.data.images import to_uint8
 from semtok.eval.features import extract_features, top1_accuracy
 from semtok.eval.metrics import frechet_distance, lpips_distance, psnr_uint8, ssim_uint8, stats_from_features
 from semtok.eval.records import PSNR_DEFINITION, SSIM_DEFINITION, protocol
-from semtok.eval.reference import data_tag, fid_setup, load_reference, on_gpu, val_batches, validation_images
+from semtok.eval.reference import (
+    data_tag,
+    fid_setup,
+    load_reference,
+    on_device,
+    val_batches,
+    validation_images,
+)
 from semtok.models import vae
 
 MODES = ("refiner", "diffusion", "vae")
@@ -57,7 +64,9 @@ def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstruc
     """Run `decode` (normalised latents (B, C, h, w) → images (B, 3, H, W) in [-1, 1], pooled encoder
     features (B, width) or None, code indices or None) over the validation batches, with a progress bar
     (the decoding is the slowest part of every evaluation)."""
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=cfg.compute.mixed_precision == "bf16"
+    )
     parts: dict[str, list[Any]] = {"original": [], "recon": [], "labels": [], "pooled": [], "indices": []}
     batches = val_batches(cfg, cfg.evaluation.batch_size, features=("latents",))
     with tqdm(total=validation_images(cfg), unit="img", desc="reconstruct") as progress:
@@ -128,7 +137,7 @@ def image_metrics(
         )
     feats = extract_features(setup.extractor, rec.recon, batch_size=cfg.evaluation.batch_size)
     lpips_net = registry.load_lpips_metric(cfg).to(device)
-    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
+    classifier = on_device(cfg, registry.load_accuracy_classifier(cfg))
     values = {
         "rFID": frechet_distance(
             stats_from_features(feats[setup.feature_names["fid"]]), stats_from_features(ref.val_fid)

@@ -67,13 +67,16 @@ def data_tag(cfg: Config) -> str:
     return f"{cfg.data.source}-val-{cfg.data.resolution}px"
 
 
-def on_gpu(module: torch.nn.Module) -> torch.nn.Module:
-    return module.cuda() if torch.cuda.is_available() else module
+def on_device(cfg: Config, module: torch.nn.Module) -> torch.nn.Module:
+    """`module` on the job's device (`compute.device`, semtok/utils/devices.py)."""
+    from semtok.utils.devices import job_device
+
+    return module.to(job_device(cfg.compute))
 
 
 def fid_setup(cfg: Config) -> FeatureSetup:
     setup = registry.load_fid_extractor(cfg)
-    on_gpu(setup.extractor)
+    on_device(cfg, setup.extractor)
     return setup
 
 
@@ -92,6 +95,21 @@ def read_reference_batch(path: Path) -> tuple[np.ndarray, FeatureStats]:
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not (D,) and (D, D)")
     return images, FeatureStats(mu=mu, sigma=sigma, n=None)
+
+
+def write_reference_standin(cfg: Config, output: Path, count: int = 32) -> dict[str, Any]:
+    """A stand-in for ADM's reference batch in its layout (`evaluation.fid_reference: standin`): `count`
+    random uint8 images at the data resolution drawn from the run's seed, and the `mu`/`sigma` of their
+    features under the configured extractor (so gFID against it is finite and consistent)."""
+    from semtok.utils.io import save_npz
+
+    size = cfg.data.resolution
+    images = np.random.default_rng(cfg.seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    setup = fid_setup(cfg)
+    feats = extract_features(setup.extractor, images, batch_size=cfg.evaluation.batch_size)
+    stats = stats_from_features(feats[setup.feature_names["fid"]])
+    save_npz(output, arr_0=images, mu=stats.mu, sigma=stats.sigma)
+    return {"images": count, "protocol": setup.protocol, "output": str(output)}
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from semtok import paths, registry
-from semtok.config import Config, section_hash
+from semtok import keys, paths, registry
+from semtok.config import Config
 from semtok.data.imagenet import num_classes
 from semtok.data.images import to_uint8
 from semtok.eval.features import extract_features, top1_accuracy
@@ -30,8 +29,16 @@ from semtok.eval.recon import (
     vae_decoder,
 )
 from semtok.eval.records import ORIGINAL, VAE, protocol, write_metrics
-from semtok.eval.reference import data_tag, fid_setup, generation_reference, on_gpu, val_batches
+from semtok.eval.reference import (
+    data_tag,
+    fid_setup,
+    generation_reference,
+    on_device,
+    val_batches,
+    write_reference_standin,
+)
 from semtok.jobs import EntryPoint
+from semtok.utils.devices import job_device
 from semtok.utils.io import save_npz
 
 
@@ -63,7 +70,7 @@ def compute_reference(cfg: Config, output: Path, metrics: Path) -> dict[str, Any
         gen_sigma=gen_stats.sigma,
         gen_ref=np.asarray(gen_name),
     )
-    classifier = on_gpu(registry.load_accuracy_classifier(cfg))
+    classifier = on_device(cfg, registry.load_accuracy_classifier(cfg))
     accuracy = top1_accuracy(classifier, images, labels, cfg.evaluation.batch_size)
     write_metrics(
         metrics,
@@ -81,7 +88,7 @@ def compute_reference(cfg: Config, output: Path, metrics: Path) -> dict[str, Any
                 n=len(images),
             )
         },
-        config_hash=section_hash(cfg.data, cfg.pretrained.inception, cfg.evaluation),
+        config_hash=keys.digest(keys.reference(cfg)),
         n_samples=len(images),
     )
     return {
@@ -97,6 +104,14 @@ def eval_reference(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     return compute_reference(cfg, Path(args.output), Path(args.metrics))
 
 
+def standin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, help="the stand-in reference batch (.npz) to write")
+
+
+def reference_standin(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    return write_reference_standin(cfg, Path(args.output))
+
+
 def recon_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="tokenizer variant (not with --mode vae)")
     parser.add_argument("--mode", choices=MODES, default="refiner")
@@ -107,14 +122,14 @@ def recon_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = job_device(cfg.compute)
     if args.mode == "vae":
         if args.variant not in (None, VAE[0]):
             raise ValueError(f"--mode vae evaluates the VAE alone; drop --variant {args.variant}")
         variant, setting = VAE
         rec = reconstruct(cfg, vae_decoder(cfg, device), device)
         extra = latent_bits(cfg, rec)
-        config_hash = section_hash(cfg.data, cfg.pretrained, cfg.evaluation.recon_images)
+        config_hash = keys.digest(keys.recon(cfg, None, "vae"))
     else:
         if args.variant is None:
             raise ValueError(f"--mode {args.mode} needs --variant (a tokenizer variant)")
@@ -122,9 +137,7 @@ def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         decode, tok = tokenizer_decoder(cfg, variant, args.mode, device)
         rec = reconstruct(cfg, decode, device)
         extra = code_metrics(tok, rec)
-        config_hash = section_hash(
-            cfg.tokenizer_variant(variant), cfg.data, cfg.pretrained, cfg.evaluation.recon_images
-        )
+        config_hash = keys.digest(keys.recon(cfg, variant, args.mode))
     values, protocols = image_metrics(cfg, rec, Path(args.reference), device)
     values, protocols = {**values, **extra[0]}, {**protocols, **extra[1]}
     write_metrics(
@@ -161,10 +174,7 @@ def eval_gen(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     values, protocols = generation_metrics(cfg, images, labels, Path(args.reference))
     values["params"] = float(generator_parameters(paths.generator_dir(cfg.out, args.variant)))
     protocols["params"] = protocol(definition="safetensors-element-count")
-    g = cfg.generator_variant(args.variant)
-    config_hash = section_hash(
-        g, cfg.tokenizer_variant(g.tokenizer), cfg.evaluation.fid_reference, args.setting
-    )
+    config_hash = keys.digest(keys.gen(cfg, args.variant, args.setting))
     write_metrics(
         Path(args.output),
         run_id=cfg.run_id,
@@ -181,6 +191,7 @@ def eval_gen(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 ENTRY_POINTS = {
     "eval-reference": EntryPoint(reference_arguments, eval_reference),
+    "reference-standin": EntryPoint(standin_arguments, reference_standin),
     "eval-recon": EntryPoint(recon_arguments, eval_recon),
     "eval-gen": EntryPoint(gen_arguments, eval_gen),
 }

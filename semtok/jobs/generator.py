@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from semtok import paths
-from semtok.config import Config, section_hash
+from semtok import keys, paths
+from semtok.config import Config
 from semtok.data.imagenet import num_classes
 from semtok.data.images import to_uint8
 from semtok.data.tokens import TokenDataset
@@ -34,6 +34,7 @@ from semtok.sampling.settings import sample_config, sampler_kwargs
 from semtok.train.compile import compile_blocks
 from semtok.train.generator import generator_step
 from semtok.train.loop import Objective, Trainer, segment_seed
+from semtok.utils.devices import job_device
 from semtok.utils.io import save_npz
 
 PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5
@@ -58,7 +59,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
-        settings=section_hash(*cfg.generator_dependencies(variant)),
+        settings=keys.digest(keys.generator(cfg, variant)),
         project=cfg.run_id,
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
@@ -96,9 +97,9 @@ def sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pipeline(cfg: Config, variant: str) -> SemTokPipeline:
-    """Generator `variant` and its tokenizer, on the GPU when there is one (no per-batch progress bar:
-    the job shows its chunks)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Generator `variant` and its tokenizer, on the job's device (no per-batch progress bar: the job
+    shows its chunks)."""
+    device = job_device(cfg.compute)
     tokenizer = cfg.generator_variant(variant).tokenizer
     pipe = SemTokPipeline(load_generator(cfg, variant, device), load_tokenizer(cfg, tokenizer, device=device))
     pipe.set_progress_bar_config(disable=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from semtok import paths, registry
-from semtok.config import Config, ConfigError, section_hash
+from semtok import keys, paths, registry
+from semtok.config import Config, ConfigError
 from semtok.data.loader import make_loader
 from semtok.jobs import EntryPoint
 from semtok.train.loop import Objective, StepOutput, Trainer
@@ -60,7 +60,7 @@ def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=seed,
-        settings=section_hash(comp, cfg.data, cfg.compute, seed),
+        settings=keys.digest(keys.teacher(cfg, name)),
         project=cfg.run_id,
     )
 

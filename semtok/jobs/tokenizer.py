@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from semtok import paths, registry
-from semtok.config import Config, ConfigError, section_hash
+from semtok import keys, paths, registry
+from semtok.config import Config, ConfigError
 from semtok.data.tokens import dump_shard
 from semtok.jobs import EntryPoint
 from semtok.losses.perceptual import PerceptualLoss
@@ -43,9 +43,9 @@ def save_tokenizer(objective: torch.nn.Module, folder: Path) -> None:
     objective.tokenizer.save_pretrained(folder)
 
 
-def trainer(cfg: Config, job: str, objectives: dict[str, Objective], variant: str) -> Trainer:
+def trainer(cfg: Config, job: str, objectives: dict[str, Objective], settings: dict[str, Any]) -> Trainer:
     """The loop of tokenizer job `job`: checkpoints and logs under the run's folders, resumed only under
-    the variant's settings."""
+    the job's settings key (semtok/keys.py)."""
     return Trainer(
         job,
         objectives,
@@ -53,7 +53,7 @@ def trainer(cfg: Config, job: str, objectives: dict[str, Objective], variant: st
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
-        settings=section_hash(*cfg.tokenizer_dependencies(variant)),
+        settings=keys.digest(settings),
         project=cfg.run_id,
     )
 
@@ -70,7 +70,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         cfg,
         f"tokenizer-{variant}-stage1",
         {"model": Objective(FlowMatchingObjective(model), t.stage1.optim)},
-        variant,
+        keys.stage1(cfg, variant),
     )
     compile_blocks(loop.unwrap(), cfg.compute.compile)
     online = not cfg.data.precompute_siglip and model.semantic is not None
@@ -94,7 +94,7 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         "model": Objective(RefinerObjective(model), s2.optim),
         "disc": Objective(disc, dataclasses.replace(s2.optim, warmup=0), lr=s2.gan.lr, ema=False),
     }
-    loop = trainer(cfg, f"tokenizer-{variant}-stage2", objectives, variant)
+    loop = trainer(cfg, f"tokenizer-{variant}-stage2", objectives, keys.stage2(cfg, variant))
     compile_blocks(loop.unwrap(), cfg.compute.compile)
     perceptual = PerceptualLoss(
         s2.perceptual,

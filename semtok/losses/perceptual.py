@@ -101,8 +101,10 @@ def resnet_logit_loss(
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         x = (x.clamp(-1, 1) + 1) / 2
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if x.shape[-1] != size:  # in float32: the antialiased resize has no bf16 kernel on the CPU
+            x = F.interpolate(
+                x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
         return imagenet_normalise(x)
 
     with torch.no_grad():

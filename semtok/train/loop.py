@@ -54,11 +54,14 @@ import torch
 from torch import nn
 
 from semtok.config import ComputeConfig, ConfigError, OptimConfig
+from semtok.models.saved import check_finite
 from semtok.train.ema import EMA
+from semtok.utils.devices import job_device
 from semtok.utils.io import follow_umask
 from semtok.utils.process import (
     CHECKPOINT_SIGNALS,
     EXIT_CHECKPOINTED,
+    EXIT_DIVERGED,
     deferred_signals,
     held_signals,
     job_finished,
@@ -224,9 +227,9 @@ class Trainer:
         settings: str,
         project: str = "semtok",
     ) -> None:
-        """settings: a hash of everything in the config that determines this job's result (the
-        stage's sections, as the workflow rule's params hash them); checkpoints written under other
-        settings are never resumed from. project: the trackers' project (the run id), `name` the run."""
+        """settings: the job's settings key (semtok/keys.py, as the workflow rule's params hash it);
+        checkpoints written under another key, or sharded differently (compute.fsdp), are never resumed
+        from. project: the trackers' project (the run id), `name` the run."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -237,16 +240,14 @@ class Trainer:
         self.structure = structure_fingerprint({k: o.module for k, o in objectives.items()})
         self.ckpt_dir, self.log_dir = Path(ckpt_dir), Path(log_dir)
         self.optim = objectives[main].optim
-        cuda = torch.cuda.is_available()
+        cuda = job_device(compute).type == "cuda"
         self.accelerator = Accelerator(
-            mixed_precision=compute.mixed_precision if cuda else "no",
+            mixed_precision=compute.mixed_precision,
             cpu=not cuda,
             step_scheduler_with_optimizer=False,
             log_with=trackers(compute),
             project_dir=str(self.log_dir),
         )
-        if compute.threads and not cuda:
-            torch.set_num_threads(compute.threads)
         if cuda and compute.allow_tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -286,6 +287,9 @@ class Trainer:
                 self.emas[key] = EMA(self.unwrap(key), obj.optim.ema)
         self.step = 0
         self._saved_step: int | None = None  # the step of the checkpoint on disk that this run matches
+        # per loss term or logged scalar: the first step whose value was not finite (-1: none yet), kept
+        # on the device so that watching costs no host sync; read at log steps, checkpoints and export
+        self._first_nonfinite: dict[str, torch.Tensor] = {}
 
     # -- helpers --------------------------------------------------------------------------------
     def _fsdp(self, compute: ComputeConfig) -> Any:
@@ -341,6 +345,7 @@ class Trainer:
                 "job": self.name,
                 "settings": self.settings,
                 "structure": self.structure,
+                "sharded": bool(self.fsdp),
                 "time": time.time(),
                 "files": _manifest(tmp),
             }
@@ -361,16 +366,17 @@ class Trainer:
         for ckpt in reversed(self.checkpoints()):
             try:
                 meta = read_meta(ckpt)
-                if (meta.get("settings"), meta.get("structure")) != (self.settings, self.structure):
+                written = (meta.get("settings"), meta.get("structure"), meta.get("sharded", False))
+                if written != (self.settings, self.structure, bool(self.fsdp)):
                     log.warning(
-                        "%s: discarded checkpoint %s: written under other settings or modules "
-                        "(settings %s, structure %s; this job has %s, %s)",
+                        "%s: discarded checkpoint %s: written under other settings, modules or sharding "
+                        "(settings %s, structure %s, FSDP %s; this job has %s, %s, %s)",
                         self.name,
                         ckpt,
-                        meta.get("settings"),
-                        meta.get("structure"),
+                        *written,
                         self.settings,
                         self.structure,
+                        bool(self.fsdp),
                     )
                     shutil.rmtree(ckpt)
                     continue
@@ -429,6 +435,7 @@ class Trainer:
         return bool(self.accelerator.reduce(flag, "sum") > 0)
 
     def _checkpoint_and_exit(self, every: int) -> None:
+        self.stop_if_diverged()
         if self.step not in (0, self._saved_step):  # nothing trained since the last one: nothing to save
             self.save_checkpoint(self.step % every)
         received = signal.Signals(self._signal).name if self._signal else "a signal to another process"
@@ -479,6 +486,7 @@ class Trainer:
                         self._checkpoint_and_exit(every)
                     self._train_step(step_fn, batch, bar, started)
                     if self.step % every == 0 and self.step < total:
+                        self.stop_if_diverged()
                         self.save_checkpoint(0)
             finally:
                 close = getattr(batches, "close", None)
@@ -492,12 +500,57 @@ class Trainer:
         self, step_fn: Callable[[Trainer, Any], StepOutput], batch: Any, bar: Any, started: float
     ) -> None:
         out = step_fn(self, batch)
+        self._watch(out)
         logs = self._optimise(out)
         self.step += 1
         bar.update(1)
         if self.step % self.optim.log_every == 0 or self.step == self.optim.steps:
+            self.stop_if_diverged()
             self._log(out, logs, started)
             bar.set_postfix(loss=f"{_scalar(out, self.main):.4f}")
+
+    # -- divergence ----------------------------------------------------------------------------
+    def _watch(self, out: StepOutput) -> None:
+        """Record, on the device, the first step at which each loss (and logged term) is not finite."""
+        for key, value in [*out.losses.items(), *out.logs.items()]:
+            bad = ~torch.isfinite(value.detach()).all()
+            first = self._first_nonfinite.get(key)
+            if first is None:
+                first = self._first_nonfinite[key] = torch.full((), -1, dtype=torch.long, device=value.device)
+            first.copy_(torch.where(bad & (first < 0), self.step + 1, first))
+
+    def stop_if_diverged(self) -> None:
+        """Stop the job (exit EXIT_DIVERGED, nothing exported, no checkpoint written) when a loss became
+        non-finite since the run started: the error names the step, the terms and the last good
+        checkpoint. All processes agree (one reduction); called at log steps, checkpoints and export."""
+        firsts = {k: int(v) for k, v in self._first_nonfinite.items()}  # the host sync
+        bad = {k: v for k, v in firsts.items() if v >= 0}
+        step = min(bad.values(), default=-1)
+        if self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor(step if step >= 0 else 2**62, device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            step = int(flag) if int(flag) < 2**62 else -1
+        if step < 0:
+            return
+        terms = ", ".join(f"{k} (from step {v})" for k, v in sorted(bad.items(), key=lambda kv: kv[1]))
+        good = self.checkpoints()
+        last = (
+            f"the last good checkpoint is {good[-1]}, which a retry resumes from"
+            if good
+            else "no checkpoint was written yet, so a retry starts from scratch"
+        )
+        log.error(
+            "%s: training diverged: the loss is not finite at step %d (%s); %s. Stopped at step %d "
+            "without exporting: lower the learning rate (or fix the data) and rerun.",
+            self.name,
+            step,
+            terms or "on another process",
+            last,
+            self.step,
+        )
+        raise SystemExit(EXIT_DIVERGED)
 
     def _progress_bar(self, total: int) -> Any:
         from tqdm.auto import tqdm
@@ -582,12 +635,14 @@ class Trainer:
         finished (`job_finished`): a signal after it no longer fails the job."""
         key = key or self.main
         output = Path(output)
+        self.stop_if_diverged()
         with deferred_signals():
             self.accelerator.wait_for_everyone()
             module = self.unwrap(key)
             with self.emas[key].swapped(module) if key in self.emas else contextlib.nullcontext():
                 whole = self.fsdp.gather(key, module) if self.fsdp else module  # FSDP: collective
                 if self.is_main:
+                    check_finite(whole.state_dict().items(), f"{self.name}: the weights to export")
                     tmp = output.with_name(output.name + ".tmp")
                     if tmp.exists():
                         shutil.rmtree(tmp)

@@ -15,6 +15,7 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # a training job checkpoints on either and exits with 75.
 CHECKPOINT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: checkpointed on a signal; the scheduler should retry/requeue
+EXIT_DIVERGED = 3  # a training loss became non-finite: nothing exported (a retry diverges again)
 
 
 def die_with_parent(signum: int, parent: int) -> None:

@@ -297,3 +297,21 @@ def test_class_names_are_the_synset_descriptions_in_class_order(tmp_path, datase
     mapping.unlink()  # no descriptions: the synset ids, in the sorted-folder order of the index
     imagenet.write_index(imagenet.build_index(cfg, "train")[0], paths.index_file(cfg.out, "train"))
     assert imagenet.class_names(cfg) == sorted(wnids)
+
+
+def test_a_subset_takes_the_first_classes_and_images_of_each_split(make_cfg, tmp_path):
+    cfg = make_cfg(["data.subset={classes: 3, train_per_class: 2, val_per_class: 1}"])
+    synthetic.write_dataset(cfg.data.synthetic, paths.synthetic_root(cfg.out))
+    (paths.synthetic_root(cfg.out) / "train" / "loose.txt").write_text("not in a class folder")
+    for split, per_class in (("train", 2), ("val", 1)):
+        rows, rejected = imagenet.build_index(cfg, split)
+        images = [r for r in rows if not r.rejected]
+        assert Counter(r.cls for r in images) == {0: per_class, 1: per_class, 2: per_class}
+        every = imagenet.take_subset(imagenet.list_split(cfg, split), None, None)
+        first = {
+            c: sorted(r.key for r in every if r.cls == c and not r.rejected)[:per_class] for c in range(3)
+        }
+        assert {c: sorted(r.key for r in images if r.cls == c) for c in range(3)} == first
+        assert [r.rejected for r in rejected] == (["file outside a class folder"] if split == "train" else [])
+    imagenet.write_index(imagenet.build_index(cfg, "train")[0], paths.index_file(cfg.out, "train"))
+    assert imagenet.num_classes(cfg) == 3

@@ -21,6 +21,7 @@ from semtok.eval.features import (
     extract_features,
     inception_weights_path,
     load_classifier,
+    random_inception,
     save_classifier,
     top1_accuracy,
     torchvision_resnet50,
@@ -146,15 +147,29 @@ def test_torch_fidelity_calculate_metrics_with_classifier(classifier_dir):
 
 
 @pytest.fixture
-def random_inception_weights(tmp_path, monkeypatch):
+def random_inception_weights(tmp_path):
     """A randomly initialised torch-fidelity Inception saved as a weights file (no download)."""
-    with monkeypatch.context() as patch:
-        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: None)
-        patch.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        model = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     path = tmp_path / "inception.pth"
-    torch.save(model.state_dict(), path)
+    torch.save(random_inception(0).state_dict(), path)
     return path
+
+
+def test_the_random_inception_stand_in_is_torch_fidelitys_class_seeded(random_inception_weights):
+    """The offline stand-in (pretrained.inception.source: random) is torch-fidelity's Inception class with
+    weights drawn from the run's seed: the same network in every job, and loading its weights into the
+    class the real way gives the same features."""
+    setup = build_feature_extractor("inception", random_seed=0)
+    assert type(setup.extractor) is tf_inception.FeatureExtractorInceptionV3
+    assert setup.protocol.startswith("inception-v3-compat-random:")
+    assert setup.protocol == build_feature_extractor("inception", random_seed=0).protocol
+    assert setup.protocol != build_feature_extractor("inception", random_seed=1).protocol
+    images = _images(2, seed=5, size=64)
+    loaded = build_feature_extractor("inception", random_inception_weights)
+    np.testing.assert_array_equal(
+        extract_features(setup.extractor, images)["2048"], extract_features(loaded.extractor, images)["2048"]
+    )
+    # the constructor's weight loading is restored for the real weights afterwards
+    assert tf_inception.FeatureExtractorInceptionV3.load_state_dict is torch.nn.Module.load_state_dict
 
 
 def test_inception_extractor_from_local_weights(random_inception_weights):
@@ -212,3 +227,12 @@ def test_class_acc_classifier_offline_is_the_stand_in_and_on_a_cluster_resnet50(
     assert cluster(x).shape == (2, 1000)
     with pytest.raises(ValueError, match="IMAGENET1K_V9"):
         torchvision_resnet50("IMAGENET1K_V9")
+    standin = registry.load_accuracy_classifier(
+        load(ROOT / "config/paper.yaml", ["pretrained.inception.source=random"])
+    )
+    assert standin.protocol.startswith("resnet50-random:") and isinstance(
+        standin.model, torchvision.models.ResNet
+    )
+    assert standin(x).shape == (2, 1000) and standin.preprocess(x).shape == (2, 3, 224, 224)
+    again = torchvision_resnet50("IMAGENET1K_V2", random_seed=0)
+    assert again.protocol == standin.protocol != torchvision_resnet50("IMAGENET1K_V2", random_seed=1).protocol

@@ -409,3 +409,42 @@ def test_a_tracker_that_is_not_installed_is_named(tmp_path):
             0,
             settings="",
         )
+
+
+def test_a_non_finite_loss_stops_training_within_log_every_without_export(tmp_path, caplog):
+    """A loss that turns NaN at step 12 (log_every 5, checkpoints every 5): the run stops at the next log
+    step (15) with EXIT_DIVERGED, naming the step, the term and the last good checkpoint (step 10);
+    no checkpoint holds the diverged weights and nothing is exported."""
+    from semtok.utils.process import EXIT_DIVERGED
+
+    trainer = _trainer(tmp_path)
+
+    def nan_from_12(tr, batch):
+        out = step_fn(tr, batch)
+        if tr.step >= 11:  # the 12th step
+            poisoned = out.losses["model"] * float("nan")
+            return StepOutput(losses={"model": poisoned}, logs={"mse": poisoned.detach()})
+        return out
+
+    with caplog.at_level("ERROR", logger="semtok.train"), pytest.raises(SystemExit) as stop:
+        trainer.fit(make_batches, nan_from_12)
+    assert stop.value.code == EXIT_DIVERGED and stop.value.code not in (0, EXIT_CHECKPOINTED)
+    assert trainer.step == 15
+    message = caplog.text
+    assert "not finite at step 12" in message and "model (from step 12)" in message and "mse" in message
+    assert str(tmp_path / "ckpt" / "step-00000010") in message
+    assert [p.name for p in trainer.checkpoints()] == ["step-00000005", "step-00000010"]
+    with pytest.raises(SystemExit):
+        trainer.export(lambda module, path: path.mkdir(), tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()
+
+
+def test_export_refuses_non_finite_weights(tmp_path):
+    trainer = _trainer(tmp_path, steps=5)
+    trainer.fit(make_batches, step_fn)
+    with torch.no_grad():
+        trainer.unwrap()[0].weight[0, 0] = float("inf")
+    trainer.emas.clear()  # export the live weights
+    with pytest.raises(ValueError, match=r"0\.weight \(1 of 64 values\)"):
+        trainer.export(lambda module, path: path.mkdir(), tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()

@@ -1,6 +1,6 @@
 # Config validation, the resolved config every job reads, and helpers shared by the rules.
+import functools
 import hashlib
-import json
 import os
 import shlex
 import sys
@@ -10,6 +10,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 import semtok.config
+import semtok.keys
 import semtok.paths as P
 import semtok.registry
 
@@ -33,7 +34,7 @@ if "{" in str(OUT) or "}" in str(OUT):
 # through an environment variable, not the command text: Snakemake reruns a job whose command text
 # changes, and each rule's `params.cfg` (a hash of the sections the rule depends on) already decides
 # exactly which jobs rerun when settings change.
-_resolved = json.dumps(semtok.config.to_dict(CFG), indent=1, sort_keys=True) + "\n"
+_resolved = semtok.config.dumps(CFG)
 CONFIG_FILE = P.config_file(OUT, hashlib.sha256(_resolved.encode()).hexdigest()[:16])
 if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
     CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +59,11 @@ def launch(cmd):
     return f'{shlex.quote(PYTHON)} -m semtok.cli.launch {cmd} --config "$SEMTOK_CONFIG"'
 
 
-def chash(*sections):
-    return semtok.config.section_hash(*sections)
+@functools.cache  # a key per (job kind, wildcards): computed once even for the paper's 11,000 jobs
+def key(job, *args):
+    """The settings key of a job (semtok/keys.py): exactly the settings that can change its output, the
+    rule's `params.cfg`, so that Snakemake reruns exactly the jobs whose settings changed."""
+    return semtok.keys.digest(getattr(semtok.keys, job)(CFG, *args))
 
 
 # Local runs of many short jobs: fork every job from one process that has imported torch, diffusers

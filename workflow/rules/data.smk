@@ -5,7 +5,7 @@ rule synthetic_imagenet:
     output:
         directory(P.synthetic_root(OUT)),
     params:
-        cfg=chash(CFG.data.synthetic),
+        cfg=key("synthetic"),
     log:
         OUT / "logs/synthetic_imagenet.log",
     shell:
@@ -22,7 +22,7 @@ rule index_split:
     output:
         P.index_file(OUT, "{split}"),
     params:
-        cfg=lambda wc: chash(CFG.data.source, CFG.data.imagenet_root, SPLITS[wc.split]),
+        cfg=lambda wc: key("index", wc.split),
     log:
         OUT / "logs/index_{split}.log",
     shell:
@@ -36,7 +36,7 @@ rule shard_images:
         tar=P.image_shard(OUT, "{split}", "{shard}"),
         manifest=P.shard_manifest(OUT, "{split}", "{shard}"),
     params:
-        cfg=chash(CFG.data.resolution, CFG.data.jpeg_quality),
+        cfg=key("shard"),
     log:
         OUT / "logs/shard_{split}-{shard}.log",
     shell:

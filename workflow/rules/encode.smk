@@ -15,7 +15,7 @@ rule encode_shard:
     output:
         P.feature_shard(OUT, "{kind}", "{split}", "{shard}"),
     params:
-        cfg=lambda wc: chash(getattr(CFG.pretrained, ENCODERS[wc.kind]), CFG.data.resolution),
+        cfg=lambda wc: key("encode", wc.kind),
     log:
         OUT / "logs/encode_{kind}_{split}-{shard}.log",
     shell:

@@ -5,9 +5,25 @@
 import semtok.eval.records
 
 
+rule reference_standin:
+    input:
+        teacher=teacher_input("inception"),
+    output:
+        P.reference_standin(OUT),
+    params:
+        cfg=key("reference_standin"),
+    log:
+        OUT / "logs/reference_standin.log",
+    shell:
+        cli("reference-standin") + " --output {output:q} > {log:q} 2>&1"
+
+
 def reference_batch(wildcards):
-    """ADM's reference batch when `evaluation.fid_reference` is set. A missing file stops the DAG, before
-    any job runs, with a message that says what to set."""
+    """ADM's reference batch when `evaluation.fid_reference` is set (its stand-in, written by the rule
+    above, for "standin"). A missing file stops the DAG, before any job runs, with a message that says
+    what to set."""
+    if CFG.evaluation.fid_reference == semtok.registry.REFERENCE_STANDIN:
+        return [P.reference_standin(OUT)]
     try:
         path = semtok.registry.reference_batch(CFG)
     except FileNotFoundError as err:
@@ -24,13 +40,7 @@ rule eval_reference:
         reference=P.fid_reference(OUT),
         metrics=P.recon_metrics(OUT, *semtok.eval.records.ORIGINAL),
     params:
-        cfg=chash(
-            CFG.pretrained.inception,
-            CFG.evaluation.recon_images,
-            CFG.evaluation.fid_reference,
-            CFG.evaluation.classifier,
-            CFG.data.resolution,
-        ),
+        cfg=key("reference"),
     log:
         OUT / "logs/eval_reference.log",
     shell:
@@ -56,7 +66,7 @@ rule eval_recon:
         examples=P.recon_examples(OUT, "{tok}", "refiner"),
         features=P.recon_features(OUT, "{tok}"),
     params:
-        cfg=lambda wc: chash(CFG.tokenizer_variant(wc.tok), CFG.evaluation, CFG.pretrained.lpips_metric),
+        cfg=lambda wc: key("recon", wc.tok, "refiner"),
         reference=P.fid_reference(OUT),
     log:
         OUT / "logs/eval_recon_{tok}-refiner.log",
@@ -72,7 +82,7 @@ rule eval_recon_diffusion:
         csv=P.recon_metrics(OUT, "{tok}", "diffusion"),
         examples=P.recon_examples(OUT, "{tok}", "diffusion"),
     params:
-        cfg=lambda wc: chash(CFG.tokenizer_variant(wc.tok), CFG.evaluation, CFG.pretrained.lpips_metric),
+        cfg=lambda wc: key("recon", wc.tok, "diffusion"),
         reference=P.fid_reference(OUT),
     log:
         OUT / "logs/eval_recon_{tok}-diffusion.log",
@@ -88,7 +98,7 @@ rule eval_vae:
         csv=P.recon_metrics(OUT, *semtok.eval.records.VAE),
         examples=P.recon_examples(OUT, *semtok.eval.records.VAE),
     params:
-        cfg=chash(CFG.pretrained.vae, CFG.evaluation.recon_images, CFG.pretrained.lpips_metric),
+        cfg=key("recon", None, "vae"),
         reference=P.fid_reference(OUT),
     log:
         OUT / "logs/eval_vae.log",
@@ -105,7 +115,7 @@ rule eval_gen:
     output:
         P.gen_metrics(OUT, "{gen}", "{setting}"),
     params:
-        cfg=lambda wc: chash(CFG.evaluation, CFG.pretrained.inception),
+        cfg=lambda wc: key("gen", wc.gen, wc.setting),
     log:
         OUT / "logs/eval_gen_{gen}-{setting}.log",
     shell:

@@ -13,7 +13,7 @@ rule train_ar:
     output:
         directory(P.generator_dir(OUT, "{gen}")),
     params:
-        cfg=lambda wc: chash(CFG.generator_variant(wc.gen), CFG.compute, CFG.seed),
+        cfg=lambda wc: key("generator", wc.gen),
     log:
         OUT / "logs/train_ar_{gen}.log",
     shell:
@@ -27,7 +27,7 @@ rule sample:
     output:
         P.sample_file(OUT, "{gen}", "{setting}"),
     params:
-        cfg=lambda wc: chash(CFG.generator_variant(wc.gen), CFG.evaluation.grid_images, CFG.seed),
+        cfg=lambda wc: key("sample", wc.gen, wc.setting),
     log:
         OUT / "logs/sample_{gen}-{setting}.log",
     shell:

@@ -18,7 +18,7 @@ rule teacher:
     output:
         directory(P.teacher_dir(OUT, "{teacher}")),
     params:
-        cfg=lambda wc: chash(getattr(CFG.pretrained, wc.teacher), CFG.data.resolution, CFG.seed),
+        cfg=lambda wc: key("teacher", wc.teacher),
     log:
         OUT / "logs/teacher_{teacher}.log",
     shell:

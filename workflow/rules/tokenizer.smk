@@ -16,7 +16,7 @@ rule stage1:
     output:
         directory(P.tokenizer_dir(OUT, "{tok}", "stage1")),
     params:
-        cfg=lambda wc: chash(CFG.tokenizer_variant(wc.tok), CFG.compute, CFG.seed),
+        cfg=lambda wc: key("stage1", wc.tok),
     log:
         OUT / "logs/stage1_{tok}.log",
     shell:
@@ -35,7 +35,7 @@ rule stage2:
     output:
         directory(P.tokenizer_dir(OUT, "{tok}", "stage2")),
     params:
-        cfg=lambda wc: chash(CFG.tokenizer_variant(wc.tok), CFG.compute, CFG.seed),
+        cfg=lambda wc: key("stage2", wc.tok),
     log:
         OUT / "logs/stage2_{tok}.log",
     shell:
@@ -48,6 +48,8 @@ rule dump_tokens:
         latents=P.feature_shard(OUT, "latents", "train", "{shard}"),
     output:
         P.token_shard(OUT, "{tok}", "{shard}"),
+    params:
+        cfg=lambda wc: key("tokens", wc.tok),
     log:
         OUT / "logs/tokens_{tok}-{shard}.log",
     shell:
