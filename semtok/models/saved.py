@@ -185,7 +185,7 @@ def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], where: str) -> Non
     a diverged run, or damaged on disk. tensors: (name, tensor) pairs, e.g. `model.state_dict().items()`."""
     bad = nonfinite_tensors(tensors)
     if bad:
-        listed = _listed([f"{name} ({count} of {total})" for name, count, total in bad])
+        listed = _listed([f"{name} ({count} of {total} values)" for name, count, total in bad])
         raise InvalidSavedModel(f"{where}: non-finite values (NaN or inf) in {len(bad)} tensor(s): {listed}")
 
 
