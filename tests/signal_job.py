@@ -8,8 +8,8 @@ to DIR/final, pausing at MOMENT so that a test can send it a signal then:
     export    inside the export's save function
     result    after the command has returned its result, in an atexit handler (interpreter exit)
 
-At a pause it writes DIR/paused and waits: until a signal is noted where the job defers them (resume,
-train, export), for 3 s at the result (a signal is ignored there), while a signal ends it at start-up.
+At a pause it writes DIR/paused and waits until a signal is noted (where the job defers or ignores it:
+resume, train, export, result; at most 60 s), while a signal ends it at start-up.
 Run it as its own process with `python -c "import signal_job; ..."` (this folder on PYTHONPATH) or
 through a fork server started with `--preload signal_job`.
 """
@@ -43,9 +43,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pause", choices=MOMENTS, default="none")
 
 
-def pause(out: Path, wait_for_signal: bool, seconds: float = 60) -> None:
+def pause(out: Path, wait_for_signal: bool) -> None:
     (out / "paused").write_text("")
-    deadline = time.time() + seconds
+    deadline = time.time() + 60
     while time.time() < deadline and not (wait_for_signal and received_signal() is not None):
         time.sleep(0.01)
 
@@ -96,7 +96,7 @@ def toy_train(args: argparse.Namespace, _cfg: object) -> dict[str, int]:
     trainer.fit(batches, step)
     trainer.export(save, out / "final")
     if args.pause == "result":
-        atexit.register(pause, out, False, 3)
+        atexit.register(pause, out, True)
     return {"steps": trainer.step}
 
 

@@ -57,10 +57,8 @@ _STATE = _SignalState()
 
 
 def _on_checkpoint_signal(signum: int, _frame: object) -> None:
-    if _STATE.finished:
-        return
     _STATE.received = signum
-    if not _STATE.deferred:
+    if not (_STATE.deferred or _STATE.finished):
         raise SystemExit(EXIT_CHECKPOINTED)
 
 
