@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -508,6 +509,13 @@ RELATIONS: list[tuple[type, str, Any, str]] = [
 ]
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a schema class (resolved once: variants are built thousands of times
+    when the paper's DAG is planned)."""
+    return typing.get_type_hints(cls)
+
+
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -599,7 +607,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
@@ -691,6 +699,26 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: {err}") from None
 
 
+def merge_files(paths: list[str | Path]) -> dict[str, Any]:
+    """Config files merged as Snakemake merges several `--configfile`s: later files update earlier ones,
+    mapping by mapping (an overlay such as config/paper-smoke.yaml changes single keys)."""
+
+    def update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        for key, value in new.items():
+            base[key] = (
+                update(base[key], value)
+                if isinstance(value, dict) and isinstance(base.get(key), dict)
+                else value
+            )
+        return base
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as f:
+            update(merged, yaml.safe_load(f) or {})
+    return merged
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
@@ -745,7 +773,7 @@ def _schema(tp: Any, bounds: Bounds = Bounds()) -> dict[str, Any]:
     if tp is Any:
         return {}
     if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         return {
             "type": "object",
             "additionalProperties": False,

@@ -21,6 +21,7 @@ What is in no key changes how a job runs, not what it computes, and reruns nothi
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from semtok.config import ComputeConfig, Config, DataConfig, OptimConfig, TokenizerConfig, section_hash
@@ -33,6 +34,20 @@ NOT_IN_OPTIM = ("log_every", "keep_ckpts")
 def digest(key: dict[str, Any]) -> str:
     """The short hash of a key (rule params, checkpoint meta, metric `config_hash`)."""
     return section_hash(key)
+
+
+def hparams(key: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A key as the flat scalars experiment trackers take (`stage2/optim/lr`; lists and None as text)."""
+    out: dict[str, bool | int | float | str] = {}
+    for name, value in key.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            out |= hparams(value, f"{path}/")
+        elif isinstance(value, (bool, int, float, str)):
+            out[path] = value
+        else:
+            out[path] = json.dumps(value)
+    return out
 
 
 def optim(o: OptimConfig) -> dict[str, Any]:

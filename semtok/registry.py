@@ -65,6 +65,19 @@ def configure_environment(cfg: Config) -> None:
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+def check_architecture(expected: dict[str, Any], config: Any, setting: str, where: str) -> None:
+    """ConfigError naming the first key of the architecture the config states (`setting`, e.g.
+    "pretrained.vae.arch") that the pretrained model's config (`config`, loaded from `where`) has another
+    value of. The paper config spells out each pretrained network's architecture this way: the runs at
+    the paper's shapes build them from it, and a wrong checkpoint is named before any work."""
+    for key, value in expected.items():
+        found = config.get(key) if hasattr(config, "get") else getattr(config, key, None)
+        if (list(found) if isinstance(found, tuple) else found) != value:
+            raise ConfigError(
+                f"{setting}.{key}: {value!r}, but the pretrained model at {where} has {found!r}"
+            )
+
+
 def _frozen(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
@@ -125,7 +138,9 @@ def load_vae(cfg: Config) -> nn.Module:
     comp = component(cfg, "vae")
     if comp.source == "random":
         return _frozen(_seeded(cfg, lambda: AutoencoderKL(**tiny_vae_arch(comp.arch, cfg.data.resolution))))
-    return _frozen(AutoencoderKL.from_pretrained(location(cfg, "vae"), **_vae_kwargs(comp)))
+    model = AutoencoderKL.from_pretrained(location(cfg, "vae"), **_vae_kwargs(comp))
+    check_architecture(comp.arch, model.config, "pretrained.vae.arch", location(cfg, "vae"))
+    return _frozen(model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +168,9 @@ def load_siglip(cfg: Config) -> nn.Module:
             f"pretrained.siglip.id: {where} is a NaFlex SigLIP 2 checkpoint (variable resolution); use a "
             "fixed-resolution one such as google/siglip2-so400m-patch16-256"
         )
-    return _frozen(SiglipVisionModel.from_pretrained(where, **kw))
+    model = SiglipVisionModel.from_pretrained(where, **kw)
+    check_architecture(comp.arch, model.config, "pretrained.siglip.arch", where)
+    return _frozen(model)
 
 
 def siglip_preprocess(images: torch.Tensor, model: nn.Module) -> torch.Tensor:

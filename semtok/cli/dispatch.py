@@ -90,6 +90,11 @@ COMMANDS: dict[str, Command] = {
         "install the Snakemake site profile `slurm` for your account/partition",
         needs_config=False,
     ),
+    "plan": Command(
+        "semtok.cli.plan",
+        "the bill of all_tables before the run: FLOPs and GPU-hours per stage",
+        needs_config=False,
+    ),
     "config-schema": Command("semtok.cli.schema", "print the JSON schema of the config", needs_config=False),
     "resolve-config": Command("semtok.cli.schema", "print the validated config (with overrides) as YAML"),
 }
@@ -143,6 +148,9 @@ def run(argv: list[str]) -> int:
         build_parser().parse_args(argv)  # prints help or a clear "invalid choice" error
         return 2
     name, rest = argv[0], argv[1:]
+    from semtok.utils.logs import stamp_streams
+
+    stamp_streams()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",

@@ -32,6 +32,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from semtok.utils import logs
+from semtok.utils.devices import CPUS_PER_NODE
 from semtok.utils.process import EXIT_CHECKPOINTED
 
 FORWARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
@@ -198,17 +200,23 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 2
     rendezvous = os.environ.get(RENDEZVOUS)
+    owner = logs.claim(argv)  # the job's log: this attempt's header (semtok/utils/logs.py)
+    logs.stamp_streams()
     if rendezvous:  # one node's launcher, started by srun_command
         host, port = rendezvous.rsplit(":", 1)
         nodes, node_rank = int(os.environ[NODES]), int(os.environ["SLURM_NODEID"])
         return run_processes(argv, processes_per_node(), nodes, node_rank, host, int(port))
     job = allocation()
+    if job is not None:
+        os.environ[CPUS_PER_NODE] = str(job.cpus_per_node)  # the processes' threads (semtok/utils/devices.py)
     if job is not None and len(job.hosts) > 1:
         port = os.environ.get("SEMTOK_MASTER_PORT") or str(29500 + int(os.environ["SLURM_JOB_ID"]) % 10000)
         cmd, env = srun_command(argv, job), srun_env(len(job.hosts), f"{node_address(job.hosts[0])}:{port}")
     elif processes_per_node() > 1:
         port = int(os.environ.get("SEMTOK_MASTER_PORT") or free_port())
-        return run_processes(argv, processes_per_node(), 1, 0, "127.0.0.1", port)
+        status = run_processes(argv, processes_per_node(), 1, 0, "127.0.0.1", port)
+        logs.release(owner, status)
+        return status
     else:
         cmd, env = [sys.executable, "-m", "semtok.cli", *argv], dict(os.environ)
     print("semtok.cli.launch:", shlex.join(cmd), flush=True)

@@ -11,13 +11,24 @@ import sys
 
 from semtok.cli import dispatch
 from semtok.cli.forkserver import delegate
+from semtok.utils import logs
 from semtok.utils.process import install_job_handler
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    status = delegate(argv)
-    return dispatch.run(argv) if status is None else status
+    owner = logs.claim(argv)
+    status = 1
+    try:
+        status = delegate(argv)
+        if status is None:
+            status = dispatch.run(argv)
+        return status
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    finally:
+        logs.release(owner, status)
 
 
 def entry() -> int:

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from semtok import registry
 from semtok.config import Config
@@ -37,6 +36,7 @@ from semtok.data.shards import Sample, decode_member, read_shard, write_shard
 from semtok.models import vae
 from semtok.utils.devices import job_device
 from semtok.utils.io import npy_bytes
+from semtok.utils.progress import progress
 
 KINDS = ("latents", "siglip")
 
@@ -70,7 +70,7 @@ def encode_samples(
 ) -> Iterator[Sample]:
     """Image samples (`jpg`, `cls`) → feature samples with the same keys, in the same order."""
     starts = range(0, len(samples), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
+    for start in progress(starts, desc=desc, unit="batch", disable=not accelerator.is_local_main_process):
         batch = samples[start : start + batch_size]
         images = to_model_range([decode_member(s, "jpg", decode_rgb) for s in batch]).to(accelerator.device)
         with accelerator.autocast():

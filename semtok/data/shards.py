@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
 from semtok.data.imagenet import IndexRow
 from semtok.data.images import RejectedImage, center_crop_arr, decode_any, encode_jpeg
 from semtok.utils.io import atomic_path
+from semtok.utils.progress import progress
 
 Sample = dict[str, Any]  # "__key__": str, every other entry: bytes
 
@@ -218,7 +218,7 @@ def write_image_shard(
     classes: Counter[int] = Counter()
 
     def samples() -> Iterator[Sample]:
-        for row in tqdm(rows, desc=desc, unit="img", mininterval=5.0):
+        for row in progress(rows, desc=desc, unit="img", mininterval=5.0):
             sample, rejection = image_sample(row, resolution, quality)
             if rejection is not None:
                 rejected.append(rejection)

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from semtok.config import SyntheticConfig
 from semtok.data.images import encode_jpeg
+from semtok.utils.progress import progress
 
 SHAPES = ("circle", "square", "triangle", "star", "ring", "stripes", "cross")
 TEXTURES = ("noise", "gradient", "checker")
@@ -206,7 +206,7 @@ def write_dataset(cfg: SyntheticConfig, output: Path) -> dict[str, Any]:
             for spec in specs:
                 (tmp / split / spec.wnid).mkdir(parents=True)
             jobs = [(cls, i) for i in range(per_class) for cls in range(cfg.num_classes)]
-            for cls, i in tqdm(jobs, desc=f"synthetic {split}", unit="img", mininterval=2.0):
+            for cls, i in progress(jobs, desc=f"synthetic {split}", unit="img", mininterval=2.0):
                 image = render(specs[cls], image_rng(cfg.seed, split, cls, i), cfg)
                 name = file_name(split, specs[cls], cls, i, cfg.num_classes)
                 (tmp / split / name).write_bytes(encode_jpeg(image, SOURCE_QUALITY))

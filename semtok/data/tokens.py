@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from semtok.config import Config
 from semtok.data.loader import decode_sample, latent_normalisation
@@ -25,6 +24,7 @@ from semtok.data.shards import class_label, decode_member, npy_array, read_shard
 from semtok.models.factory import load_tokenizer
 from semtok.utils.devices import job_device
 from semtok.utils.io import npy_bytes
+from semtok.utils.progress import progress
 
 
 def pack_bits(bits: torch.Tensor) -> np.ndarray:
@@ -44,7 +44,7 @@ def dump_shard(cfg: Config, variant: str, latent_tar: Path, output: Path, batch_
     norm = latent_normalisation(cfg)
     samples = list(read_shard(latent_tar))
     out: list[dict[str, Any]] = []
-    for start in tqdm(range(0, len(samples), batch_size), desc=f"tokens {variant} {latent_tar.name}"):
+    for start in progress(range(0, len(samples), batch_size), desc=f"tokens {variant} {latent_tar.name}"):
         chunk = samples[start : start + batch_size]
         payload = {}
         for name, flipped in (("bits.npy", False), ("bits_flip.npy", True)):

@@ -40,9 +40,9 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 from torch_fidelity.helpers import text_to_dtype
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-from tqdm import tqdm
 
 from semtok.data.images import IMAGENET_MEAN, IMAGENET_STD
+from semtok.utils.progress import progress
 
 CLASSIFIER_EXTRACTOR_NAME = "semtok-classifier"
 INCEPTION_EXTRACTOR_NAME = "inception-v3-compat"
@@ -335,13 +335,13 @@ def extract_features(
         total, batches = None, images
     device = next(extractor.parameters()).device
     collected: dict[str, list[torch.Tensor]] = defaultdict(list)
-    with torch.no_grad(), tqdm(total=total, unit="img", desc="features", disable=None) as progress:
+    with torch.no_grad(), progress(total=total, unit="img", desc="features") as bar:
         for batch in batches:
             batch = torch.as_tensor(batch)
             features = extractor(batch.permute(0, 3, 1, 2).to(device))
             for name, value in extractor.convert_features_tuple_to_dict(features).items():
                 collected[name].append(value.cpu())
-            progress.update(len(batch))
+            bar.update(len(batch))
     return {name: torch.cat(values).numpy() for name, values in collected.items()}
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from semtok import registry
 from semtok.config import Config
@@ -40,6 +39,7 @@ from semtok.eval.reference import (
     validation_images,
 )
 from semtok.models import vae
+from semtok.utils.progress import progress
 
 MODES = ("refiner", "diffusion", "vae")
 LATENT_BITS = 16  # the VAE latents are stored and decoded as fp16
@@ -69,7 +69,7 @@ def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstruc
     )
     parts: dict[str, list[Any]] = {"original": [], "recon": [], "labels": [], "pooled": [], "indices": []}
     batches = val_batches(cfg, cfg.evaluation.batch_size, features=("latents",))
-    with tqdm(total=validation_images(cfg), unit="img", desc="reconstruct") as progress:
+    with progress(total=validation_images(cfg), unit="img", desc="reconstruct") as bar:
         for batch in batches:
             with torch.no_grad(), autocast:
                 recon, pooled, indices = decode(batch["latent"].to(device))
@@ -79,7 +79,7 @@ def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstruc
             if pooled is not None:
                 parts["pooled"].append(pooled.float().cpu().numpy())
                 parts["indices"].append(indices.cpu())
-            progress.update(len(batch["cls"]))
+            bar.update(len(batch["cls"]))
     return Reconstructions(
         original=np.concatenate(parts["original"]),
         recon=np.concatenate(parts["recon"]),

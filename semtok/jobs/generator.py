@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from semtok import keys, paths
 from semtok.config import Config
@@ -36,6 +35,7 @@ from semtok.train.generator import generator_step
 from semtok.train.loop import Objective, Trainer, segment_seed
 from semtok.utils.devices import job_device
 from semtok.utils.io import save_npz
+from semtok.utils.progress import progress
 
 PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5
 
@@ -60,6 +60,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
         settings=keys.digest(keys.generator(cfg, variant)),
+        hparams=keys.hparams(keys.generator(cfg, variant)),
         project=cfg.run_id,
     )
     compile_blocks(trainer.unwrap(), cfg.compute.compile)
@@ -112,7 +113,7 @@ def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[s
     labels = np.repeat(np.arange(num_classes(cfg), dtype=np.int64), sc.per_class)
     chunk_dir = output.with_name(output.name + ".chunks")
     chunks = [labels[i : i + sc.chunk] for i in range(0, len(labels), sc.chunk)]
-    for c, chunk_labels in enumerate(tqdm(chunks, desc=f"sample {variant} {setting}")):
+    for c, chunk_labels in enumerate(progress(chunks, desc=f"sample {variant} {setting}")):
         path = chunk_dir / f"chunk-{c:05d}.npz"
         if path.exists():
             continue  # finished before a kill or preemption

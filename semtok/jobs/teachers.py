@@ -61,6 +61,7 @@ def train_teacher(cfg: Config, name: str, output: Path) -> dict[str, Any]:
         paths.log_dir(cfg.out, job),
         seed=seed,
         settings=keys.digest(keys.teacher(cfg, name)),
+        hparams=keys.hparams(keys.teacher(cfg, name)),
         project=cfg.run_id,
     )
 

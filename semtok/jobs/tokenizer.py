@@ -54,6 +54,7 @@ def trainer(cfg: Config, job: str, objectives: dict[str, Objective], settings: d
         paths.log_dir(cfg.out, job),
         seed=cfg.seed,
         settings=keys.digest(settings),
+        hparams=keys.hparams(settings),
         project=cfg.run_id,
     )
 

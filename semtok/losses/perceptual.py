@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semtok.data.images import imagenet_normalise
+from semtok.models.precision import float32
 
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 VGG16_BLOCK_CONVS = (2, 2, 3, 3, 3)
@@ -101,10 +102,8 @@ def resnet_logit_loss(
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         x = (x.clamp(-1, 1) + 1) / 2
-        if x.shape[-1] != size:  # in float32: the antialiased resize has no bf16 kernel on the CPU
-            x = F.interpolate(
-                x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return imagenet_normalise(x)
 
     with torch.no_grad():
@@ -134,9 +133,12 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """In float32 like every convolutional network of the package (semtok/models/precision.py)."""
         out = {}
-        if self.lpips is not None:
-            out["lpips"] = self.lpips(fake, real).mean()
-        if self.resnet is not None:
-            out["resnet"] = resnet_logit_loss(self.resnet, real, fake, self.resnet_size)
+        with float32(real.device):
+            real, fake = real.float(), fake.float()
+            if self.lpips is not None:
+                out["lpips"] = self.lpips(fake, real).mean()
+            if self.resnet is not None:
+                out["resnet"] = resnet_logit_loss(self.resnet, real, fake, self.resnet_size)
         return out

@@ -23,6 +23,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from semtok.models.precision import float32
+
 
 def siglip_grid(sig: torch.Tensor) -> torch.Tensor:
     """sig: (B, Ns, C) with Ns a square, or (B, C, Hs, Ws) -> (B, C, Hs, Ws)."""
@@ -116,7 +118,7 @@ class ContrastiveLoss(nn.Module):
         v_all, rank = _gather_with_grad(v)
         u_all, _ = _gather_with_grad(u)
         labels = torch.arange(v.shape[0], device=v.device) + rank * v.shape[0]
-        with torch.autocast(device_type=v.device.type, enabled=False):
+        with float32(v.device):
             scale = self.logit_scale.exp().clamp(max=self.max_scale)
             loss_v = F.cross_entropy(scale * v.float() @ u_all.float().T, labels)
             loss_u = F.cross_entropy(scale * u.float() @ v_all.float().T, labels)

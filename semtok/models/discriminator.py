@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semtok.models.precision import float32
+
 
 class BlurDownsample(nn.Module):
     """Anti-aliased ×2 downsampling: separable [1, 3, 3, 1] blur, then stride 2."""
@@ -70,4 +72,6 @@ class Discriminator(nn.Module):
         self.register_buffer("ema_fake", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        """In float32 like every convolutional network of the package (semtok/models/precision.py)."""
+        with float32(x.device):
+            return self.head(self.blocks(self.stem(x.float())))

@@ -74,18 +74,6 @@ def semantic_kwargs(t: TokenizerConfig, sig_dim: int) -> dict[str, Any] | None:
     }
 
 
-def check_architecture(expected: dict[str, Any], config: Any, where: str) -> None:
-    """ConfigError naming the first key of `tokenizer.decoder.transformer` that the pretrained
-    transformer's config (`config`, loaded from `where`) has another value of."""
-    for key, value in expected.items():
-        found = config.get(key)
-        if (list(found) if isinstance(found, tuple) else found) != value:
-            raise ConfigError(
-                f"tokenizer.decoder.transformer.{key}: {value!r}, but the pretrained transformer at {where} "
-                f"has {found!r}"
-            )
-
-
 def build_tokenizer(cfg: Config, variant: str) -> SemTok:
     """A fresh SemTok for `variant`: frozen VAE from the registry, decoder from SD3.5 or random."""
     t = cfg.tokenizer_variant(variant)
@@ -109,7 +97,9 @@ def build_tokenizer(cfg: Config, variant: str) -> SemTok:
     if t.decoder.init == "pretrained":
         where, subfolder = registry.sd3_location(cfg)
         decoder, _report = TokenDecoder.from_sd3(where, subfolder=subfolder, **decoder_kw)
-        check_architecture(t.decoder.transformer, decoder.transformer.config, where)
+        registry.check_architecture(
+            t.decoder.transformer, decoder.transformer.config, "tokenizer.decoder.transformer", where
+        )
         if decoder.transformer.config.in_channels != channels:
             raise ConfigError(
                 f"pretrained.sd3: the transformer takes {decoder.transformer.config.in_channels}-channel "
@@ -159,26 +149,37 @@ def tokenizer_shape(cfg: Config, variant: str) -> tuple[int, int]:
     return config["encoder_config"]["num_tokens"], config["encoder_config"]["token_dim"]
 
 
-def generator_kwargs(cfg: Config, variant: str) -> dict[str, Any]:
+def token_shape(cfg: Config, variant: str) -> tuple[int, int]:
+    """(K, d) of tokenizer `variant` from the config alone (the trained one's: `tokenizer_shape`); a
+    grid2d tokenizer quantizes its (latent side / patch size)^2 image tokens."""
+    t = cfg.tokenizer_variant(variant)
+    latent_size = cfg.data.resolution // vae.downsample_factor(registry.vae_config(cfg))
+    return ((latent_size // t.patch_size) ** 2 if t.encoder.mode == "grid2d" else t.num_tokens), t.bits
+
+
+def generator_kwargs(
+    cfg: Config, variant: str, shape: tuple[int, int] | None = None, classes: int | None = None
+) -> dict[str, Any]:
     """MaskedGenerator kwargs of generator `variant`: its size (`generator.sizes`, Table 9), head and
-    attention, the shape of its trained tokenizer's tokens, the run's classes and their names, and the
-    variant's sampler settings (`generator.sample`, the generation pipeline's defaults)."""
+    attention, the shape (K, d) of its tokenizer's tokens (default: the trained tokenizer's), the run's
+    classes (default: the train index's, with their names) and the variant's sampler settings
+    (`generator.sample`, the generation pipeline's defaults)."""
     g = cfg.generator_variant(variant)
     depth, width, heads = g.sizes[g.arch.size]
-    k, d = tokenizer_shape(cfg, g.tokenizer)
+    k, d = shape or tokenizer_shape(cfg, g.tokenizer)
     return {
         "depth": depth,
         "width": width,
         "heads": heads,
         "num_tokens": k,
         "bits": d,
-        "num_classes": num_classes(cfg),
+        "num_classes": num_classes(cfg) if classes is None else classes,
         "head": g.arch.head,
         "causal": g.arch.causal,
         "class_dropout": g.class_dropout,
         "grad_checkpointing": cfg.compute.grad_checkpointing,
         "sample_settings": sampler_kwargs(g.sample),
-        "class_names": class_names(cfg),
+        "class_names": class_names(cfg) if classes is None else None,
     }
 
 

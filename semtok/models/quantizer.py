@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semtok.config import MAX_BITS
+from semtok.models.precision import float32
 
 _EPS = 1e-8
 
@@ -157,7 +158,7 @@ class QuantizerBase(nn.Module):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """z: (B, K, d) -> QuantizerOutput. Runs in float32 (autocast off)."""
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with float32(z.device):
             x = self.project(z.float())
             bits = x > 0
             hard = self.bits_to_codes(bits, self.corner)

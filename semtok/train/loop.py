@@ -43,7 +43,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from semtok.utils.process import (
     job_finished,
     received_signal,
 )
+from semtok.utils.progress import progress
 
 log = logging.getLogger("semtok.train")
 
@@ -226,17 +226,19 @@ class Trainer:
         *,
         settings: str,
         project: str = "semtok",
+        hparams: dict[str, bool | int | float | str] | None = None,
     ) -> None:
         """settings: the job's settings key (semtok/keys.py, as the workflow rule's params hash it);
         checkpoints written under another key, or sharded differently (compute.fsdp), are never resumed
-        from. project: the trackers' project (the run id), `name` the run."""
+        from. project: the trackers' project (the run id), `name` the run; hparams: the run's
+        hyperparameters for the trackers (semtok.keys.hparams of the job's key)."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         if main not in objectives:
             raise ValueError(f"objectives must contain the main objective {main!r}")
         self.name, self.main = name, main
-        self.settings, self.project = settings, project
+        self.settings, self.project, self.hparams = settings, project, hparams or {}
         self.structure = structure_fingerprint({k: o.module for k, o in objectives.items()})
         self.ckpt_dir, self.log_dir = Path(ckpt_dir), Path(log_dir)
         self.optim = objectives[main].optim
@@ -553,16 +555,8 @@ class Trainer:
         raise SystemExit(EXIT_DIVERGED)
 
     def _progress_bar(self, total: int) -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=total,
-            initial=self.step,
-            desc=self.name,
-            disable=not self.is_main,
-            dynamic_ncols=True,
-            file=sys.stderr,
-        )
+        """A bar in a terminal; in a job's log a line at a fixed interval (semtok/utils/progress.py)."""
+        return progress(total=total, initial=self.step, desc=self.name, unit="step", disable=not self.is_main)
 
     def _optimise(self, out: StepOutput) -> dict[str, torch.Tensor]:
         logs: dict[str, torch.Tensor] = {}
@@ -607,6 +601,7 @@ class Trainer:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator.init_trackers(
             self.project,
+            config=self.hparams or None,
             init_kwargs={
                 "tensorboard": {"purge_step": self.step},
                 "wandb": {"name": self.name, "dir": str(self.log_dir)},

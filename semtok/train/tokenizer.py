@@ -144,9 +144,14 @@ def stage2_start(cfg: Config, variant: str) -> SemTok:
         model = build_tokenizer(cfg, variant)
     else:
         model = SemTok.from_pretrained(paths.tokenizer_dir(cfg.out, source, "stage1"))
+    return make_refiner(model, cfg.tokenizer_variant(variant).stage2.freeze_encoder)
+
+
+def make_refiner(model: SemTok, freeze_encoder: bool) -> SemTok:
+    """`model` with its decoder turned into the one-step refiner, the encoder side frozen if asked."""
     model.decoder.enable_refiner()
     model.register_to_config(decoder_config=registry.public_config(model.decoder.config))
-    if cfg.tokenizer_variant(variant).stage2.freeze_encoder:
+    if freeze_encoder:
         for part in (model.encoder, model.quantizer, model.semantic):
             if part is not None:
                 part.requires_grad_(False)

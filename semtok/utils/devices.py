@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions: the launcher reads CPUS_PER_NODE without it
+    import torch
 
-from semtok.config import ComputeConfig
+    from semtok.config import ComputeConfig
 
 CPUS_PER_NODE = "SEMTOK_CPUS_PER_NODE"  # set by semtok.cli.launch from the Slurm allocation
 
@@ -35,6 +37,8 @@ def local_processes() -> int:
 
 def cuda_report() -> str:
     """What this process sees of CUDA: host, device count, CUDA_VISIBLE_DEVICES, torch's CUDA build."""
+    import torch
+
     count = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     return (
@@ -46,6 +50,8 @@ def cuda_report() -> str:
 
 def job_device(compute: ComputeConfig) -> torch.device:
     """The device of this process under `compute.device`; DeviceUnavailable when "cuda" is not usable."""
+    import torch
+
     if compute.device == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
@@ -67,7 +73,11 @@ def cpus_per_process() -> int:
         cpus = int(node) if node.isdigit() and int(node) > 0 else len(os.sched_getaffinity(0))
         return max(1, cpus // local_processes())
     threads = os.environ.get("OMP_NUM_THREADS", "")
-    return int(threads) if threads.isdigit() and int(threads) > 0 else max(1, torch.get_num_threads())
+    if threads.isdigit() and int(threads) > 0:
+        return int(threads)
+    import torch
+
+    return max(1, torch.get_num_threads())
 
 
 def job_threads(compute: ComputeConfig) -> int:

@@ -49,14 +49,15 @@ PYTHON = sys.executable  # the interpreter running Snakemake, which has semtok i
 # Every path in a command is quoted (`{input:q}`, `{output:q}`, `{log:q}`): out_dir, the checkout and
 # the interpreter may contain spaces or any other character.
 def cli(cmd):
-    """Shell prefix of a semtok entry point run in the job's own process."""
-    return f'{shlex.quote(PYTHON)} -m semtok.cli {cmd} --config "$SEMTOK_CONFIG"'
+    """Shell prefix of a semtok entry point run in the job's own process (SEMTOK_JOB_LOG: the job's log,
+    which semtok/utils/logs.py timestamps and keeps the failed attempts of)."""
+    return f'SEMTOK_JOB_LOG={{log:q}} {shlex.quote(PYTHON)} -m semtok.cli {cmd} --config "$SEMTOK_CONFIG"'
 
 
 def launch(cmd):
     """Shell prefix of a training/encoding entry point started by `semtok.cli.launch`
     (semtok/cli/launch.py derives processes, machines and rank from the job's resources and Slurm)."""
-    return f'{shlex.quote(PYTHON)} -m semtok.cli.launch {cmd} --config "$SEMTOK_CONFIG"'
+    return f'SEMTOK_JOB_LOG={{log:q}} {shlex.quote(PYTHON)} -m semtok.cli.launch {cmd} --config "$SEMTOK_CONFIG"'
 
 
 @functools.cache  # a key per (job kind, wildcards): computed once even for the paper's 11,000 jobs
