@@ -28,7 +28,7 @@ PAPER = (
 # One Jinja macro: a link to result `target` when the report holds it, else its name and why not.
 _MACRO = (
     '{% set built = files | map(attribute="target") | list %}\n'
-    "{% macro link(target, text) %}{% if target in built %}`{{ text }} <{{ target }}_>`_"
+    "{% macro link(target, text) %}{% if target in built %}`{{ text }} <{{ target }}_>`__"
     "{% else %}{{ text }} (not in this report){% endif %}{% endmacro %}\n"
 )
 
