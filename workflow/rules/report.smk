@@ -112,7 +112,10 @@ rule resources:
         md=P.table_file(OUT, S.RESOURCES, "md"),
     params:
         # each rule's benchmark file name with its wildcards, for the table to tell the rule of a record
-        patterns=sorted(f"{r.name}={Path(str(r.benchmark)).name}" for r in workflow.rules if r.benchmark),
+        # (a function, so that Snakemake leaves the wildcards in them alone)
+        patterns=lambda w: sorted(
+            f"{r.name}={Path(str(r.benchmark)).name}" for r in workflow.rules if r.benchmark
+        ),
     log:
         OUT / f"logs/{S.RESOURCES}.log",
     shell:
