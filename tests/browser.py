@@ -179,6 +179,16 @@ class Page:
         """What the page shows: its body's rendered text."""
         return self.evaluate("document.body.innerText")
 
+    def wait_for_frame_text(self, timeout: float = 30.0) -> str:
+        """The rendered text of the page's one child frame, once it shows some."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            texts = self.frame_texts()
+            if len(texts) == 1 and texts[0].strip():
+                return texts[0]
+            time.sleep(0.1)
+        raise TimeoutError(f"no frame with text after {timeout} s")
+
     def frame_texts(self) -> list[str]:
         """The rendered text of every child frame (e.g. a report's iframe holding a data: URL)."""
         tree = self.browser.send("Page.getFrameTree", session=self.session)["frameTree"]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
@@ -174,7 +175,7 @@ def tsne(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
     labels = [arrays["labels"] for _, _, arrays in loaded]
     shown = legend_classes(labels)
     names = _names(cfg, shown)
-    palette = matplotlib_colors("tab10" if len(shown) <= 10 else "tab20")
+    palette = colormaps["tab10" if len(shown) <= 10 else "tab20"].colors
     colour = dict(zip(shown, palette[: len(shown)], strict=True))
     others = sorted({int(c) for panel in labels for c in np.unique(panel)} - set(shown))
     fig = MplFigure(figsize=(3.2 * len(inputs), 3.4 + 0.22 * -(-len(shown) // 5)), layout="constrained")
@@ -199,13 +200,6 @@ def tsne(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
         handles=handles, loc="outside lower center", ncols=min(5, len(handles)), fontsize=7, frameon=False
     )
     return fig
-
-
-def matplotlib_colors(name: str) -> list[tuple[float, ...]]:
-    """The colours of a qualitative matplotlib colormap ("tab10", "tab20")."""
-    from matplotlib import colormaps
-
-    return list(colormaps[name].colors)
 
 
 def _dot(color: object, text: str) -> Line2D:

@@ -321,15 +321,14 @@ def write(
     benchmarks: Path, profile: Path, patterns: dict[str, str], outputs: dict[str, Path], forkserver: bool
 ) -> dict[str, Any]:
     """Build the table from the benchmark TSVs in `benchmarks`, the profile and the rules' benchmark
-    file patterns ({rule: "stage1_{tok}.tsv"}); outputs {"csv"|"md": path}."""
-    if not benchmarks.is_dir():
-        raise FileNotFoundError(f"no benchmark records: {benchmarks} does not exist")
+    file patterns ({rule: "stage1_{tok}.tsv"}); outputs {"csv"|"md": path}. Without records (no
+    `benchmark:` directive ran) the table is empty and its notes say so."""
     used, unmatched = usage(benchmarks, patterns)
     table = lines(used, read_profile(profile))
-    texts = {
-        "csv": to_frame(table).to_csv(index=False),
-        "md": to_markdown(table, notes(table, unmatched, profile, forkserver)),
-    }
+    comments = notes(table, unmatched, profile, forkserver)
+    if not table:
+        comments.insert(0, f"No benchmark records of any rule under {benchmarks}.")
+    texts = {"csv": to_frame(table).to_csv(index=False), "md": to_markdown(table, comments)}
     for ext, path in outputs.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(texts[ext])

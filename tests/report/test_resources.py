@@ -195,3 +195,14 @@ def test_resources_command(tmp_path):
     assert cli_main(argv) == 0
     text = (tmp_path / "tables" / "resources.md").read_text()
     assert "| stage2 | 1 | 0:01:01 | 0:10:00 | 10% (far under) | 2.5 GB | 4.0 GB | 62% |" in text
+
+
+def test_no_records_give_an_empty_table_that_says_so(tmp_path):
+    prof = profile(tmp_path / "p.yaml", {"stage2": {"runtime": 10, "mem_mb": 4000}})
+    out = {"csv": tmp_path / "r.csv", "md": tmp_path / "r.md"}
+    assert (
+        resources.write(tmp_path / "benchmarks", prof, {"stage2": "stage2_{tok}.tsv"}, out, False)["rules"]
+        == 0
+    )
+    assert pd.read_csv(out["csv"]).empty
+    assert f"No benchmark records of any rule under {tmp_path / 'benchmarks'}." in out["md"].read_text()
