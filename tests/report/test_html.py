@@ -73,3 +73,11 @@ def test_a_browser_renders_every_number_of_the_table(table4, chromium):
     for label in frame.row.unique():
         assert label in shown
     assert "Notes:" in shown and "n/c rFID" in shown and "Protocols:" in shown
+
+
+def test_a_caption_with_the_papers_footnote_stars_stays_one_bold_title(cfg, results, tmp_path):
+    files = {ext: tmp_path / f"table1.{ext}" for ext in ("csv", "md", "tex")}
+    write_table(TABLES["table1"], cfg, results, files)
+    body = html.render(files["md"].read_text())
+    assert "<strong>Table 1: Reconstruction results of SOTA tokenizers on ImageNet (256×256). *: a" in body
+    assert "<em>" not in body
