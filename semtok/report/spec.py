@@ -10,7 +10,9 @@ Each role has its label here (`LABELS`), the one place a figure's legend comes f
 The rules (workflow/rules/report.smk) and the builders (tables.py, learning.py, figures.py) all take
 their input lists from `table_inputs` and `figure_inputs` (table "learning": `learning_needs`) and the
 config values they read from `target_settings`, whose hash is the rule's params (a table reruns only
-when what it reads changes) and the hash a table prints. Upstream rules can enumerate what to sample
+when what it reads changes) and the hash a table prints. `REPORT_TABLES` lists every table the HTML
+report shows (the paper's and ours) with its caption; a sweep figure's `PaperPoint`s are the numbers the
+paper gives on it. Upstream rules can enumerate what to sample
 and evaluate with `generator_settings` and `tokenizer_modes`. Two recon rows are not tokenizers: the
 validation images (`original-val`, rule eval_reference) and the frozen VAE (`vae-frozen`, rule eval_vae).
 """
@@ -208,7 +210,7 @@ class Figure:
     per_class: int = 1  # sample_grid
 
     @property
-    def class_names(self) -> bool:
+    def names_classes(self) -> bool:
         """Whether it names classes (sample grids' columns, the t-SNE's legend): it reads the train index."""
         return self.draw in ("sample_grid", "tsne")
 
@@ -448,7 +450,7 @@ def table_inputs(cfg: Config, name: str) -> list[Path]:
 
 def figure_inputs(cfg: Config, name: str) -> list[Path]:
     """The files figure `name` reads: `figure_needs`, and the train index where it names classes."""
-    index = [P.index_file(cfg.out, "train")] if FIGURES[name].class_names else []
+    index = [P.index_file(cfg.out, "train")] if FIGURES[name].names_classes else []
     return [n.path(cfg.out) for n in figure_needs(cfg, name)] + index
 
 

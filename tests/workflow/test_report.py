@@ -29,22 +29,26 @@ def report(default_run, chromium):
         yield page
 
 
-def open_result(page: Page, label: str) -> None:
-    """Click the landing page's link `label`, then the view button of the result it selects."""
+def open_result(page: Page, label: str, target: str) -> str:
+    """Click the landing page's link `label`, then the view button of the result it selects (file name
+    `target`); returns the result's key in the report."""
     page.evaluate("app.setView({content: 'rulegraph', navbarMode: 'menu'})")  # back to the landing page
     page.wait_for("document.body.innerText.includes('What was run')")
     clicked = page.evaluate(
-        f"(() => {{ const a = {LINKS}.find(a => a.textContent === {json.dumps(label)}); "
-        "if (!a) return false; a.click(); return true; })()"
+        f"(() => {{ const a = {LINKS}.find(a => a.textContent === {json.dumps(label)});"
+        " if (!a) return false; a.click(); return true; })()"
     )
     assert clicked, f"no link {label!r} on the landing page"
-    path = page.wait_for("app.state.resultPath")
+    path = page.wait_for(
+        f"app.state.resultPath?.endsWith({json.dumps('/' + target)}) && app.state.resultPath"
+    )
     button = (
         "[...document.querySelectorAll('a[type=button]')].find(a => a.parentElement"
         f" && a.parentElement.textContent.includes({json.dumps(path)}))"
     )
     page.wait_for(f"{button} !== undefined")
     page.evaluate(f"{button}.click()")
+    return path
 
 
 def test_landing_page_says_what_the_run_is_and_links_every_table_and_figure(report, default_run):
@@ -61,8 +65,8 @@ def test_landing_page_says_what_the_run_is_and_links_every_table_and_figure(repo
 @pytest.mark.parametrize("name", list(REPORT_TABLES))
 def test_every_table_renders_in_the_report(report, default_run, name):
     md = (default_run.outputs / "tables" / f"{name}.md").read_text()
-    open_result(report, landing.table_label(name))
-    report.wait_for("document.querySelector('iframe')?.src === results[app.state.resultPath].data_uri")
+    path = open_result(report, landing.table_label(name), landing.table_target(name))
+    report.wait_for(f"document.querySelector('iframe')?.src === results[{json.dumps(path)}].data_uri")
     frame = report.wait_for_frame_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     for row in rows[1:]:  # every cell of every row, numbers included, is in the rendered page
@@ -74,10 +78,10 @@ def test_every_table_renders_in_the_report(report, default_run, name):
 
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_every_figure_shows_in_the_report(report, name):
-    open_result(report, landing.figure_label(name))
+    path = open_result(report, landing.figure_label(name), landing.figure_target(name))
     width = report.wait_for(
-        "(() => { const i = document.querySelector('img[src^=\"data:image/png\"]');"
-        " return i && i.complete ? i.naturalWidth : 0; })()"
+        f"(() => {{ const i = document.querySelector('img'); return i && i.complete"
+        f" && i.src === results[{json.dumps(path)}].data_uri ? i.naturalWidth : 0; }})()"
     )
     assert width > 100
 
