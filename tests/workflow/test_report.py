@@ -42,12 +42,8 @@ def open_result(page: Page, label: str, target: str) -> str:
     path = page.wait_for(
         f"app.state.resultPath?.endsWith({json.dumps('/' + target)}) && app.state.resultPath"
     )
-    button = (
-        "[...document.querySelectorAll('a[type=button]')].find(a => a.parentElement"
-        f" && a.parentElement.textContent.includes({json.dumps(path)}))"
-    )
-    page.wait_for(f"{button} !== undefined")
-    page.evaluate(f"{button}.click()")
+    page.wait_for("document.querySelector('a[iconname=\"eye\"]') !== null")  # the result's view button
+    page.evaluate("document.querySelector('a[iconname=\"eye\"]').click()")
     return path
 
 
@@ -80,8 +76,8 @@ def test_every_table_renders_in_the_report(report, default_run, name):
 def test_every_figure_shows_in_the_report(report, name):
     path = open_result(report, landing.figure_label(name), landing.figure_target(name))
     width = report.wait_for(
-        f"(() => {{ const i = document.querySelector('img'); return i && i.complete"
-        f" && i.src === results[{json.dumps(path)}].data_uri ? i.naturalWidth : 0; }})()"
+        f"(() => {{ const i = [...document.querySelectorAll('img')].find(i => i.src ==="
+        f" results[{json.dumps(path)}].data_uri); return i && i.complete ? i.naturalWidth : 0; }})()"
     )
     assert width > 100
 
