@@ -67,14 +67,14 @@ def figure_target(name: str) -> str:
 
 
 def table_label(name: str) -> str:
-    """ "table4" → "Table 4", "data_summary" → "Data summary"."""
+    """A table's name for people: Table 4 for "table4", Data summary for "data_summary"."""
     if name.startswith("table") and name[5:].isdigit():
         return f"Table {name[5:]}"
     return name.replace("_", " ").capitalize()
 
 
 def figure_label(name: str) -> str:
-    """ "fig7" → "Figure 7"; "table7" (Table 7's visual) → "Table 7 (visual)"."""
+    """A figure's name for people: Figure 7 for "fig7", Table 7 (visual) for "table7"."""
     if name.startswith("fig"):
         return f"Figure {name[3:]}"
     return f"{table_label(name)} (visual)"
