@@ -39,7 +39,6 @@ for _name in TABLES:
             tex=P.table_file(OUT, _name, "tex"),
         params:
             name=_name,
-            caption=TABLES[_name].caption,
             cfg=S.target_hash(CFG, _name),
         log:
             OUT / f"logs/{_name}.log",
@@ -87,7 +86,6 @@ rule learning:
         tex=P.table_file(OUT, S.LEARNING, "tex"),
     params:
         name=S.LEARNING,
-        caption=S.LEARNING_CAPTION,
         cfg=S.target_hash(CFG, S.LEARNING),
     log:
         OUT / f"logs/{S.LEARNING}.log",
