@@ -106,7 +106,8 @@ def field_comments(module: Any = schema) -> dict[tuple[str, str], str]:
 
 
 def class_doc(cls: type) -> str:
-    """A schema class's own docstring, as one paragraph per blank-line-separated block ("" if none)."""
+    """A schema class's own docstring, dedented; "" when it has none (the signature a dataclass gets
+    as its docstring does not count)."""
     doc = cls.__dict__.get("__doc__")
     if not doc or doc.startswith(f"{cls.__name__}("):  # dataclass's generated signature
         return ""
