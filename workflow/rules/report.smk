@@ -11,6 +11,7 @@
 # written from the validated config when the workflow is parsed), which links every table and figure;
 # every table is shown as the HTML page of its Markdown (rule table_html), every figure as its PNG.
 
+import os
 from pathlib import Path
 
 from semtok.report import landing
@@ -19,7 +20,8 @@ from semtok.report.reported import TABLES
 
 TABLE_EXTS = ("csv", "md", "tex")
 FIGURE_EXTS = ("png", "pdf")
-PROFILE = Path(workflow.basedir) / "workflow" / "profiles" / "default" / "config.yaml"
+# the workflow profile, relative to the working directory (as the resources table names it)
+PROFILE = os.path.relpath(Path(workflow.basedir) / "workflow" / "profiles" / "default" / "config.yaml")
 
 
 report: str(landing.write(CFG, CONFIG_FILE))
