@@ -28,7 +28,7 @@ def render(rst: str, targets: list[str]) -> str:
     text = env.from_string(rst + links).render(
         snakemake=SimpleNamespace(config={}), categories={}, files=files
     )
-    return publish_parts(text, writer_name="html", settings_overrides={"report_level": 1})["html_body"]
+    return publish_parts(text, writer="html", settings_overrides={"report_level": 1})["html_body"]
 
 
 ALL = [landing.table_target(t) for t in REPORT_TABLES] + [landing.figure_target(f) for f in FIGURES]
