@@ -74,7 +74,8 @@ class Cell:
 
 
 def read_metrics(path: Path, need: Input) -> dict[str, Measured]:
-    """The metrics of one tidy CSV (notes/contracts.md), checked against the run it should hold."""
+    """The metrics of one tidy CSV (columns: semtok.eval.records.COLUMNS), checked against the run it
+    should hold."""
     frame = pd.read_csv(path, dtype={"config_hash": str, "protocol": str, "variant": str, "setting": str})
     if tuple(frame.columns) != CSV_COLUMNS:
         raise TableError(f"{path}: columns {list(frame.columns)}, expected {list(CSV_COLUMNS)}")
