@@ -116,9 +116,9 @@ class SubsetConfig:
     the first images in key order. The paper-shape smoke run (config/paper-smoke.yaml) indexes a few
     images of a real ImageNet folder this way; the class count of the run is then `classes`."""
 
-    classes: int | None = setting(None, ge=1)
-    train_per_class: int | None = setting(None, ge=1)
-    val_per_class: int | None = setting(None, ge=1)
+    classes: int | None = setting(None, ge=1)  # the first N classes (class order); null: all
+    train_per_class: int | None = setting(None, ge=1)  # the first N train images of each class (key order)
+    val_per_class: int | None = setting(None, ge=1)  # the first N validation images of each class
 
 
 @dataclass
@@ -204,12 +204,13 @@ class OptimConfig:
 class ComputeConfig:
     # cuda: stop at start where CUDA is not usable; cpu: the CPU on purpose; auto: CUDA when usable
     device: Literal["cuda", "cpu", "auto"] = "auto"
-    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"  # autocast of training and inference, CPU too
+    # autocast of the transformers in training and inference, on GPU and CPU (conv nets stay float32)
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     compile: bool = True  # torch.compile of the transformer blocks (inductor, on GPU and CPU)
-    grad_checkpointing: bool = True
+    grad_checkpointing: bool = True  # recompute the transformer blocks' activations in backward (memory)
     fused_adam: bool = True  # fused AdamW kernel (CPU and GPU; 3.5x faster optimizer step on CPU)
-    allow_tf32: bool = True
-    num_workers: int = setting(8, ge=0)
+    allow_tf32: bool = True  # TF32 matmuls and convolutions on GPUs (float32 ones, e.g. the VAE's)
+    num_workers: int = setting(8, ge=0)  # DataLoader worker processes of each training process
     threads: int = setting(0, ge=0)  # torch CPU threads; 0 = the job's CPUs (semtok/utils/devices.py)
     fsdp: bool = False  # several processes: FSDP2 sharding instead of DDP (semtok/train/fsdp.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
