@@ -101,13 +101,13 @@ def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MI
 class SyntheticConfig:
     """The built-in class-conditional dataset of shapes, colours and textures (ImageNet folder layout)."""
 
-    num_classes: int = setting(10, ge=1)
-    train_per_class: int = setting(64, ge=1)
-    val_per_class: int = setting(16, ge=1)
+    num_classes: int = setting(10, ge=1)  # classes, each its own mix of shape, texture and palette
+    train_per_class: int = setting(64, ge=1)  # training images of each class
+    val_per_class: int = setting(16, ge=1)  # validation images of each class
     # images get random sizes in [min_size, max_size] to exercise resize + crop
     min_size: int = setting(72, ge=8)
     max_size: int = setting(120, ge=8)  # >= min_size
-    seed: int = setting(0, ge=0, le=SEED_MAX)
+    seed: int = setting(0, ge=0, le=SEED_MAX)  # of the drawn images (independent of the run's seed)
 
 
 @dataclass
@@ -116,26 +116,27 @@ class SubsetConfig:
     the first images in key order. The paper-shape smoke run (config/paper-smoke.yaml) indexes a few
     images of a real ImageNet folder this way; the class count of the run is then `classes`."""
 
-    classes: int | None = setting(None, ge=1)
-    train_per_class: int | None = setting(None, ge=1)
-    val_per_class: int | None = setting(None, ge=1)
+    classes: int | None = setting(None, ge=1)  # the first N classes (class order); null: all
+    train_per_class: int | None = setting(None, ge=1)  # the first N train images of each class (key order)
+    val_per_class: int | None = setting(None, ge=1)  # the first N validation images of each class
 
 
 @dataclass
 class DataConfig:
-    source: Literal["synthetic", "imagenet"] = "imagenet"
+    source: Literal["synthetic", "imagenet"] = "imagenet"  # synthetic: the built-in dataset, under out_dir
     imagenet_root: str | None = None  # holds train/<wnid>/*.JPEG and val/ (per-class or flat)
     val_solution_csv: str | None = None  # flat val folder labels; default <root>/LOC_val_solution.csv
     subset: SubsetConfig = field(default_factory=SubsetConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    resolution: int = setting(256, ge=8)
-    jpeg_quality: int = setting(95, ge=1, le=100)
-    train_shards: int = setting(1282, ge=1)
-    val_shards: int = setting(50, ge=1)
+    resolution: int = setting(256, ge=8)  # images: short side resized to this, centre-cropped square
+    jpeg_quality: int = setting(95, ge=1, le=100)  # of the JPEGs in the image shards
+    train_shards: int = setting(1282, ge=1)  # webdataset shards of the train split (a job each)
+    val_shards: int = setting(50, ge=1)  # webdataset shards of the validation split
     precompute_siglip: bool = True  # False: SigLIP runs online inside the training job
+    # a corrupt shard or sample at training time: stop, or skip it with a warning and a record
     on_corrupt_shard: Literal["fail", "skip"] = "fail"
-    shuffle_buffer: int = setting(2000, ge=1)
-    encode_batch_size: int = setting(64, ge=1)
+    shuffle_buffer: int = setting(2000, ge=1)  # samples in the training loaders' shuffle buffer
+    encode_batch_size: int = setting(64, ge=1)  # images a batch when pre-encoding latents and SigLIP features
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,19 +145,19 @@ class DataConfig:
 
 @dataclass
 class ComponentConfig:
-    """Where a frozen or initialising network comes from.
+    """Where a frozen or initialising network comes from (`source`):
 
-    source: "pretrained" = `id` is a hub id or a local path (real weights);
-            "bootstrap"  = a tiny model of the same class trained on the configured data by the
-                           `teachers` rule, then loaded exactly like real weights;
-            "random"     = a model of the same class built from `arch` with random init.
+    - "pretrained": `id` is a hub id or a local path (real weights);
+    - "bootstrap": a tiny model of the same class trained on the configured data by the `teachers`
+      rule, then loaded exactly like real weights;
+    - "random": a model of the same class built from `arch` with random init.
     """
 
     source: Literal["pretrained", "bootstrap", "random"] = "pretrained"
-    id: str | None = None
-    subfolder: str | None = None
-    revision: str | None = None
-    arch: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None  # hub id or local path; torchvision weights name (resnet), LPIPS net (lpips)
+    subfolder: str | None = None  # of the hub repository (the SD3.5 repository holds vae/ and transformer/)
+    revision: str | None = None  # hub revision (branch, tag or commit); None = the default branch
+    arch: dict[str, Any] = field(default_factory=dict)  # the model's constructor kwargs (bootstrap, random)
     train_steps: int = setting(0, ge=0)  # bootstrap only
     batch_size: int = setting(32, ge=1)  # bootstrap only
     lr: float = setting(1e-3, gt=0)  # bootstrap only
@@ -185,30 +186,31 @@ class PretrainedConfig:
 
 @dataclass
 class OptimConfig:
-    steps: int = setting(200_000, ge=1)
+    steps: int = setting(200_000, ge=1)  # optimizer steps
     batch_size: int = setting(256, ge=1)  # global batch
-    lr: float = setting(5e-5, gt=0)
-    weight_decay: float = setting(1e-3, ge=0)
-    betas: list[float] = setting(factory=lambda: [0.9, 0.99], ge=0, lt=1, length=2)
-    warmup: int = setting(10_000, ge=0)
+    lr: float = setting(5e-5, gt=0)  # AdamW's peak learning rate
+    weight_decay: float = setting(1e-3, ge=0)  # AdamW's
+    betas: list[float] = setting(factory=lambda: [0.9, 0.99], ge=0, lt=1, length=2)  # AdamW's
+    warmup: int = setting(10_000, ge=0)  # steps of linear warmup, then cosine decay
     min_lr_ratio: float = setting(0.0, ge=0, le=1)  # cosine floor as a fraction of lr
     grad_clip: float = setting(1.0, ge=0)  # 0 = no clipping
-    ema: float = setting(0.9999, ge=0, lt=1)
-    ckpt_every: int = setting(2_000, ge=1)
-    keep_ckpts: int = setting(2, ge=1)
-    log_every: int = setting(50, ge=1)
+    ema: float = setting(0.9999, ge=0, lt=1)  # decay of the weights' moving average (the exported weights)
+    ckpt_every: int = setting(2_000, ge=1)  # steps between resumable checkpoints
+    keep_ckpts: int = setting(2, ge=1)  # newest checkpoints kept
+    log_every: int = setting(50, ge=1)  # steps between logged scalars
 
 
 @dataclass
 class ComputeConfig:
     # cuda: stop at start where CUDA is not usable; cpu: the CPU on purpose; auto: CUDA when usable
     device: Literal["cuda", "cpu", "auto"] = "auto"
-    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"  # autocast of training and inference, CPU too
+    # autocast of the transformers in training and inference, on GPU and CPU (conv nets stay float32)
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     compile: bool = True  # torch.compile of the transformer blocks (inductor, on GPU and CPU)
-    grad_checkpointing: bool = True
+    grad_checkpointing: bool = True  # recompute the transformer blocks' activations in backward (memory)
     fused_adam: bool = True  # fused AdamW kernel (CPU and GPU; 3.5x faster optimizer step on CPU)
-    allow_tf32: bool = True
-    num_workers: int = setting(8, ge=0)
+    allow_tf32: bool = True  # TF32 matmuls and convolutions on GPUs (float32 ones, e.g. the VAE's)
+    num_workers: int = setting(8, ge=0)  # DataLoader worker processes of each training process
     threads: int = setting(0, ge=0)  # torch CPU threads; 0 = the job's CPUs (semtok/utils/devices.py)
     fsdp: bool = False  # several processes: FSDP2 sharding instead of DDP (semtok/train/fsdp.py)
     forkserver: bool = False  # local runs: jobs fork from a process that imported torch & co. once
@@ -222,12 +224,12 @@ class ComputeConfig:
 
 @dataclass
 class EncoderArch:
-    depth: int = setting(8, ge=1)
-    width: int = setting(768, ge=1)
+    depth: int = setting(8, ge=1)  # joint (MMDiT) blocks
+    width: int = setting(768, ge=1)  # of both streams
     heads: int = setting(12, ge=1)  # divides width
-    mlp_ratio: float = setting(4.0, gt=0)
-    causal_1d: bool = False
-    mode: Literal["1d", "grid2d"] = "1d"
+    mlp_ratio: float = setting(4.0, gt=0)  # MLP hidden width / width
+    causal_1d: bool = False  # raster variant: 1D token i attends to tokens <= i only (Table 5)
+    mode: Literal["1d", "grid2d"] = "1d"  # grid2d: quantize the image tokens themselves (2D baseline)
 
 
 @dataclass
@@ -241,7 +243,7 @@ class DecoderArch:
 @dataclass
 class EntropyConfig:
     weight: float = setting(0.0025, ge=0)  # λ_q
-    tau: float = setting(1.0, gt=0)
+    tau: float = setting(1.0, gt=0)  # temperature of the soft quantization the entropy is computed on
     group_size: int = setting(1, ge=1, le=16)  # divides tokenizer.bits; 2^g corners per group
     commit_weight: float = setting(0.25, ge=0)  # LFQ only
 
@@ -249,11 +251,12 @@ class EntropyConfig:
 @dataclass
 class SemanticConfig:
     weight: float = setting(0.05, ge=0)  # λ_s
-    contrastive: bool = True
-    distill: bool = True
-    distill_head: Literal["linear", "mlp"] = "linear"
+    contrastive: bool = True  # L_contra: quantized tokens vs pooled SigLIP features (Table 4)
+    distill: bool = True  # L_distill: image tokens vs SigLIP patch features (Table 4)
+    distill_head: Literal["linear", "mlp"] = "linear"  # w_x, width -> SigLIP's feature width
+    # hidden width of the contrastive head w_z (d -> embed_dim -> SigLIP's width)
     embed_dim: int = setting(512, ge=1)
-    logit_scale_init: float = setting(1 / 0.07, gt=0)
+    logit_scale_init: float = setting(1 / 0.07, gt=0)  # the contrastive loss's learnable scale (CLIP's init)
     logit_scale_max: float = setting(100.0, gt=0)  # >= logit_scale_init
 
 
@@ -265,36 +268,37 @@ class Stage1Config:
 
 @dataclass
 class GanConfig:
-    start: int = setting(20_000, ge=0)
-    lr: float = setting(1e-4, gt=0)
-    lecam: float = setting(0.001, ge=0)
-    channels: int = setting(128, ge=1)
-    channel_mults: list[int] = setting(factory=lambda: [1, 2, 4, 4, 4], ge=1, min_length=1)
+    start: int = setting(20_000, ge=0)  # the Stage II step the adversarial loss starts at
+    lr: float = setting(1e-4, gt=0)  # of the discriminator
+    lecam: float = setting(0.001, ge=0)  # LeCam regularisation weight
+    channels: int = setting(128, ge=1)  # the discriminator's first width
+    channel_mults: list[int] = setting(factory=lambda: [1, 2, 4, 4, 4], ge=1, min_length=1)  # per resolution
 
 
 @dataclass
 class Stage2Config:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=100_000, batch_size=64))
-    lambda_p: float = setting(0.1, ge=0)
-    lambda_g: float = setting(0.1, ge=0)
+    lambda_p: float = setting(0.1, ge=0)  # λ_p, the perceptual loss's weight
+    lambda_g: float = setting(0.1, ge=0)  # λ_G, the adversarial loss's weight
+    # the perceptual loss's terms: LPIPS and the ResNet logit loss (Table 11)
     perceptual: list[Literal["lpips", "resnet"]] = field(default_factory=lambda: ["lpips", "resnet"])
-    resnet_size: int = setting(224, ge=32)
+    resnet_size: int = setting(224, ge=32)  # images are resized to this for the ResNet logit loss
     gan: GanConfig = field(default_factory=GanConfig)
-    freeze_encoder: bool = True
+    freeze_encoder: bool = True  # encoder and quantizer frozen (tokens stay Stage I's); false: trained too
 
 
 @dataclass
 class FlowSamplerConfig:
-    steps: int = setting(25, ge=1)
-    shift: float = setting(1.0, gt=0)
+    steps: int = setting(25, ge=1)  # Euler steps of Stage I's flow decoding
+    shift: float = setting(1.0, gt=0)  # the flow-matching scheduler's timestep shift (1: none)
 
 
 @dataclass
 class TokenizerConfig:
-    bits: int = setting(18, ge=1, le=MAX_BITS)
-    num_tokens: int = setting(256, ge=1)
-    patch_size: int = setting(2, ge=1)
-    quantizer: Literal["bsq", "lfq"] = "bsq"
+    bits: int = setting(18, ge=1, le=MAX_BITS)  # d, the bits of a token: a codebook of 2^d
+    num_tokens: int = setting(256, ge=1)  # K, the 1D tokens of an image
+    patch_size: int = setting(2, ge=1)  # of the VAE latent: image tokens = (latent side / patch_size)^2
+    quantizer: Literal["bsq", "lfq"] = "bsq"  # binary spherical quantization, or LFQ (Table 10)
     encoder: EncoderArch = field(default_factory=EncoderArch)
     decoder: DecoderArch = field(default_factory=DecoderArch)
     entropy: EntropyConfig = field(default_factory=EntropyConfig)
@@ -302,7 +306,7 @@ class TokenizerConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     sampler: FlowSamplerConfig = field(default_factory=FlowSamplerConfig)
-    dump_batch_size: int = setting(128, ge=1)
+    dump_batch_size: int = setting(128, ge=1)  # images a batch when dumping tokens for the generator
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,29 +316,30 @@ class TokenizerConfig:
 @dataclass
 class GeneratorArch:
     size: str = "L"  # a key of `sizes`
+    # d binary classifiers, or two over 2^(d/2) indices each (Table 13)
     head: Literal["bitwise", "groups2"] = "bitwise"
     causal: bool = False  # raster variant: next-token prediction
 
 
 @dataclass
 class MaskConfig:
-    min_ratio: float = setting(0.7, gt=0, le=1)
+    min_ratio: float = setting(0.7, gt=0, le=1)  # a training sample masks a ratio r of its tokens
     max_ratio: float = setting(1.0, gt=0, le=1)  # >= min_ratio
-    dist: Literal["uniform", "truncnorm"] = "uniform"
+    dist: Literal["uniform", "truncnorm"] = "uniform"  # of r: uniform, or MAR's truncated normal
 
 
 @dataclass
 class SampleConfig:
-    steps: int = setting(64, ge=1)
-    order: Literal["random", "confidence"] = "random"
-    top_p: float = setting(0.75, gt=0, le=1)
-    cfg_scale: float = setting(6.0, ge=0)
-    cfg_schedule: Literal["linear", "constant"] = "linear"
-    temperature: float = setting(1.0, gt=0)
+    steps: int = setting(64, ge=1)  # N forward passes (at most num_tokens)
+    order: Literal["random", "confidence"] = "random"  # which masked tokens each step commits (Table 14)
+    top_p: float = setting(0.75, gt=0, le=1)  # per-bit top-p filtering
+    cfg_scale: float = setting(6.0, ge=0)  # classifier-free guidance scale (the maximum under "linear")
+    cfg_schedule: Literal["linear", "constant"] = "linear"  # linear: 1 -> cfg_scale as tokens are known
+    temperature: float = setting(1.0, gt=0)  # of the per-bit logits
     # Gumbel noise of confidence order, annealed to 0 (MaskGIT)
     choice_temperature: float = setting(4.5, ge=0)
-    per_class: int = setting(50, ge=1)
-    batch_size: int = setting(250, ge=1)
+    per_class: int = setting(50, ge=1)  # samples of every class (the paper: 50 x 1000 classes = 50k)
+    batch_size: int = setting(250, ge=1)  # images a forward batch
     chunk: int = setting(5000, ge=1)  # images per resumable chunk
 
 
@@ -346,8 +351,8 @@ class GeneratorConfig:
         factory=lambda: {"L": [24, 1024, 16], "XL": [36, 1280, 20], "XXL": [24, 2048, 32]}, ge=1, length=3
     )  # name -> [depth, width, heads] (Table 9); heads divides width
     mask: MaskConfig = field(default_factory=MaskConfig)
-    label_smoothing: float = setting(0.01, ge=0, lt=1)
-    class_dropout: float = setting(0.1, ge=0, lt=1)
+    label_smoothing: float = setting(0.01, ge=0, lt=1)  # of the per-bit cross-entropy
+    class_dropout: float = setting(0.1, ge=0, lt=1)  # share of samples trained with the null class (for CFG)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(
             steps=800_000, batch_size=2048, lr=2e-4, weight_decay=0.03, betas=[0.9, 0.95], warmup=10_000
@@ -362,27 +367,31 @@ class GeneratorConfig:
 
 @dataclass
 class SweepConfig:
-    generator: str = "ar-l"
+    generator: str = "ar-l"  # the generator variant the sweeps sample
+    # CFG scales of the linear schedule (Fig. 7)
     cfg_linear: list[float] = setting(factory=lambda: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], ge=0)
-    cfg_constant: list[float] = setting(factory=lambda: [1.0, 1.5, 2.0, 2.5, 3.0, 4.0], ge=0)
-    steps: list[int] = setting(factory=lambda: [8, 16, 32, 64, 128], ge=1)
+    cfg_constant: list[float] = setting(factory=lambda: [1.0, 1.5, 2.0, 2.5, 3.0, 4.0], ge=0)  # Fig. 8
+    steps: list[int] = setting(factory=lambda: [8, 16, 32, 64, 128], ge=1)  # sampling steps (Fig. 9)
+    # per-bit top-p (Fig. 10)
     top_p: list[float] = setting(factory=lambda: [0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0], gt=0, le=1)
 
 
 @dataclass
 class EvalConfig:
     recon_images: int = setting(50_000, ge=1)  # val images for rFID/PSNR/SSIM/LPIPS (capped at the val size)
-    batch_size: int = setting(64, ge=1)
+    batch_size: int = setting(64, ge=1)  # images a batch of the evaluation jobs
     # ADM's reference batch (arr_0 images, mu/sigma), a local path or a URL that `prefetch` downloads:
     # gFID against its mu/sigma, precision/recall against its images. None: the validation images.
     # "standin": random images in its layout, written by the workflow (offline runs at the paper's shapes).
     fid_reference: str | None = None
     classifier: str = "IMAGENET1K_V2"  # class_acc: torchvision ResNet50_Weights with real Inception
+    # not read: the features follow pretrained.inception.source (pretrained: Inception; bootstrap: the
+    # stand-in classifier)
     fid_extractor: Literal["inception", "classifier"] = "inception"
-    pr_k: int = setting(3, ge=1)
+    pr_k: int = setting(3, ge=1)  # neighbours of precision/recall
     sweeps: SweepConfig = field(default_factory=SweepConfig)
-    tsne_images: int = setting(2000, ge=2)
-    grid_images: int = setting(8, ge=1)
+    tsne_images: int = setting(2000, ge=2)  # validation images whose encoder features Fig. 6 embeds
+    grid_images: int = setting(8, ge=1)  # images kept for the reconstruction and sample grids
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,8 +421,8 @@ class GeneratorRoles:
     """The generator variant of each role that the paper's rows and panels name."""
 
     ar_l: str = "ar-l"  # SemTok-AR-L, the reference row of the generation ablations
-    ar_xl: str = "ar-xl"
-    ar_xxl: str = "ar-xxl"
+    ar_xl: str = "ar-xl"  # SemTok-AR-XL (Table 2)
+    ar_xxl: str = "ar-xxl"  # SemTok-AR-XXL (Table 2)
     groups2: str = "ar-l-groups2"  # two classifiers over 2^(d/2) indices (Table 13)
     no_contrastive: str = "ar-l-no-contra"  # on the no_contrastive tokenizer (Table 4)
     no_distillation: str = "ar-l-no-distill"  # on the no_distillation tokenizer (Table 4)
@@ -433,15 +442,17 @@ class ReportConfig:
 
 @dataclass
 class Config:
-    run_id: str = setting("paper", min_length=1)
-    out_dir: str = setting("results", min_length=1)
-    seed: int = setting(0, ge=0, le=SEED_MAX)
+    run_id: str = setting("paper", min_length=1)  # names the run in tables, trackers and CSVs
+    out_dir: str = setting("results", min_length=1)  # every artefact of the run (semtok/paths.py)
+    seed: int = setting(0, ge=0, le=SEED_MAX)  # of every training, sampling and evaluation job
     data: DataConfig = field(default_factory=DataConfig)
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    # name -> partial overrides of `tokenizer` (the ablations' tokenizers)
     tokenizer_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    # name -> partial overrides of `generator` (the model sizes and the ablations' generators)
     generator_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

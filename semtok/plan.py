@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,7 +274,7 @@ def forward_flops(cfg: Config, variant: str) -> float:
     """One forward pass of generator `variant` for one image, all positions masked (a sampling step)."""
 
     def measure(depth: int) -> float:
-        model = _generator(cfg, variant, depth).eval()
+        model = _generator(cfg, variant, depth).eval().requires_grad_(False)
         batch = _tokens(model)
         mask = torch.ones(batch["bits"].shape[:2], dtype=torch.bool, device="meta")
         with torch.no_grad():
@@ -292,7 +291,7 @@ def decode_flops(cfg: Config, variant: str, flow_steps: int = 0) -> float:
     Stage I decoder's Euler sampler."""
 
     def measure(c: Config) -> float:
-        model = _built(c, variant, refiner=not flow_steps).eval()
+        model = _built(c, variant, refiner=not flow_steps).eval().requires_grad_(False)
         k, d = model.num_tokens, model.bits
         with torch.device("meta"):
             codes = torch.randn(B, k, d)
@@ -315,7 +314,7 @@ def encode_flops(cfg: Config, variant: str | None) -> float:
     if variant is not None:
 
         def measure(c: Config) -> float:
-            model = _built(c, variant, refiner=False).eval()
+            model = _built(c, variant, refiner=False).eval().requires_grad_(False)
             with torch.device("meta"):
                 latents = torch.randn(B, *model.latent_shape)
             with torch.no_grad():
@@ -324,7 +323,7 @@ def encode_flops(cfg: Config, variant: str | None) -> float:
         return _tokenizer_stack(cfg, variant, measure)
     res = cfg.data.resolution
     with torch.device("meta"):
-        vae = registry.load_vae(cfg)
+        vae = registry.load_vae(cfg).requires_grad_(False)
         images = torch.randn(B, 3, res, res)
     with torch.no_grad():
         total = 2 * flops(lambda: vae.encode(images).latent_dist.mean) / B
@@ -337,7 +336,7 @@ def encode_flops(cfg: Config, variant: str | None) -> float:
                 "num_hidden_layers": depth,
             }
             with torch.device("meta"):
-                model = registry.load_siglip(from_dict(raw))
+                model = registry.load_siglip(from_dict(raw)).requires_grad_(False)
             size = model.config.image_size
             with torch.no_grad():
                 return flops(lambda: model(pixel_values=torch.randn(B, 3, size, size, device="meta"))) / B
@@ -347,15 +346,19 @@ def encode_flops(cfg: Config, variant: str | None) -> float:
 
 
 def metric_flops(cfg: Config) -> float:
-    """One image through the evaluation's networks: the FID/IS/PR extractor and the class_acc classifier."""
-    from semtok.eval.features import random_inception, torchvision_resnet50
+    """One image through the evaluation's networks: the FID/IS/PR extractor (Inception-v3 at 299 px) and
+    the class_acc classifier (ResNet-50 at 224 px; its resize and crop are not counted)."""
+    import torchvision
+
+    from semtok.eval.features import random_inception
 
     with torch.device("meta"):
-        inception = random_inception(cfg.seed, features=("2048", "logits_unbiased"))
-        classifier = torchvision_resnet50(cfg.evaluation.classifier, random_seed=cfg.seed)
+        inception = random_inception(cfg.seed, features=("2048", "logits_unbiased")).requires_grad_(False)
+        classifier = torchvision.models.resnet50(weights=None).requires_grad_(False)
         images = torch.zeros(B, 3, cfg.data.resolution, cfg.data.resolution, dtype=torch.uint8)
+        crops = torch.zeros(B, 3, 224, 224)
     with torch.no_grad():
-        return flops(lambda: (inception(images), classifier(images))) / B
+        return flops(lambda: (inception(images), classifier(crops))) / B
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,12 +391,27 @@ class _Measured:
 
 def bill(cfg: Config, gpus: dict[str, int]) -> list[Stage]:
     """The work of `all_tables` under `cfg`, one Stage per job kind and variant (or setting)."""
-    from semtok import keys
     from semtok.report import spec
 
     acfg = architecture_config(cfg)
     n = counts(acfg)
     measure = _Measured(acfg)
+
+    def family(variant: str) -> Any:
+        """What a tokenizer variant's FLOPs depend on beyond a fraction of a percent: its encoder and
+        decoder stacks (bits, quantizer, semantic heads and attention masks add < 0.1 %)."""
+        t = acfg.tokenizer_variant(variant)
+        return (
+            t.encoder.depth,
+            t.encoder.width,
+            t.encoder.heads,
+            t.encoder.mlp_ratio,
+            t.encoder.mode,
+            t.num_tokens,
+            t.patch_size,
+            t.decoder.transformer,
+        )
+
     stages = [
         Stage(
             "pre-encoding: VAE latents (+flip), SigLIP",
@@ -408,7 +426,7 @@ def bill(cfg: Config, gpus: dict[str, int]) -> list[Stage]:
     tokenizers = list(acfg.tokenizer_variants)
     for v in tokenizers:
         t = acfg.tokenizer_variant(v)
-        model = keys.stage1(acfg, v)["model"]
+        model = family(v)
         if acfg.stage1_source(v) == v:
             per = measure(stage1_flops, v, depends=model)
             stages.append(
@@ -422,7 +440,19 @@ def bill(cfg: Config, gpus: dict[str, int]) -> list[Stage]:
                     gpus.get("stage1", 1),
                 )
             )
-        per = measure(stage2_flops, v, depends=(model, dataclasses.asdict(t.stage2)))
+        s2 = t.stage2
+        per = measure(
+            stage2_flops,
+            v,
+            depends=(
+                model,
+                s2.perceptual,
+                s2.resnet_size,
+                s2.gan.channels,
+                s2.gan.channel_mults,
+                s2.freeze_encoder,
+            ),
+        )
         stages.append(
             Stage(
                 f"Stage II {v}",
@@ -436,13 +466,13 @@ def bill(cfg: Config, gpus: dict[str, int]) -> list[Stage]:
         )
     generators = list(acfg.generator_variants)
     for v in sorted({acfg.generator_variant(g).tokenizer for g in generators}):
-        per = measure(encode_flops, v, depends=keys.stage1(acfg, v)["model"])
+        per = measure(encode_flops, v, depends=family(v))
         stages.append(
             Stage(f"token dump {v}", "dump_tokens", 1, n["train"], "image", per, gpus.get("dump_tokens", 1))
         )
     for v in generators:
         g = acfg.generator_variant(v)
-        per = measure(generator_flops, v, depends=keys.generator(acfg, v))
+        per = measure(generator_flops, v, depends=(g.sizes[g.arch.size], g.arch.head, family(g.tokenizer)))
         stages.append(
             Stage(
                 f"AR training {v}",
@@ -457,12 +487,12 @@ def bill(cfg: Config, gpus: dict[str, int]) -> list[Stage]:
     metric = measure(metric_flops, depends=acfg.evaluation.classifier)
     for v, settings in spec.generator_settings(acfg).items():
         g = acfg.generator_variant(v)
-        forward = measure(forward_flops, v, depends=keys.generator(acfg, v))
-        decode = measure(decode_flops, g.tokenizer, depends=keys.stage1(acfg, g.tokenizer)["model"])
+        forward = measure(forward_flops, v, depends=(g.sizes[g.arch.size], g.arch.head, family(g.tokenizer)))
+        decode = measure(decode_flops, g.tokenizer, depends=family(g.tokenizer))
         for setting in settings:
             sc = sample_config(acfg, v, setting)
             images = acfg.evaluation.grid_images if setting == PROGRESSIVE else n["classes"] * sc.per_class
-            passes = keys.stage1(acfg, g.tokenizer)["model"]["num_tokens"] if g.arch.causal else sc.steps
+            passes = acfg.tokenizer_variant(g.tokenizer).num_tokens if g.arch.causal else sc.steps
             per = passes * (2 if sc.cfg_scale != 1 else 1) * forward + decode
             stages.append(
                 Stage(f"sampling {v} {setting}", "sample", 1, images, "image", per, gpus.get("sample", 1))
@@ -485,17 +515,12 @@ def bill(cfg: Config, gpus: dict[str, int]) -> list[Stage]:
             continue
         if need.setting == "diffusion":
             steps = acfg.tokenizer_variant(need.variant).sampler.steps
-            per = measure(
-                decode_flops, need.variant, steps, depends=(keys.stage1(acfg, need.variant)["model"], steps)
-            )
+            per = measure(decode_flops, need.variant, steps, depends=(family(need.variant), steps))
             rule = "eval_recon_diffusion"
         elif need.setting == "vae":
             per, rule = 0.0, "eval_vae"
         else:
-            per, rule = (
-                measure(decode_flops, need.variant, depends=keys.stage1(acfg, need.variant)["model"]),
-                "eval_recon",
-            )
+            per, rule = measure(decode_flops, need.variant, depends=family(need.variant)), "eval_recon"
         stages.append(
             Stage(
                 f"reconstruction {need.variant} {need.setting}",

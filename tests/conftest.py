@@ -114,6 +114,18 @@ def make_cfg(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium for the tests that render pages (tests/browser.py): installed with apt-get when
+    it is missing and the tests run as root; skipped only where neither is possible."""
+    from browser import BrowserUnavailable, find_chromium
+
+    try:
+        return find_chromium()
+    except BrowserUnavailable as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
 def tiny():
     """The helpers above, for module-scoped fixtures elsewhere: tiny.config(out_dir, overrides),
     tiny.build_images(cfg), tiny.build_features(cfg)."""

@@ -85,6 +85,14 @@ COMMANDS: dict[str, Command] = {
     "eval-gen": Command("semtok.jobs.evaluation", "generation metrics of a sample file -> CSV", device=True),
     "table": Command("semtok.jobs.report", "build one paper table from metric CSVs"),
     "figure": Command("semtok.jobs.report", "draw one paper figure"),
+    "resources": Command(
+        "semtok.jobs.report", "tabulate every rule's time and peak memory against the workflow profile"
+    ),
+    "table-html": Command(
+        "semtok.jobs.report",
+        "render a table's Markdown as the HTML page the report shows",
+        needs_config=False,
+    ),
     "install-profile": Command(
         "semtok.cli.cluster",
         "install the Snakemake site profile `slurm` for your account/partition",
@@ -97,6 +105,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "config-schema": Command("semtok.cli.schema", "print the JSON schema of the config", needs_config=False),
     "resolve-config": Command("semtok.cli.schema", "print the validated config (with overrides) as YAML"),
+    "config-reference": Command(
+        "semtok.cli.schema",
+        "write the parameter reference (every key's type, range, default, paper and tiny values)",
+        needs_config=False,
+    ),
 }
 
 

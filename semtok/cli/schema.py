@@ -1,4 +1,5 @@
-"""`semtok config-schema` and `semtok resolve-config`: the config's JSON schema and a validated config."""
+"""`semtok config-schema`, `semtok resolve-config` and `semtok config-reference`: the config's JSON
+schema, a validated config, and the parameter reference (config/README.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 import yaml
 
+from semtok import config_reference
 from semtok.config import Config, json_schema, to_dict
 from semtok.jobs import EntryPoint
 
@@ -31,7 +33,22 @@ def resolve_config(args: argparse.Namespace, cfg: Config) -> None:
     write(yaml.safe_dump(to_dict(cfg), sort_keys=False), args.output)
 
 
+def reference_arguments(parser: argparse.ArgumentParser) -> None:
+    output_arguments(parser)
+    parser.add_argument(
+        "--paper", default="config/paper.yaml", help="the paper's config (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--tiny", default="config/config.yaml", help="the tiny default (default: %(default)s)"
+    )
+
+
+def config_reference_page(args: argparse.Namespace, cfg: None) -> None:
+    write(config_reference.write(args.paper, args.tiny), args.output)
+
+
 ENTRY_POINTS = {
     "config-schema": EntryPoint(output_arguments, config_schema),
     "resolve-config": EntryPoint(output_arguments, resolve_config),
+    "config-reference": EntryPoint(reference_arguments, config_reference_page),
 }

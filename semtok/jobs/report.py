@@ -1,7 +1,8 @@
-"""Entry points of `workflow/rules/report.smk` (SPEC §6): one paper table (or the learning table) from
-the metric CSVs, as CSV, Markdown and LaTeX (`table`), and one paper figure as PNG and PDF (`figure`).
-What each reads is declared by semtok.report.spec; the builders are semtok.report.tables,
-.learning and .figures."""
+"""Entry points of `workflow/rules/report.smk` (docs/METHOD.md §6): one paper table (or the learning
+table) from the metric CSVs, as CSV, Markdown and LaTeX (`table`); one paper figure as PNG and PDF
+(`figure`); the per-rule resources table from the benchmark records (`resources`); a table's HTML page
+for the report from its Markdown (`table-html`). What each reads is declared by semtok.report.spec;
+the builders are semtok.report.tables, .learning, .figures, .resources and .html."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from semtok import paths
 from semtok.config import Config
 from semtok.jobs import EntryPoint
-from semtok.report import learning
+from semtok.report import html, learning, resources
 from semtok.report.figures import draw
 from semtok.report.reported import TABLES
 from semtok.report.spec import FIGURES, LEARNING
@@ -65,4 +66,66 @@ def figure(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     return {"figure": args.name, "outputs": [str(p) for p in outputs]}
 
 
-ENTRY_POINTS = {"table": EntryPoint(table_arguments, table), "figure": EntryPoint(figure_arguments, figure)}
+def resources_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", help="folder holding benchmarks/ (default: the config's out_dir)")
+    parser.add_argument(
+        "--profile",
+        default="workflow/profiles/default/config.yaml",
+        help="the workflow profile whose set-resources the rules ask for (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--patterns",
+        nargs="*",
+        default=[],
+        metavar="RULE=PATTERN",
+        help="each rule's benchmark file name with its wildcards, e.g. stage1=stage1_{tok}.tsv (the "
+        "workflow passes those of its rules); records of no pattern are listed, not counted",
+    )
+    for ext in resources.FORMATS:
+        parser.add_argument(f"--{ext}", help=f"output {ext} (default: <results>/tables/resources.{ext})")
+
+
+def parse_patterns(items: list[str]) -> dict[str, str]:
+    """["stage1=stage1_{tok}.tsv", ...] → {"stage1": "stage1_{tok}.tsv", ...}."""
+    out = {}
+    for item in items:
+        rule, sep, pattern = item.partition("=")
+        if not sep or not rule or not pattern:
+            raise SystemExit(f"semtok resources: --patterns {item!r}: expected RULE=PATTERN")
+        out[rule] = pattern
+    return out
+
+
+def resources_table(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    results = Path(args.results) if args.results else cfg.out
+    outputs = {
+        ext: Path(getattr(args, ext) or paths.table_file(results, resources.RESOURCES, ext))
+        for ext in resources.FORMATS
+    }
+    return resources.write(
+        results / "benchmarks",
+        Path(args.profile),
+        parse_patterns(args.patterns),
+        outputs,
+        forkserver=cfg.compute.forkserver,
+    )
+
+
+def table_html_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--md", required=True, help="a table's Markdown (tables/<name>.md)")
+    parser.add_argument("--html", required=True, help="the HTML page to write")
+
+
+def table_html(args: argparse.Namespace, cfg: None) -> dict[str, Any]:
+    source, target = Path(args.md), Path(args.html)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(html.page(source.read_text(), source.stem))
+    return {"table": source.stem, "outputs": [str(target)]}
+
+
+ENTRY_POINTS = {
+    "table": EntryPoint(table_arguments, table),
+    "figure": EntryPoint(figure_arguments, figure),
+    "resources": EntryPoint(resources_arguments, resources_table),
+    "table-html": EntryPoint(table_html_arguments, table_html),
+}

@@ -1,29 +1,42 @@
 """The paper's figures (the `figure` job draws one, PNG + PDF) from sample, example and metric files.
 
-Figures 3/11 (reconstruction grids), Table 7's visual (diffusion vs refiner), 4/12 (sample grids),
-5 (progressive raster-order decoding, 1D vs 2D tokens), 6 (t-SNE of encoder features), 7/8 (CFG scale
-sweeps, linear/constant), 9 (sampling steps) and 10 (top-p). What each shows and reads:
-`semtok.report.spec.FIGURES` and `figure_needs`. The paper's curves exist only as pictures, so
-the sweeps plot our numbers alone; a sweep measured under a stand-in protocol (not the paper's
-extractor, reference or sample count) says so in its title. Drawn with matplotlib's object-oriented API (Agg for PNG).
+Figures 3/11 (reconstruction grids), Table 7's visual (diffusion vs refiner), 4/12 (sample grids,
+columns named by class), 5 (progressive raster-order decoding, 1D vs 2D tokens), 6 (t-SNE of encoder
+features, with a class legend), 7/8 (CFG scale sweeps, linear/constant), 9 (sampling steps) and 10
+(top-p). What each shows and reads: `semtok.report.spec.FIGURES` and `figure_inputs`. Class names are
+`semtok.data.imagenet.class_names` of the run (its train index and the dataset's synset descriptions).
+
+The paper's sweep curves exist only as pictures; what it gives in numbers is the metrics of its own
+setting (`spec.PaperPoint`: Table 2's AR-L at s = 6.0, 64 steps, top-p 0.75), drawn as a point beside
+our curve — on our axes where our metric was measured under the paper's protocol, else on an axis of
+its own, since the two scales cannot be compared. A sweep measured under a stand-in protocol (not the
+paper's extractor, reference or sample count) says so in its title. Drawn with matplotlib's
+object-oriented API (Agg for PNG).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 from semtok.config import Config
+from semtok.data.imagenet import class_names
 from semtok.report.protocols import not_comparable
 from semtok.report.spec import FIGURES, Figure, Input, figure_needs, label, require
 from semtok.report.tables import read_metrics
 from semtok.sampling.settings import MAIN, SWEEPS, parse_setting, sample_config
 
 GAP = 2  # white pixels between tiled images
+LEGEND_CLASSES = 20  # t-SNE: more classes than this and only the most frequent ones get a colour
+OURS, BEST, PAPER, OWN = "tab:blue", "tab:red", "tab:green", "gray"
 
 Inputs = list[tuple[Input, Path]]
 
@@ -67,6 +80,7 @@ def _mosaic_rows(strips: list[tuple[str, np.ndarray]], col_labels: list[str] | N
             [step * (i + 0.5) - GAP / 2 for i in range(len(col_labels))], col_labels, fontsize=8
         )
         axes[0].xaxis.set_ticks_position("top")
+        axes[0].tick_params(axis="x", length=0)
     return fig
 
 
@@ -94,17 +108,32 @@ def _class_grid(images: np.ndarray, labels: np.ndarray, classes: list[int], per_
     return tile(np.stack([p[r] for r in range(k) for p in picked]), len(classes))
 
 
+def short_name(name: str, width: int = 14) -> str:
+    """A class name for a narrow label: its first synonym ("tench, Tinca tinca" → "tench"), wrapped."""
+    return textwrap.fill(name.split(",")[0].strip(), width)
+
+
+def _names(cfg: Config, labels: list[int]) -> dict[int, str]:
+    names = class_names(cfg)
+    unknown = [c for c in labels if not 0 <= c < len(names)]
+    if unknown:
+        raise ValueError(f"class labels {unknown} are not among the train index's {len(names)} classes")
+    return {c: names[c] for c in labels}
+
+
 def sample_grid(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
-    """A few samples of the same classes per generator (`samples/*.npz`: arr_0, labels)."""
+    """A few samples of the same classes per generator (`samples/*.npz`: arr_0, labels); each column
+    is headed by its class's name."""
     loaded = [(need, np.load(path)) for need, path in inputs]
     shared = sorted(set.intersection(*(set(a["labels"].tolist()) for _, a in loaded)))
     if not shared:
         raise ValueError(f"{spec.name}: the sample files share no class")
     classes = shared[: spec.images or len(shared)]
+    names = _names(cfg, classes)
     strips = [
         (legend(cfg, n), _class_grid(a["arr_0"], a["labels"], classes, spec.per_class)) for n, a in loaded
     ]
-    return _mosaic_rows(strips, [f"class {c}" for c in classes])
+    return _mosaic_rows(strips, [short_name(names[c]) for c in classes])
 
 
 def progressive(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
@@ -119,8 +148,22 @@ def progressive(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
     return _mosaic_rows(strips, [f"{f:.0%} tokens" for f in fractions])
 
 
+def legend_classes(labels: list[np.ndarray]) -> list[int]:
+    """The classes the t-SNE colours and names: all of them up to LEGEND_CLASSES, else the
+    LEGEND_CLASSES with the most points over all panels (ties: the lower index), in index order."""
+    counts: dict[int, int] = {}
+    for panel in labels:
+        for c, n in zip(*np.unique(panel, return_counts=True), strict=True):
+            counts[int(c)] = counts.get(int(c), 0) + int(n)
+    if len(counts) <= LEGEND_CLASSES:
+        return sorted(counts)
+    return sorted(sorted(counts, key=lambda c: (-counts[c], c))[:LEGEND_CLASSES])
+
+
 def tsne(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
-    """t-SNE (fixed seed, perplexity min(30, N−1)) of encoder features, coloured by class.
+    """t-SNE (fixed seed, perplexity min(30, N−1)) of encoder features, one colour a class in every
+    panel and one legend of class names below them; with more than LEGEND_CLASSES classes the most
+    frequent ones are coloured and the others grey.
 
     Runs single-threaded: a few thousand points take seconds, and OpenMP's spin-waiting slows it
     down tenfold on shared cores.
@@ -128,32 +171,66 @@ def tsne(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    fig = MplFigure(figsize=(3.2 * len(inputs), 3.4), layout="constrained")
+    loaded = [(need, path, np.load(path)) for need, path in inputs]
+    labels = [arrays["labels"] for _, _, arrays in loaded]
+    shown = legend_classes(labels)
+    names = _names(cfg, shown)
+    palette = colormaps["tab10" if len(shown) <= 10 else "tab20"].colors
+    colour = dict(zip(shown, palette[: len(shown)], strict=True))
+    others = sorted({int(c) for panel in labels for c in np.unique(panel)} - set(shown))
+    fig = MplFigure(figsize=(3.2 * len(inputs), 3.4 + 0.22 * -(-len(shown) // 5)), layout="constrained")
     axes = fig.subplots(1, len(inputs), squeeze=False)[0]
-    for ax, (need, path) in zip(axes, inputs, strict=True):
-        arrays = np.load(path)
-        feats, labels = arrays["features"].astype(np.float64), arrays["labels"]
+    for ax, (need, path, arrays) in zip(axes, loaded, strict=True):
+        feats, lab = arrays["features"].astype(np.float64), arrays["labels"]
         if len(feats) < 2:
             raise ValueError(f"{path}: t-SNE needs at least 2 feature vectors, got {len(feats)}")
         tsne = TSNE(2, perplexity=min(30.0, len(feats) - 1), init="pca", random_state=cfg.seed)
         with threadpool_limits(1):
             emb = tsne.fit_transform(feats)
-        cmap = "tab10" if labels.max() < 10 else "tab20" if labels.max() < 20 else "nipy_spectral"
-        ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap=cmap, s=6, linewidths=0)
+        grey = ~np.isin(lab, shown)
+        ax.scatter(emb[grey, 0], emb[grey, 1], color="lightgray", s=4, linewidths=0)
+        ax.scatter(emb[~grey, 0], emb[~grey, 1], c=[colour[int(c)] for c in lab[~grey]], s=6, linewidths=0)
         ax.set_title(legend(cfg, need), fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+    handles = [_dot(colour[c], short_name(names[c], 24)) for c in shown]
+    if others:
+        handles.append(_dot("lightgray", f"{len(others)} other classes"))
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=min(5, len(handles)), fontsize=7, frameon=False
+    )
     return fig
 
 
+def _dot(color: object, text: str) -> Line2D:
+    return Line2D([], [], marker="o", linestyle="none", color=color, markersize=5, label=text)
+
+
+def _paper_points(
+    spec: Figure, cfg: Config, generator: str
+) -> list[tuple[float, dict[str, float | None], str]]:
+    """(x, the paper's metrics there, legend text) of every paper point the figure can show: those
+    measured on the role the sweep generator plays."""
+    out = []
+    for point in spec.paper:
+        if getattr(cfg.report.generators, point.role) == generator:
+            row = point.source
+            text = f"paper ({point.table.replace('table', 'Table ')}: {row.label.replace(' (Ours)', '')})"
+            out.append((point.x, row.reported, text))
+    return out
+
+
 def sweep(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
-    """gFID and IS of the sweep generator against the swept value; the config's value is dashed. A
-    metric not measured under the paper's protocol says so, and why, above its axes."""
+    """gFID and IS of the sweep generator against the swept value, with our best point starred, the
+    config's own setting dashed and the paper's points (where it gives them) as diamonds: on our axes
+    where our metric is comparable with the paper's, else on a right-hand axis of their own. A metric
+    not measured under the paper's protocol says so, and why, above its axes."""
     sw = SWEEPS[spec.sweep]
     points = sorted((parse_setting(need.setting)[1], read_metrics(path, need)) for need, path in inputs)
     generator = inputs[0][0].variant
     own = sample_config(cfg, generator, MAIN)
-    fig = MplFigure(figsize=(8, 3.6), layout="constrained")
+    paper = _paper_points(spec, cfg, generator)
+    fig = MplFigure(figsize=(9, 4.6), layout="constrained")
     stand_in = False
     axes = fig.subplots(1, 2)
     xs = [x for x, _ in points]
@@ -166,15 +243,51 @@ def sweep(spec: Figure, cfg: Config, inputs: Inputs) -> MplFigure:
         if why:
             stand_in = True
             ax.set_title(textwrap.fill(f"{metric}: {'; '.join(why)}", 70), fontsize=7)
-        ax.plot(xs, ys, marker="o")
+        ax.plot(xs, ys, marker="o", color=OURS, label=f"ours ({legend(cfg, inputs[0][0])})")
         best = int(np.argmin(ys) if better == "lower" else np.argmax(ys))
-        ax.plot([xs[best]], [ys[best]], marker="*", markersize=12, color="tab:red", linestyle="none")
+        ax.plot(
+            [xs[best]],
+            [ys[best]],
+            marker="*",
+            markersize=12,
+            color=BEST,
+            linestyle="none",
+            label=f"our best ({better} {metric})",
+        )
         if all(getattr(own, k) == v for k, v in sw.fixed):
-            ax.axvline(getattr(own, sw.field), color="gray", linestyle="--", linewidth=1, label="config")
-            ax.legend(fontsize=8)
+            value = getattr(own, sw.field)
+            ax.axvline(
+                value, color=OWN, linestyle="--", linewidth=1, label=f"config's own {sw.field} = {value:g}"
+            )
+        handles = ax.get_legend_handles_labels()[0]
+        on_paper_axis = None
+        for x, reported, text in paper:
+            if reported.get(metric) is None:
+                continue
+            target = ax
+            if why:  # not comparable: the paper's scale on an axis of its own
+                on_paper_axis = on_paper_axis or ax.twinx()
+                on_paper_axis.set_ylabel(f"paper's {metric} (not comparable)", color=PAPER, fontsize=8)
+                on_paper_axis.tick_params(axis="y", colors=PAPER, labelsize=8)
+                target, text = on_paper_axis, f"{text}, right axis"
+            handles += target.plot(
+                [x],
+                [reported[metric]],
+                marker="D",
+                markersize=7,
+                color=PAPER,
+                linestyle="none",
+                label=f"{text}: {reported[metric]:g}",
+            )
         ax.set_xlabel(sw.label)
         ax.set_ylabel(f"{metric} ({better} is better)")
         ax.grid(alpha=0.3)
+        if sw.key == "steps":  # 8, 16, ..., 128: doublings
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(sorted({*xs, *(x for x, _, _ in paper)})))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     title = f"{legend(cfg, inputs[0][0])}: {sw.label}"
     if stand_in:
         title += " (stand-in protocol: not comparable with the paper)"
@@ -192,6 +305,9 @@ DRAW: dict[str, Callable[[Figure, Config, Inputs], MplFigure]] = {
 
 
 def draw(name: str, cfg: Config, results: Path) -> MplFigure:
+    """Figure `name` from the run in `results` (its metric, sample and example files; its train index
+    for class names)."""
     spec = FIGURES[name]
+    cfg = dataclasses.replace(cfg, out_dir=str(results))
     needs = figure_needs(cfg, name)
     return DRAW[spec.draw](spec, cfg, list(zip(needs, require(needs, results, name), strict=True)))

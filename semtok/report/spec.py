@@ -10,7 +10,9 @@ Each role has its label here (`LABELS`), the one place a figure's legend comes f
 The rules (workflow/rules/report.smk) and the builders (tables.py, learning.py, figures.py) all take
 their input lists from `table_inputs` and `figure_inputs` (table "learning": `learning_needs`) and the
 config values they read from `target_settings`, whose hash is the rule's params (a table reruns only
-when what it reads changes) and the hash a table prints. Upstream rules can enumerate what to sample
+when what it reads changes) and the hash a table prints. `REPORT_TABLES` lists every table the HTML
+report shows (the paper's and ours) with its caption; a sweep figure's `PaperPoint`s are the numbers the
+paper gives on it. Upstream rules can enumerate what to sample
 and evaluate with `generator_settings` and `tokenizer_modes`. Two recon rows are not tokenizers: the
 validation images (`original-val`, rule eval_reference) and the frozen VAE (`vae-frozen`, rule eval_vae).
 """
@@ -25,7 +27,8 @@ from typing import Any, Literal
 from semtok import paths as P
 from semtok.config import Config, ConfigError, ReportConfig, section_hash
 from semtok.eval.records import ORIGINAL, VAE
-from semtok.report.reported import TABLES, PaperTable
+from semtok.report.reported import TABLES, PaperTable, Row
+from semtok.report.resources import RESOURCES, RESOURCES_CAPTION
 from semtok.sampling.settings import MAIN, PROGRESSIVE, parse_setting, sample_config, sweep_settings
 
 LEARNING = "learning"
@@ -33,6 +36,15 @@ LEARNING_CAPTION = (
     "Learning evidence: a frozen classifier's accuracy (class_acc) on the validation images, on "
     "reconstructions (true labels) and on samples (requested labels), with reconstruction PSNR."
 )
+DATA_SUMMARY = "data_summary"  # written by rule data_summary
+# Every table of the report (`tables/<name>.md`, shown as `tables/<name>.html`) with its caption: the
+# paper's, then ours.
+REPORT_TABLES: dict[str, str] = {
+    **{name: table.caption for name, table in TABLES.items()},
+    LEARNING: LEARNING_CAPTION,
+    RESOURCES: RESOURCES_CAPTION,
+    DATA_SUMMARY: "The data: images, classes, converted and rejected files and shards of each split.",
+}
 REFERENCE_RULES = {ORIGINAL: "eval_reference", VAE: "eval_vae"}  # recon rows that are not tokenizers
 
 Family = Literal["tokenizers", "generators"]
@@ -154,12 +166,37 @@ class Input:
 
 
 @dataclass(frozen=True)
+class PaperPoint:
+    """A point the paper gives on one of its sweep figures: the swept value `x` of its own sampling
+    setting and the row of one of its tables that reports the metrics there (the figures themselves
+    exist only as pictures). Drawn only when the sweep generator plays `role`."""
+
+    x: float
+    table: str
+    row: str  # the row's label in reported.TABLES[table]
+    role: str = "ar_l"  # the generator role the paper measured
+
+    @property
+    def source(self) -> Row:
+        for row in TABLES[self.table].rows:
+            if row.label == self.row:
+                return row
+        raise KeyError(f"{self.table} has no row {self.row!r}")
+
+
+# SemTok-AR-L in Table 2 is sampled with the paper's defaults (§4.1, Appendix A): 64 steps, random
+# order, per-bit top-p 0.75, linear CFG up to 6.0. The paper reports no number for the constant schedule.
+_AR_L = ("table2", "SemTok-AR-L (Ours)")
+
+
+@dataclass(frozen=True)
 class Figure:
     """A figure target: `draw` names the function of figures.py that draws it.
 
     runs: the (role, recon mode or sampling setting) pairs it shows, in order (not for sweeps); roles
         of tokenizers for recon_grid and tsne, of generators for sample_grid and progressive.
     sweep: the `evaluation.sweeps` key it plots (sweep figures).
+    paper: the paper's points on a sweep figure.
     images: images a row (recon_grid, progressive) or classes (sample_grid); 0 = all.
     """
 
@@ -168,8 +205,14 @@ class Figure:
     caption: str
     runs: tuple[tuple[str, str], ...] = ()
     sweep: str = ""
+    paper: tuple[PaperPoint, ...] = ()
     images: int = 0
     per_class: int = 1  # sample_grid
+
+    @property
+    def names_classes(self) -> bool:
+        """Whether it names classes (sample grids' columns, the t-SNE's legend): it reads the train index."""
+        return self.draw in ("sample_grid", "tsne")
 
 
 _TOKENIZERS = tuple((role, "refiner") for role in ("grid2d", "no_semantics", "semtok", "semtok_b32"))
@@ -231,7 +274,11 @@ FIGURES: dict[str, Figure] = {
             tuple((role, "") for role in ("semtok", "no_contrastive", "no_distillation", "no_semantics")),
         ),
         Figure(
-            "fig7", "sweep", "The influence of the CFG scale under the linear schedule.", sweep="cfg_linear"
+            "fig7",
+            "sweep",
+            "The influence of the CFG scale under the linear schedule.",
+            sweep="cfg_linear",
+            paper=(PaperPoint(6.0, *_AR_L),),
         ),
         Figure(
             "fig8",
@@ -239,8 +286,20 @@ FIGURES: dict[str, Figure] = {
             "The influence of the CFG scale under the constant schedule.",
             sweep="cfg_constant",
         ),
-        Figure("fig9", "sweep", "Ablation on the sampling steps for token generation.", sweep="steps"),
-        Figure("fig10", "sweep", "Ablation on the top-p filtering for token generation.", sweep="top_p"),
+        Figure(
+            "fig9",
+            "sweep",
+            "Ablation on the sampling steps for token generation.",
+            sweep="steps",
+            paper=(PaperPoint(64, *_AR_L),),
+        ),
+        Figure(
+            "fig10",
+            "sweep",
+            "Ablation on the top-p filtering for token generation.",
+            sweep="top_p",
+            paper=(PaperPoint(0.75, *_AR_L),),
+        ),
     )
 }
 
@@ -390,7 +449,9 @@ def table_inputs(cfg: Config, name: str) -> list[Path]:
 
 
 def figure_inputs(cfg: Config, name: str) -> list[Path]:
-    return [n.path(cfg.out) for n in figure_needs(cfg, name)]
+    """The files figure `name` reads: `figure_needs`, and the train index where it names classes."""
+    index = [P.index_file(cfg.out, "train")] if FIGURES[name].names_classes else []
+    return [n.path(cfg.out) for n in figure_needs(cfg, name)] + index
 
 
 def all_needs(cfg: Config) -> list[Input]:

@@ -74,7 +74,8 @@ class Cell:
 
 
 def read_metrics(path: Path, need: Input) -> dict[str, Measured]:
-    """The metrics of one tidy CSV (notes/contracts.md), checked against the run it should hold."""
+    """The metrics of one tidy CSV (columns: semtok.eval.records.COLUMNS), checked against the run it
+    should hold."""
     frame = pd.read_csv(path, dtype={"config_hash": str, "protocol": str, "variant": str, "setting": str})
     if tuple(frame.columns) != CSV_COLUMNS:
         raise TableError(f"{path}: columns {list(frame.columns)}, expected {list(CSV_COLUMNS)}")
@@ -322,17 +323,23 @@ def _wide_rows(table: PaperTable, cells: list[list[Cell]]) -> list[list[str]]:
     return out
 
 
+def md_text(text: str) -> str:
+    """Text as Markdown shows it literally: the paper's footnote marks and `bits*tokens/(H*W)` are not
+    emphasis."""
+    return text.replace("*", "\\*")
+
+
 def to_markdown(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> str:
     heads = ["", *table.info, "Run"]
     for col in table.columns:
         heads += [f"{header(col)} ours", f"{header(col)} paper", f"{header(col)} Δ"]
-    lines = [f"**{table.name.replace('table', 'Table ')}: {table.caption}**", ""]
+    lines = [f"**{table.name.replace('table', 'Table ')}: {md_text(table.caption)}**", ""]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     lines += [
         "| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in _wide_rows(table, cells)
     ]
     for title, items in footer(table, cells, cfg).items():
-        lines += ["", f"{title}:", *(f"- {item}" for item in items)]
+        lines += ["", f"{title}:", *(f"- {md_text(item)}" for item in items)]
     return "\n".join(lines) + "\n"
 
 

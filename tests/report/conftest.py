@@ -1,4 +1,5 @@
-"""A synthetic results folder holding every file the report reads, in the formats of notes/contracts.md."""
+"""A synthetic results folder holding every file the report reads, in the formats the pipeline writes
+(semtok/eval/records.py: the tidy metric CSVs; semtok/paths.py: where each file lives)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ import pytest
 from conftest import REPO
 
 from semtok.cli.main import main as cli_main
+from semtok.config import load
 from semtok.report import figures
 from semtok.report.spec import FIGURES, Input, MissingInput
 
@@ -62,3 +63,73 @@ def test_recon_grid_rejects_different_originals(cfg, fresh_results):
     np.savez(path, original=255 - arrays["original"], recon=arrays["recon"])
     with pytest.raises(ValueError, match="different original images"):
         figures.draw("fig3", cfg, fresh_results)
+
+
+def _legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_sweep_legend_names_every_mark_and_the_papers_point(cfg, results):
+    fig = figures.draw("fig7", cfg, results)
+    gfid = fig.axes[0]
+    texts = _legend(gfid)
+    assert texts[:3] == ["ours (AR-L)", "our best (lower gFID)", "config's own cfg_scale = 3"]
+    assert texts[3] == "paper (Table 2: SemTok-AR-L), right axis: 2.77"  # Table 2's number
+    twin = [ax for ax in fig.axes if ax is not gfid and ax.bbox.bounds == gfid.bbox.bounds]
+    assert len(twin) == 1 and "not comparable" in twin[0].get_ylabel()  # its own scale
+    (x,), (y,) = twin[0].lines[0].get_data()
+    assert (x, y) == (6.0, 2.77)
+    ours = gfid.lines[0].get_ydata()
+    (best,) = gfid.lines[1].get_ydata()
+    assert best == min(ours)
+
+
+def test_comparable_sweep_puts_the_papers_point_on_our_axes(cfg, paper_results):
+    fig = figures.draw("fig10", cfg, paper_results)
+    assert len(fig.axes) == 2  # no axis of its own
+    is_axes = fig.axes[1]
+    assert _legend(is_axes)[-1] == "paper (Table 2: SemTok-AR-L): 293.1"
+    (x,), (y,) = is_axes.lines[-1].get_data()
+    assert (x, y) == (0.75, 293.1)
+
+
+def test_the_paper_gives_no_point_for_the_constant_schedule(cfg, results):
+    fig = figures.draw("fig8", cfg, results)
+    assert not any("paper" in t for ax in fig.axes if ax.get_legend() for t in _legend(ax))
+
+
+def test_papers_point_only_for_the_generator_it_measured(cfg):
+    fig7 = FIGURES["fig7"]
+    assert figures._paper_points(fig7, cfg, "ar-l")
+    rebound = load(REPO / "config/config.yaml", ["report.generators.ar_l=ar-xl"])
+    assert figures._paper_points(fig7, rebound, "ar-l") == []
+
+
+def test_sample_grid_columns_are_named_by_class(cfg, fresh_results):
+    mapping = fresh_results / "data" / "synthetic" / "LOC_synset_mapping.txt"
+    mapping.parent.mkdir(parents=True)
+    names = [
+        "circle stripes palette-0",
+        "tench, Tinca tinca",
+        "square dots palette-2",
+        "great white shark, man-eater",
+    ]
+    mapping.write_text("".join(f"n{c:08d} {name}\n" for c, name in enumerate(names)))
+    fig = figures.draw("fig4", cfg, fresh_results)
+    labels = [t.get_text().replace("\n", " ") for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["circle stripes palette-0", "tench", "square dots palette-2", "great white shark"]
+
+
+def test_tsne_has_a_legend_of_class_names(cfg, results):
+    fig = figures.draw("fig6", cfg, results)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [f"n{c:08d}" for c in range(4)]  # no mapping file
+    colours = [tuple(h.get_color()) for h in legend.legend_handles]
+    assert len(set(colours)) == 4
+
+
+def test_tsne_colours_the_most_frequent_classes_when_there_are_many():
+    labels = [np.repeat(np.arange(30), np.arange(30) + 1), np.array([0, 1, 2])]
+    shown = figures.legend_classes(labels)
+    assert shown == list(range(10, 30))  # the 20 classes with the most points, in index order
+    assert figures.legend_classes([np.array([3, 1, 1])]) == [1, 3]

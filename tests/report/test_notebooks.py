@@ -1,9 +1,10 @@
-import nbformat
-import pytest
-from conftest import REPO
-from nbclient import NotebookClient
+"""The notebooks execute headless on a run's metric CSVs and plot class_acc (on the default run's CSVs:
+tests/workflow/test_report.py)."""
 
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+from __future__ import annotations
+
+import pytest
+from notebook_run import NOTEBOOKS, check, execute
 
 
 def test_the_notebooks_exist():
@@ -11,13 +12,5 @@ def test_the_notebooks_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_on_synthetic_results(path, results, monkeypatch):
-    monkeypatch.setenv("SEMTOK_RESULTS", str(results))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any(o.output_type in ("execute_result", "display_data") for o in outputs)
+def test_notebook_runs_on_synthetic_results(path, results, tmp_path):
+    check(execute(path, results, tmp_path))

@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 
+from semtok import paths
 from semtok.config import ConfigError, GeneratorRoles, TokenizerRoles
 from semtok.report import spec as S
 from semtok.report.reported import TABLES
@@ -103,3 +104,23 @@ def test_report_rules_depend_only_on_what_each_target_reads(cfg):
         and changed["fig7"] == base["fig7"]
         and changed["table4"] == base["table4"]
     )
+
+
+def test_figures_that_name_classes_read_the_train_index(cfg):
+    index = paths.index_file(cfg.out, "train")
+    for name, fig in S.FIGURES.items():
+        assert (index in S.figure_inputs(cfg, name)) == (fig.draw in ("sample_grid", "tsne")), name
+
+
+def test_every_table_of_the_report_has_a_caption_and_the_papers_come_first():
+    assert list(S.REPORT_TABLES)[: len(TABLES)] == list(TABLES)
+    assert {S.LEARNING, S.RESOURCES, S.DATA_SUMMARY} <= set(S.REPORT_TABLES)
+    assert all(caption.strip() for caption in S.REPORT_TABLES.values())
+
+
+def test_papers_sweep_points_are_rows_of_its_tables():
+    points = {name: fig.paper for name, fig in S.FIGURES.items() if fig.paper}
+    assert set(points) == {"fig7", "fig9", "fig10"}  # the paper gives no number for the constant schedule
+    for (point,) in points.values():
+        assert point.source.reported["gFID"] == 2.77 and point.source.gen == ("ar_l", "main")
+    assert [p[0].x for p in points.values()] == [6.0, 64, 0.75]
