@@ -63,7 +63,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         hparams=keys.hparams(keys.generator(cfg, variant)),
         project=cfg.run_id,
     )
-    compile_blocks(trainer.unwrap(), cfg.compute.compile)
+    compile_blocks(trainer.unwrap(), cfg.compute.compile, trainer.device)
     acc = trainer.accelerator
 
     def make_batches(segment: int):

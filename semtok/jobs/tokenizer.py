@@ -73,7 +73,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         {"model": Objective(FlowMatchingObjective(model), t.stage1.optim)},
         keys.stage1(cfg, variant),
     )
-    compile_blocks(loop.unwrap(), cfg.compute.compile)
+    compile_blocks(loop.unwrap(), cfg.compute.compile, loop.device)
     online = not cfg.data.precompute_siglip and model.semantic is not None
     siglip = SiglipOnline(cfg, loop.device) if online else None
     features = ("latents",) if online or model.semantic is None else ("latents", "siglip")
@@ -96,7 +96,7 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         "disc": Objective(disc, dataclasses.replace(s2.optim, warmup=0), lr=s2.gan.lr, ema=False),
     }
     loop = trainer(cfg, f"tokenizer-{variant}-stage2", objectives, keys.stage2(cfg, variant))
-    compile_blocks(loop.unwrap(), cfg.compute.compile)
+    compile_blocks(loop.unwrap(), cfg.compute.compile, loop.device)
     perceptual = PerceptualLoss(
         s2.perceptual,
         registry.load_lpips(cfg) if "lpips" in s2.perceptual else None,

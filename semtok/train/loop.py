@@ -255,6 +255,16 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         set_seed(seed, device_specific=True)
         self.fsdp = self._fsdp(compute)
+        if self.is_main:
+            log.info(
+                "%s: %d process(es) on %s, mixed precision %s, %d CPU thread(s) each, %s",
+                name,
+                self.accelerator.num_processes,
+                self.accelerator.device,
+                compute.mixed_precision,
+                torch.get_num_threads(),
+                "FSDP" if self.fsdp else "DDP" if self.accelerator.num_processes > 1 else "one process",
+            )
 
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported by the functions: the launcher reads CPUS_PER_NODE without it
@@ -44,7 +45,7 @@ def cuda_report() -> str:
     return (
         f"host {socket.gethostname()}, torch.cuda.device_count()={count}, "
         f"CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}, "
-        f"torch {torch.__version__} built with CUDA {torch.version.cuda or 'none (a CPU build)'}"
+        f"torch {version('torch')} built with CUDA {torch.version.cuda or 'none (a CPU build)'}"
     )
 
 

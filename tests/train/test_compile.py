@@ -16,7 +16,7 @@ from semtok.models.encoder import JointBlock
 from semtok.models.factory import build_tokenizer
 from semtok.models.generator import MaskedGenerator
 from semtok.models.rope import rope_1d
-from semtok.train.compile import compile_blocks, compiled_block_types
+from semtok.train.compile import compile_backend, compile_blocks, compiled_block_types
 
 
 def tiny_generator() -> MaskedGenerator:
@@ -49,10 +49,19 @@ def test_every_transformer_block_of_the_tokenizer_and_the_generator_is_compiled(
 
 def test_compile_blocks_compiles_every_block_on_any_device_and_nothing_when_off():
     generator = tiny_generator()
-    assert compile_blocks(generator, False) == 0
+    assert compile_blocks(generator, False, torch.device("cpu")) == 0
     assert all(block._compiled_call_impl is None for block in generator.blocks)
-    assert compile_blocks(generator, True) == len(generator.blocks) == 2
+    assert compile_blocks(generator, True, torch.device("cpu")) == len(generator.blocks) == 2
     assert all(block._compiled_call_impl is not None for block in generator.blocks)
+    # on the CPU the trainers capture the same graphs without inductor's C++ code generation
+    assert compile_backend(torch.device("cpu")) == "aot_eager"
+    assert compile_backend(torch.device("cuda", 0)) == "inductor"
+    x = torch.randn(2, 17, 64)
+    ada = torch.randn(2, 6, 64) * 0.1
+    cos, sin = rope_1d(17, 64 // 4, 10000.0)
+    torch.testing.assert_close(
+        generator.blocks[0](x, ada, cos, sin, False), tiny_generator().blocks[0](x, ada, cos, sin, False)
+    )
 
 
 def test_compiled_generator_block_matches_eager_forward_and_backward():
