@@ -44,6 +44,11 @@ if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
 os.environ["SEMTOK_CONFIG"] = str(CONFIG_FILE)
 
 PYTHON = sys.executable  # the interpreter running Snakemake, which has semtok installed
+# The one software environment of every rule: the conda environment `environment.yml` creates (named
+# "semtok"), activated for each job with `--software-deployment-method conda`; without that flag jobs run
+# with the interpreter above. A named environment, not the file: the file installs this checkout
+# (`pip install -e .`), which Snakemake's copies of environment files under .snakemake/conda cannot.
+SOFTWARE = "semtok"
 
 
 # Every path in a command is quoted (`{input:q}`, `{output:q}`, `{log:q}`): out_dir, the checkout and
@@ -137,3 +142,53 @@ def teacher_input(name):
     if getattr(CFG.pretrained, name).source == "bootstrap":
         return [P.teacher_dir(OUT, name)]
     return []
+
+
+# Input functions of the rules, here so that rule files hold rules only (`snakemake --lint`).
+
+
+def raw_dataset(wildcards):
+    return [P.synthetic_root(OUT)] if CFG.data.source == "synthetic" else []
+
+
+def encoded_shards(split):
+    kinds = ["latents"] + (["siglip"] if CFG.data.precompute_siglip else [])
+    return [P.feature_shard(OUT, k, split, i) for k in kinds for i in range(SPLITS[split])]
+
+
+def stage1_variants():
+    return [v for v in CFG.tokenizer_variants if CFG.stage1_source(v) == v]
+
+
+def stage2_inputs(wildcards):
+    source = CFG.stage1_source(wildcards.tok)
+    stage1 = [P.tokenizer_dir(OUT, source, "stage1")] if source else []
+    return stage1 + image_shards("train") + encoded_shards("train") + teacher_input("resnet") + teacher_input("vae")
+
+
+def token_shards(tok):
+    return [P.token_shard(OUT, tok, i) for i in range(SPLITS["train"])]
+
+
+def reference_batch(wildcards):
+    """ADM's reference batch when `evaluation.fid_reference` is set (its stand-in, written by the rule
+    above, for "standin"). A missing file stops the DAG, before any job runs, with a message that says
+    what to set."""
+    if CFG.evaluation.fid_reference == semtok.registry.REFERENCE_STANDIN:
+        return [P.reference_standin(OUT)]
+    try:
+        path = semtok.registry.reference_batch(CFG)
+    except FileNotFoundError as err:
+        raise WorkflowError(str(err))
+    return [] if path is None else [path]
+
+
+def val_latents():
+    return [*image_shards("val"), *[P.feature_shard(OUT, "latents", "val", i) for i in range(SPLITS["val"])]]
+
+
+def recon_inputs(stage):
+    def inputs(wildcards):
+        return [P.tokenizer_dir(OUT, wildcards.tok, stage), P.fid_reference(OUT), *val_latents()]
+
+    return inputs

@@ -8,12 +8,12 @@ rule synthetic_imagenet:
         cfg=key("synthetic"),
     log:
         OUT / "logs/synthetic_imagenet.log",
+    benchmark:
+        P.benchmark_file(OUT, "synthetic_imagenet")
+    conda:
+        SOFTWARE
     shell:
         cli("synthetic") + " --output {output:q} > {log:q} 2>&1"
-
-
-def raw_dataset(wildcards):
-    return [P.synthetic_root(OUT)] if CFG.data.source == "synthetic" else []
 
 
 rule index_split:
@@ -25,6 +25,10 @@ rule index_split:
         cfg=lambda wc: key("index", wc.split),
     log:
         OUT / "logs/index_{split}.log",
+    benchmark:
+        P.benchmark_file(OUT, "index_{split}")
+    conda:
+        SOFTWARE
     shell:
         cli("index") + " --split {wildcards.split} --output {output:q} > {log:q} 2>&1"
 
@@ -39,6 +43,10 @@ rule shard_images:
         cfg=key("shard"),
     log:
         OUT / "logs/shard_{split}-{shard}.log",
+    benchmark:
+        P.benchmark_file(OUT, "shard_{split}-{shard}")
+    conda:
+        SOFTWARE
     shell:
         cli("shard") + " --split {wildcards.split} --shard {wildcards.shard} --index {input.index:q}"
         " --output {output.tar:q} --manifest {output.manifest:q} > {log:q} 2>&1"
@@ -53,6 +61,10 @@ rule data_summary:
         md=P.table_file(OUT, "data_summary", "md"),
     log:
         OUT / "logs/data_summary.log",
+    benchmark:
+        P.benchmark_file(OUT, "data_summary")
+    conda:
+        SOFTWARE
     shell:
         cli("data-summary") + " --manifests {input.manifests:q} --output {output.manifest:q}"
         " --csv {output.csv:q} --md {output.md:q} > {log:q} 2>&1"

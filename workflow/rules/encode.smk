@@ -18,14 +18,13 @@ rule encode_shard:
         cfg=lambda wc: key("encode", wc.kind),
     log:
         OUT / "logs/encode_{kind}_{split}-{shard}.log",
+    benchmark:
+        P.benchmark_file(OUT, "encode_{kind}_{split}-{shard}")
+    conda:
+        SOFTWARE
     shell:
         launch("encode") + " --kind {wildcards.kind} --split {wildcards.split} --shard {wildcards.shard}"
         " --input {input.shard:q} --output {output:q} > {log:q} 2>&1"
-
-
-def encoded_shards(split):
-    kinds = ["latents"] + (["siglip"] if CFG.data.precompute_siglip else [])
-    return [P.feature_shard(OUT, k, split, i) for k in kinds for i in range(SPLITS[split])]
 
 
 rule encode_all:

@@ -14,21 +14,12 @@ rule reference_standin:
         cfg=key("reference_standin"),
     log:
         OUT / "logs/reference_standin.log",
+    benchmark:
+        P.benchmark_file(OUT, "reference_standin")
+    conda:
+        SOFTWARE
     shell:
         cli("reference-standin") + " --output {output:q} > {log:q} 2>&1"
-
-
-def reference_batch(wildcards):
-    """ADM's reference batch when `evaluation.fid_reference` is set (its stand-in, written by the rule
-    above, for "standin"). A missing file stops the DAG, before any job runs, with a message that says
-    what to set."""
-    if CFG.evaluation.fid_reference == semtok.registry.REFERENCE_STANDIN:
-        return [P.reference_standin(OUT)]
-    try:
-        path = semtok.registry.reference_batch(CFG)
-    except FileNotFoundError as err:
-        raise WorkflowError(str(err))
-    return [] if path is None else [path]
 
 
 rule eval_reference:
@@ -43,19 +34,12 @@ rule eval_reference:
         cfg=key("reference"),
     log:
         OUT / "logs/eval_reference.log",
+    benchmark:
+        P.benchmark_file(OUT, "eval_reference")
+    conda:
+        SOFTWARE
     shell:
         cli("eval-reference") + " --output {output.reference:q} --metrics {output.metrics:q} > {log:q} 2>&1"
-
-
-def val_latents():
-    return [*image_shards("val"), *[P.feature_shard(OUT, "latents", "val", i) for i in range(SPLITS["val"])]]
-
-
-def recon_inputs(stage):
-    def inputs(wildcards):
-        return [P.tokenizer_dir(OUT, wildcards.tok, stage), P.fid_reference(OUT), *val_latents()]
-
-    return inputs
 
 
 rule eval_recon:
@@ -70,6 +54,10 @@ rule eval_recon:
         reference=P.fid_reference(OUT),
     log:
         OUT / "logs/eval_recon_{tok}-refiner.log",
+    benchmark:
+        P.benchmark_file(OUT, "eval_recon_{tok}-refiner")
+    conda:
+        SOFTWARE
     shell:
         cli("eval-recon") + " --variant {wildcards.tok} --mode refiner --reference {params.reference:q}"
         " --output {output.csv:q} --examples {output.examples:q} --features {output.features:q} > {log:q} 2>&1"
@@ -86,6 +74,10 @@ rule eval_recon_diffusion:
         reference=P.fid_reference(OUT),
     log:
         OUT / "logs/eval_recon_{tok}-diffusion.log",
+    benchmark:
+        P.benchmark_file(OUT, "eval_recon_{tok}-diffusion")
+    conda:
+        SOFTWARE
     shell:
         cli("eval-recon") + " --variant {wildcards.tok} --mode diffusion --reference {params.reference:q}"
         " --output {output.csv:q} --examples {output.examples:q} > {log:q} 2>&1"
@@ -102,6 +94,10 @@ rule eval_vae:
         reference=P.fid_reference(OUT),
     log:
         OUT / "logs/eval_vae.log",
+    benchmark:
+        P.benchmark_file(OUT, "eval_vae")
+    conda:
+        SOFTWARE
     shell:
         cli("eval-recon") + " --mode vae --reference {params.reference:q}"
         " --output {output.csv:q} --examples {output.examples:q} > {log:q} 2>&1"
@@ -118,6 +114,10 @@ rule eval_gen:
         cfg=lambda wc: key("gen", wc.gen, wc.setting),
     log:
         OUT / "logs/eval_gen_{gen}-{setting}.log",
+    benchmark:
+        P.benchmark_file(OUT, "eval_gen_{gen}-{setting}")
+    conda:
+        SOFTWARE
     shell:
         cli("eval-gen") + " --variant {wildcards.gen} --setting {wildcards.setting} --samples {input.samples:q}"
         " --reference {input.reference:q} --output {output:q} > {log:q} 2>&1"

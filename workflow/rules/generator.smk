@@ -16,6 +16,10 @@ rule train_ar:
         cfg=lambda wc: key("generator", wc.gen),
     log:
         OUT / "logs/train_ar_{gen}.log",
+    benchmark:
+        P.benchmark_file(OUT, "train_ar_{gen}")
+    conda:
+        SOFTWARE
     shell:
         launch("train-ar") + " --variant {wildcards.gen} --tokens {input:q} --output {output:q} > {log:q} 2>&1"
 
@@ -30,5 +34,9 @@ rule sample:
         cfg=lambda wc: key("sample", wc.gen, wc.setting),
     log:
         OUT / "logs/sample_{gen}-{setting}.log",
+    benchmark:
+        P.benchmark_file(OUT, "sample_{gen}-{setting}")
+    conda:
+        SOFTWARE
     shell:
         launch("sample") + " --variant {wildcards.gen} --setting {wildcards.setting} --output {output:q} > {log:q} 2>&1"

@@ -44,6 +44,10 @@ for _name in TABLES:
             cfg=S.target_hash(CFG, _name),
         log:
             OUT / f"logs/{_name}.log",
+        benchmark:
+            P.benchmark_file(OUT, f"{_name}")
+        conda:
+            SOFTWARE
         shell:
             cli("table") + " --name {params.name} --csv {output.csv:q}"
             " --md {output.md:q} --tex {output.tex:q} > {log:q} 2>&1"
@@ -72,6 +76,10 @@ for _name, _figure in S.FIGURES.items():
             cfg=S.target_hash(CFG, _name),
         log:
             OUT / f"logs/{_name}.log",
+        benchmark:
+            P.benchmark_file(OUT, f"{_name}")
+        conda:
+            SOFTWARE
         shell:
             cli("figure") + " --name {params.name} --png {output.png:q}"
             " --pdf {output.pdf:q} > {log:q} 2>&1"
@@ -91,6 +99,10 @@ rule learning:
         cfg=S.target_hash(CFG, S.LEARNING),
     log:
         OUT / f"logs/{S.LEARNING}.log",
+    benchmark:
+        P.benchmark_file(OUT, f"{S.LEARNING}")
+    conda:
+        SOFTWARE
     shell:
         cli("table") + " --name {params.name} --csv {output.csv:q}"
         " --md {output.md:q} --tex {output.tex:q} > {log:q} 2>&1"
@@ -118,6 +130,10 @@ rule resources:
         ),
     log:
         OUT / f"logs/{S.RESOURCES}.log",
+    benchmark:
+        P.benchmark_file(OUT, f"{S.RESOURCES}")
+    conda:
+        SOFTWARE
     shell:
         cli("resources") + " --profile {input.profile:q} --patterns {params.patterns:q}"
         " --csv {output.csv:q} --md {output.md:q} > {log:q} 2>&1"
@@ -143,6 +159,10 @@ rule table_html:
         table="|".join(S.REPORT_TABLES),
     log:
         OUT / "logs/{table}_html.log",
+    benchmark:
+        P.benchmark_file(OUT, "{table}_html")
+    conda:
+        SOFTWARE
     shell:
         cli("table-html") + " --md {input:q} --html {output:q} > {log:q} 2>&1"
 

@@ -8,6 +8,10 @@ rule prefetch_weights:
         OUT / "weights.prefetched",
     log:
         OUT / "logs/prefetch_weights.log",
+    benchmark:
+        P.benchmark_file(OUT, "prefetch_weights")
+    conda:
+        SOFTWARE
     shell:
         cli("prefetch") + " --done {output:q} > {log:q} 2>&1"
 
@@ -21,5 +25,9 @@ rule teacher:
         cfg=lambda wc: key("teacher", wc.teacher),
     log:
         OUT / "logs/teacher_{teacher}.log",
+    benchmark:
+        P.benchmark_file(OUT, "teacher_{teacher}")
+    conda:
+        SOFTWARE
     shell:
         launch("teachers") + " --name {wildcards.teacher} --output {output:q} > {log:q} 2>&1"
