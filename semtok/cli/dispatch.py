@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,9 @@ def configure_threads(cfg: Config | None) -> None:
     if cfg is not None and "torch" in sys.modules:  # a job that never imported torch needs no pool
         from semtok.utils.devices import job_threads
 
-        sys.modules["torch"].set_num_threads(job_threads(cfg.compute))
+        threads = job_threads(cfg.compute)
+        sys.modules["torch"].set_num_threads(threads)
+        logging.getLogger("semtok").info("%d torch CPU thread(s)", threads)
 
 
 def missing_config(given: str | None) -> str | None:

@@ -213,3 +213,46 @@ def test_paper_dag_on_the_slurm_profile_lists_the_paper_resources(slurm: None, t
     assert all(s in resources("train_ar") for s in ("nodes=4", "gres=gpu:8"))
     assert "gres=gpu:1" in resources("encode_shard") and "slurm_partition=local" in resources("encode_shard")
     assert "gres" not in resources("shard_images") and "cpus_per_task=4" in resources("shard_images")
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_job_runs_as_many_threads_as_its_allocation_has_cpus(
+    slurm: None, job_env: dict[str, str], tmp_path: Path, cpus: int
+) -> None:
+    """Under Slurm a job's torch threads are its allocation's CPUs (compute.threads: 0), whatever
+    OMP_NUM_THREADS Snakemake exported for the rule (1): started by the launcher, as the rules do."""
+    log = tmp_path / "job.log"
+    overrides = [
+        "--set",
+        "compute.threads=0",
+        "--set",
+        "pretrained.inception.source=random",
+        "--set",
+        f"out_dir={tmp_path}",
+    ]
+    command = (
+        f"OMP_NUM_THREADS=1 SEMTOK_JOB_LOG={log} {sys.executable} -m semtok.cli.launch reference-standin "
+        f"--config {REPO / 'config' / 'config.yaml'} {' '.join(overrides)} --output {tmp_path / 'ref.npz'}"
+        f" > {log} 2>&1"
+    )
+    job = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--wait",
+            f"--cpus-per-task={cpus}",
+            "-o",
+            str(tmp_path / "sbatch.out"),
+            "--wrap",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=job_env,
+        cwd=REPO,
+    )
+    text = log.read_text() if log.exists() else ""
+    assert job.returncode == 0, f"{job.stderr}\n{text[-3000:]}"
+    assert f"INFO semtok: {cpus} torch CPU thread(s)" in text, text[-3000:]
