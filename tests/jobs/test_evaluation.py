@@ -4,6 +4,7 @@ small reference batch in ADM's layout (arr_0 uint8 NHWC, mu, sigma)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import dataclasses
 
 import numpy as np
@@ -123,7 +124,8 @@ def test_generation_uses_the_reference_batch_like_adms_evaluator(setup, tmp_path
     assert got["params"] == 15
 
 
-def test_the_frozen_vae_alone_is_measured(setup, tmp_path, capfd):
+def test_the_frozen_vae_alone_is_measured(setup, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="semtok.progress")
     cfg, _, ref, _ = setup
     out = tmp_path / "vae.csv"
     args = argparse.Namespace(
@@ -136,8 +138,8 @@ def test_the_frozen_vae_alone_is_measured(setup, tmp_path, capfd):
     )
     evaluation.eval_recon(args, cfg)
     # the decoding loop shows its progress in the job's log, image by image of the validation split
-    progress = capfd.readouterr().err
-    assert "reconstruct: 100%" in progress and f"{CLASSES * 3}/{CLASSES * 3} [" in progress
+    progress = caplog.text  # LogProgress: stderr is not a terminal under pytest
+    assert f"reconstruct: {CLASSES * 3}/{CLASSES * 3} img (100.0%)" in progress, progress
     frame = pd.read_csv(out)
     assert set(frame.variant) == {VAE[0]} and set(frame.setting) == {VAE[1]}
     got = _metrics(out)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from semtok import paths
+from semtok import config, paths
 from semtok.cli.main import main as cli_main
 from semtok.eval.records import ORIGINAL, VAE
 from semtok.report import learning
@@ -102,7 +102,7 @@ def test_benchmark_prints_the_learning_figures(cfg, fresh_results):
     Input("gen", "ar-xxl", "main").path(fresh_results).unlink()
     resolved = paths.config_file(fresh_results, "0123456789abcdef")
     resolved.parent.mkdir(parents=True, exist_ok=True)
-    resolved.write_text((REPO / "config/config.yaml").read_text())
+    resolved.write_text(config.dumps(config.load(REPO / "config/config.yaml", [])))
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "learning.py"), "--out", str(fresh_results)],
         capture_output=True,

@@ -185,6 +185,8 @@ def test_resources_command(tmp_path):
     prof = profile(tmp_path / "p.yaml", {"stage2": {"runtime": 10, "mem_mb": 4000}})
     argv = [
         "resources",
+        "--config",
+        str(Path(__file__).parents[2] / "config" / "config.yaml"),
         "--results",
         str(tmp_path),
         "--profile",

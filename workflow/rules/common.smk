@@ -45,10 +45,13 @@ os.environ["SEMTOK_CONFIG"] = str(CONFIG_FILE)
 
 PYTHON = sys.executable  # the interpreter running Snakemake, which has semtok installed
 # The one software environment of every rule: the conda environment `environment.yml` creates (named
-# "semtok"), activated for each job with `--software-deployment-method conda`; without that flag jobs run
-# with the interpreter above. A named environment, not the file: the file installs this checkout
-# (`pip install -e .`), which Snakemake's copies of environment files under .snakemake/conda cannot.
-SOFTWARE = "semtok"
+# "semtok"), activated for each job with `--software-deployment-method conda`. A named environment, not
+# the file: the file installs this checkout (`pip install -e .`), which Snakemake's copies of environment
+# files under .snakemake/conda cannot. Named only when conda deploys the jobs: Snakemake records each
+# job's environment in its metadata (`conda env export`) whenever a rule names one, which fails where
+# conda is not installed. Without the flag jobs run with the interpreter above.
+_DEPLOYMENT = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", None) or ()
+SOFTWARE = "semtok" if any(str(method) == "conda" for method in _DEPLOYMENT) else None
 
 
 # Every path in a command is quoted (`{input:q}`, `{output:q}`, `{log:q}`): out_dir, the checkout and
