@@ -4,8 +4,8 @@ small reference batch in ADM's layout (arr_0 uint8 NHWC, mu, sigma)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import dataclasses
+import logging
 
 import numpy as np
 import pandas as pd
