@@ -8,9 +8,12 @@ measured against (CSV variant `vae`, setting `frozen`). Metrics: rFID (reconstru
 validation images, the configured extractor), PSNR and SSIM on uint8 RGB per image then averaged,
 LPIPS (the metric network of the registry, AlexNet by convention), `class_acc` (the frozen
 classifier's accuracy on the reconstructions against the images' true labels), bits per pixel
-(d·K/(H·W); for the VAE, its fp16 latent: 16·C·h·w/(H·W)) and, for tokenizers, codebook usage.
-Also writes reconstruction examples (Fig. 3, Table 7 visual) and, in refiner mode, the mean-pooled
-encoder features of Fig. 6.
+(d·K/(H·W); for the VAE, its fp16 latent: 16·C·h·w/(H·W)) and, for tokenizers, codebook usage and
+the silhouette of the mean-pooled encoder features by class (Fig. 6's clustering as a number). A
+tokenizer's image metrics record how its codes were decoded (`decoding_fields`: the decoder's steps,
+1 for the refiner, and the flow sampler's shift), so that a flow row run with 10 Euler steps is never
+compared with the paper's 25. Also writes reconstruction examples (Fig. 3, Table 7 visual) and, in
+refiner mode, the mean-pooled encoder features of Fig. 6.
 """
 
 from __future__ import annotations
@@ -85,8 +88,9 @@ def tokenizer_decoder(cfg: Config, variant: str, mode: str, device: torch.device
     from semtok.models.factory import load_tokenizer
 
     tok = load_tokenizer(cfg, variant, "stage2" if mode == "refiner" else "stage1", device)
-    sampler = cfg.tokenizer_variant(variant).sampler
-    gen = torch.Generator().manual_seed(cfg.seed)
+    t = cfg.tokenizer_variant(variant)
+    sampler = t.sampler
+    gen = torch.Generator().manual_seed(cfg.variant_seed(t))
 
     def to_latents(codes: torch.Tensor) -> torch.Tensor:
         if mode == "refiner":
@@ -114,10 +118,27 @@ def vae_decoder(cfg: Config, device: torch.device) -> Decode:
     return decode
 
 
+def decoding_fields(cfg: Config, variant: str, mode: str) -> dict[str, object]:
+    """Protocol fields of how tokenizer `variant` decoded in `mode`: `steps`, the decoder's forward
+    passes (1 for the one-step refiner, the Euler steps of the flow sampler), and the flow sampler's
+    `shift`."""
+    if mode == "refiner":
+        return {"steps": 1}
+    if mode == "diffusion":
+        sampler = cfg.tokenizer_variant(variant).sampler
+        return {"steps": sampler.steps, "shift": sampler.shift}
+    raise ValueError(f"mode {mode!r} decodes no tokens; expected 'refiner' or 'diffusion'")
+
+
 def image_metrics(
-    cfg: Config, rec: Reconstructions, reference: Path, device: torch.device
+    cfg: Config,
+    rec: Reconstructions,
+    reference: Path,
+    device: torch.device,
+    decoding: dict[str, object] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """rFID, PSNR, SSIM, LPIPS and class_acc of reconstructions, with their protocols."""
+    """rFID, PSNR, SSIM, LPIPS and class_acc of reconstructions, with their protocols; `decoding`
+    (`decoding_fields`, tokenizers only) is added to each protocol."""
     setup = fid_setup(cfg)
     ref = load_reference(reference)
     n = len(rec.original)
@@ -139,20 +160,26 @@ def image_metrics(
         "class_acc": top1_accuracy(classifier, rec.recon, rec.labels, cfg.evaluation.batch_size),
     }
     data = data_tag(cfg)
+    how = decoding or {}
     protocols = {
-        "rFID": protocol(fid=setup.protocol, ref=f"val-images({n})", data=data, n=n),
-        "PSNR": protocol(definition=PSNR_DEFINITION, data=data, n=n),
-        "SSIM": protocol(definition=SSIM_DEFINITION, data=data, n=n),
-        "LPIPS": protocol(net=registry.lpips_metric_protocol(cfg), data=data, n=n),
+        "rFID": protocol(fid=setup.protocol, ref=f"val-images({n})", data=data, n=n, **how),
+        "PSNR": protocol(definition=PSNR_DEFINITION, data=data, n=n, **how),
+        "SSIM": protocol(definition=SSIM_DEFINITION, data=data, n=n, **how),
+        "LPIPS": protocol(net=registry.lpips_metric_protocol(cfg), data=data, n=n, **how),
         "class_acc": protocol(
-            classifier=classifier.protocol, labels="true", classes=num_classes(cfg), data=data, n=n
+            classifier=classifier.protocol, labels="true", classes=num_classes(cfg), data=data, n=n, **how
         ),
     }
     return values, protocols
 
 
-def code_metrics(tok: Any, rec: Reconstructions) -> tuple[dict[str, float], dict[str, str]]:
-    """Bits per pixel d·K/(H·W) and the fraction of the codebook used."""
+def code_metrics(cfg: Config, tok: Any, rec: Reconstructions) -> tuple[dict[str, float], dict[str, str]]:
+    """Bits per pixel d·K/(H·W), the fraction of the codebook used, and `feature_silhouette`:
+    scikit-learn's silhouette score (Euclidean) of the first `evaluation.tsne_images` mean-pooled
+    encoder features grouped by class — the features Fig. 6's t-SNE shows; higher = tighter classes.
+    The silhouette is left out where it is undefined (fewer than 2 classes, or no class with 2 images)."""
+    from sklearn.metrics import silhouette_score
+
     h, w = rec.original.shape[1:3]
     indices = rec.indices
     values = {
@@ -163,6 +190,12 @@ def code_metrics(tok: Any, rec: Reconstructions) -> tuple[dict[str, float], dict
         "bpp": protocol(definition="bits*tokens/(H*W)"),
         "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=len(rec.original)),
     }
+    m = min(cfg.evaluation.tsne_images, len(rec.labels))
+    classes = len(np.unique(rec.labels[:m]))
+    if 2 <= classes < m:
+        features, labels = rec.pooled[:m], rec.labels[:m]
+        values["feature_silhouette"] = float(silhouette_score(features, labels, metric="euclidean"))
+        protocols["feature_silhouette"] = protocol(definition="sklearn-silhouette-euclidean-by-class", n=m)
     return values, protocols
 
 

@@ -23,6 +23,7 @@ from semtok.eval.metrics import stats_from_features
 from semtok.eval.recon import (
     MODES,
     code_metrics,
+    decoding_fields,
     image_metrics,
     latent_bits,
     reconstruct,
@@ -114,6 +115,7 @@ def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         variant, setting = VAE
         rec = reconstruct(cfg, vae_decoder(cfg, device), device)
         extra = latent_bits(cfg, rec)
+        decoding = None
         config_hash = section_hash(cfg.data, cfg.pretrained, cfg.evaluation.recon_images)
     else:
         if args.variant is None:
@@ -121,11 +123,12 @@ def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         variant, setting = args.variant, args.mode
         decode, tok = tokenizer_decoder(cfg, variant, args.mode, device)
         rec = reconstruct(cfg, decode, device)
-        extra = code_metrics(tok, rec)
+        extra = code_metrics(cfg, tok, rec)
+        decoding = decoding_fields(cfg, variant, args.mode)
         config_hash = section_hash(
             cfg.tokenizer_variant(variant), cfg.data, cfg.pretrained, cfg.evaluation.recon_images
         )
-    values, protocols = image_metrics(cfg, rec, Path(args.reference), device)
+    values, protocols = image_metrics(cfg, rec, Path(args.reference), device, decoding)
     values, protocols = {**values, **extra[0]}, {**protocols, **extra[1]}
     write_metrics(
         Path(args.output),

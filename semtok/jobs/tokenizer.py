@@ -45,14 +45,14 @@ def save_tokenizer(objective: torch.nn.Module, folder: Path) -> None:
 
 def trainer(cfg: Config, job: str, objectives: dict[str, Objective], variant: str) -> Trainer:
     """The loop of tokenizer job `job`: checkpoints and logs under the run's folders, resumed only under
-    the variant's settings."""
+    the variant's settings, seeded by the variant's seed."""
     return Trainer(
         job,
         objectives,
         cfg.compute,
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
-        seed=cfg.seed,
+        seed=cfg.variant_seed(cfg.tokenizer_variant(variant)),
         settings=section_hash(*cfg.tokenizer_dependencies(variant)),
         project=cfg.run_id,
     )
@@ -64,7 +64,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         raise ConfigError(
             f"tokenizer_variants.{variant}: Stage I is {t.stage1.from_variant!r} (stage1.from_variant); nothing to train"
         )
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.variant_seed(t))
     model = build_tokenizer(cfg, variant)
     loop = trainer(
         cfg,
@@ -76,7 +76,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     online = not cfg.data.precompute_siglip and model.semantic is not None
     siglip = SiglipOnline(cfg, loop.device) if online else None
     features = ("latents",) if online or model.semantic is None else ("latents", "siglip")
-    make_batches = data_stream(cfg, loop, t.stage1.optim.batch_size, features, images=online)
+    make_batches = data_stream(cfg, loop, t.stage1.optim.batch_size, features, online, cfg.variant_seed(t))
     loop.fit(make_batches, stage1_step(t, siglip))
     loop.export(save_tokenizer, output)
     return {"variant": variant, "steps": loop.step, "output": str(output)}
@@ -85,7 +85,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
 def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     t = cfg.tokenizer_variant(variant)
     s2 = t.stage2
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.variant_seed(t))
     model = stage2_start(cfg, variant)
     if cfg.compute.grad_checkpointing:
         model.vae.enable_gradient_checkpointing()
@@ -106,7 +106,7 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     online = semantic and not cfg.data.precompute_siglip
     siglip = SiglipOnline(cfg, loop.device) if online else None
     features = ("latents", "siglip") if semantic and not online else ("latents",)
-    make_batches = data_stream(cfg, loop, s2.optim.batch_size, features, images=True)
+    make_batches = data_stream(cfg, loop, s2.optim.batch_size, features, True, cfg.variant_seed(t))
     loop.fit(make_batches, stage2_step(t, perceptual, siglip))
     loop.export(save_tokenizer, output)
     return {"variant": variant, "steps": loop.step, "output": str(output)}

@@ -61,7 +61,8 @@ class Cell:
     @classmethod
     def make(cls, metric: str, ours: Measured | None, paper: float | None, run: Input | None = None) -> Cell:
         pair = ours is not None and paper is not None
-        return cls(ours, paper, not_comparable(metric, ours.protocol) if pair else None, run)
+        setting = "" if run is None else run.setting
+        return cls(ours, paper, not_comparable(metric, ours.protocol, setting) if pair else None, run)
 
     @property
     def comparable(self) -> bool | None:
@@ -169,7 +170,7 @@ def comparison(
                 if key in indexed.index:
                     found = indexed.loc[key]
                     measured = Measured(float(found.value), str(found.protocol), "", None)
-                cell = Cell.make(col.metric, measured, row.reported[col.metric])
+                cell = Cell.make(col.metric, measured, row.reported[col.metric], Input(col.kind, *run))
                 ours = float("nan") if measured is None else measured.value
                 paper = float("nan") if cell.paper is None else cell.paper
                 records.append(

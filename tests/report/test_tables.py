@@ -83,6 +83,35 @@ def test_one_field_off_the_paper_protocol_is_named(cfg, paper_results, tmp_path)
     assert frame[frame.run == "ar-xl-main"].comparable.dropna().all()
 
 
+def test_flow_rows_decoded_with_other_steps_than_the_papers_25_are_not_compared(cfg, paper_results, tmp_path):
+    """Table 6's diffusion rows are the paper's only under its 25 Euler steps (§A.1); the refiner's are
+    one step. A flow CSV of 10 steps, every other field the paper's, gets n/c naming the steps."""
+    results = tmp_path / "results"
+    shutil.copytree(paper_results, results)
+    path = results / "metrics/recon/b18-diffusion.csv"
+    csv = pd.read_csv(path)
+    assert csv.protocol[csv.metric == "PSNR"].str.contains(" steps=25 ").all()
+    csv["protocol"] = csv.protocol.str.replace(" steps=25 ", " steps=10 ")
+    csv.to_csv(path, index=False)
+    frame, md, _ = _write("table6", cfg, results, tmp_path)
+    flow = frame[frame.run == "b18-diffusion"].set_index("metric")
+    assert flow["diff"].isna().all() and not flow.comparable.any()
+    assert "n/c PSNR [b18-diffusion]: decoder steps 10 (paper: 25)." in md
+    assert frame[frame.run != "b18-diffusion"].comparable.all()
+
+
+def test_a_refiner_row_decoded_in_more_than_one_step_is_not_compared(cfg, paper_results, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(paper_results, results)
+    path = results / "metrics/recon/b32-refiner.csv"
+    csv = pd.read_csv(path)
+    csv["protocol"] = csv.protocol.str.replace(" steps=1", "")
+    csv.to_csv(path, index=False)
+    frame, md, _ = _write("table1", cfg, results, tmp_path)
+    assert not frame[(frame.run == "b32-refiner") & (frame.metric == "rFID")].comparable.any()
+    assert "n/c rFID [b32-refiner]: decoder steps not recorded (paper: 1)." in md
+
+
 def test_table1_shows_the_frozen_vae_beside_sd_vae(cfg, paper_results, tmp_path):
     frame, md, _ = _write("table1", cfg, paper_results, tmp_path)
     vae = frame[frame.run == "vae-frozen"].set_index("metric")
