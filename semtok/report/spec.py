@@ -348,6 +348,18 @@ def run_settings(cfg: Config, need: Input) -> dict[str, Any]:
     }
 
 
+def training_images(cfg: Config, variant: str) -> tuple[int, int]:
+    """The images tokenizer `variant`'s training saw, (Stage I, Stage II), each steps × global batch;
+    its Stage I is that of its source (`stage1.from_variant`), 0 without one (Table 12's fine-tuning
+    only)."""
+    stage2 = cfg.tokenizer_variant(variant).stage2.optim
+    source = cfg.stage1_source(variant)
+    if source is None:
+        return 0, stage2.steps * stage2.batch_size
+    stage1 = cfg.tokenizer_variant(source).stage1.optim
+    return stage1.steps * stage1.batch_size, stage2.steps * stage2.batch_size
+
+
 def target_settings(cfg: Config, name: str) -> dict[str, Any]:
     """Every config value table or figure `name` reads, besides its input files: its runs (by variant
     and setting) and what it prints about them; the sweep values and the generator's own setting of a
@@ -370,6 +382,8 @@ def target_settings(cfg: Config, name: str) -> dict[str, Any]:
     else:
         out["runs"] = [(*run, run_settings(cfg, need)) for run, need in zip(out["runs"], needs, strict=True)]
         out["notes"] = notes(cfg, TABLES[name])
+        if TABLES[name].budget:
+            out["budget"] = {n.variant: training_images(cfg, n.variant) for n in needs if n.kind == "recon"}
     return out
 
 
