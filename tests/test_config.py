@@ -37,6 +37,8 @@ def test_shipped_configs_load(name):
         "finetune-only",
         "lpips-only",
         "resnet-only",
+        "b18-seed1",  # seed replicas of b18 (report.claims)
+        "b18-seed2",
     }
     assert cfg.tokenizer_variant("b32").bits == 32
     assert cfg.tokenizer_variant("raster").encoder.causal_1d

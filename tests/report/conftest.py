@@ -25,6 +25,7 @@ RECON_METRICS = {
     "class_acc": 0.5,
     "bpp": 0.07,
     "codebook_usage": 0.9,
+    "feature_silhouette": 0.2,
 }
 GEN_METRICS = {"gFID": 3.0, "IS": 250.0, "IS_std": 5.0, "Precision": 0.8, "Recall": 0.55, "class_acc": 0.4}
 SIZE, CLASSES = 8, 4
@@ -42,6 +43,7 @@ def protocols(extractor: str, reference: str, data: str, net: str, classifier: s
         "class_acc": protocol(classifier=classifier, labels="true", classes=10, data=data, n=n),
         "bpp": protocol(definition="bits*tokens/(H*W)"),
         "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=n),
+        "feature_silhouette": protocol(definition="sklearn-silhouette-euclidean-by-class", n=n),
         "gFID": protocol(fid=extractor, ref=reference, n=n),
         "IS": is_protocol,
         "IS_std": is_protocol,

@@ -83,15 +83,16 @@ def test_paper_config_dry_run_against_a_fake_imagenet_lists_the_paper_dag(tmp_pa
         "index_split": 2,
         "shard_images": train + val,
         "encode_shard": 2 * (train + val),  # latents and SigLIP features per shard
-        "stage1": 8,  # b18 b32 lfq no-contra no-distill no-sem raster grid2d
-        "stage2": 11,  # + finetune-only lpips-only resnet-only
-        "dump_tokens": 6 * train,  # b18 no-sem no-contra no-distill raster grid2d
-        "train_ar": 9,
+        "stage1": 10,  # b18 b32 lfq no-contra no-distill no-sem raster grid2d, b18's 2 seed replicas
+        "stage2": 13,  # + finetune-only lpips-only resnet-only
+        "dump_tokens": 8 * train,  # b18 no-sem no-contra no-distill raster grid2d, b18's replicas
+        "train_ar": 11,  # 9 + ar-l's 2 seed replicas
         "eval_reference": 1,
-        "eval_recon": 11,
-        "eval_recon_diffusion": 8,  # every variant with its own Stage I (learning table)
+        "eval_recon": 13,
+        "eval_recon_diffusion": 10,  # every variant with its own Stage I (learning table)
         "eval_vae": 1,
         "learning": 1,
+        "claims": 1,
         "data_summary": 1,
         "all_tables": 1,
     }
