@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,43 +43,61 @@ LATENT_BITS = 16  # the VAE latents are stored and decoded as fp16
 
 @dataclass
 class Reconstructions:
-    """original, recon: (N, H, W, 3) uint8; labels: (N,) true classes; pooled: (N, width) mean-pooled
-    encoder features and indices: every token's code index (tokenizers only)."""
+    """original, recon: (N, H, W, 3) uint8; labels: (N,) true classes; for tokenizers, pooled: (N, width)
+    mean-pooled encoder features, indices: every token's code index, entropy: the quantizer's
+    (per-sample, codebook) soft entropy in nats, batch values averaged over the images."""
 
     original: np.ndarray
     recon: np.ndarray
     labels: np.ndarray
     pooled: np.ndarray | None = None
     indices: torch.Tensor | None = None
+    entropy: tuple[float, float] | None = None
 
 
-Decode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
+class Decoded(NamedTuple):
+    """One batch through a decoder: images (B, 3, H, W) in [-1, 1]; for tokenizers, pooled (B, width)
+    encoder features, indices (B, K) and the quantizer's (per-sample, codebook) entropy of the batch."""
+
+    images: torch.Tensor
+    pooled: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
+    entropy: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+Decode = Callable[[torch.Tensor], Decoded]
 
 
 def reconstruct(cfg: Config, decode: Decode, device: torch.device) -> Reconstructions:
-    """Run `decode` (normalised latents (B, C, h, w) → images (B, 3, H, W) in [-1, 1], pooled encoder
-    features (B, width) or None, code indices or None) over the validation batches, with a progress bar
-    (the decoding is the slowest part of every evaluation)."""
+    """Run `decode` (normalised latents (B, C, h, w) → `Decoded`) over the validation batches, with a
+    progress bar (the decoding is the slowest part of every evaluation)."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    parts: dict[str, list[Any]] = {"original": [], "recon": [], "labels": [], "pooled": [], "indices": []}
+    parts: dict[str, list[Any]] = {
+        k: [] for k in ("original", "recon", "labels", "pooled", "indices", "entropy")
+    }
     batches = val_batches(cfg, cfg.evaluation.batch_size, features=("latents",))
     with tqdm(total=validation_images(cfg), unit="img", desc="reconstruct") as progress:
         for batch in batches:
             with torch.no_grad(), autocast:
-                recon, pooled, indices = decode(batch["latent"].to(device))
+                out = decode(batch["latent"].to(device))
+            n = len(batch["cls"])
             parts["original"].append(to_uint8((batch["image"] + 1) / 2))
-            parts["recon"].append(to_uint8((recon.float().cpu() + 1) / 2))
+            parts["recon"].append(to_uint8((out.images.float().cpu() + 1) / 2))
             parts["labels"].append(batch["cls"].numpy())
-            if pooled is not None:
-                parts["pooled"].append(pooled.float().cpu().numpy())
-                parts["indices"].append(indices.cpu())
-            progress.update(len(batch["cls"]))
+            if out.pooled is not None:
+                parts["pooled"].append(out.pooled.float().cpu().numpy())
+                parts["indices"].append(out.indices.cpu())
+                parts["entropy"].append([n * float(h) for h in out.entropy])
+            progress.update(n)
+    labels = np.concatenate(parts["labels"])
+    entropy = tuple(np.sum(parts["entropy"], axis=0) / len(labels)) if parts["entropy"] else None
     return Reconstructions(
         original=np.concatenate(parts["original"]),
         recon=np.concatenate(parts["recon"]),
-        labels=np.concatenate(parts["labels"]),
+        labels=labels,
         pooled=np.concatenate(parts["pooled"]) if parts["pooled"] else None,
         indices=torch.cat(parts["indices"]) if parts["indices"] else None,
+        entropy=entropy,
     )
 
 
@@ -97,10 +115,12 @@ def tokenizer_decoder(cfg: Config, variant: str, mode: str, device: torch.device
             return tok.refine_latents(codes)
         return tok.flow_latents(codes, sampler.steps, sampler.shift, gen)
 
-    def decode(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decode(latents: torch.Tensor) -> Decoded:
         enc, q = tok.quantize(latents)
         recon = tok.latents_to_pixels(to_latents(q.codes))
-        return recon, enc.features.float().mean(1), q.indices
+        return Decoded(
+            recon, enc.features.float().mean(1), q.indices, (q.per_sample_entropy, q.codebook_entropy)
+        )
 
     return decode, tok
 
@@ -112,8 +132,8 @@ def vae_decoder(cfg: Config, device: torch.device) -> Decode:
     frozen = registry.load_vae(cfg).to(device)
     shift, scale = latent_normalisation(cfg)
 
-    def decode(latents: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return vae.decode(frozen, latents, shift, scale), None, None
+    def decode(latents: torch.Tensor) -> Decoded:
+        return Decoded(vae.decode(frozen, latents, shift, scale))
 
     return decode
 
@@ -174,21 +194,31 @@ def image_metrics(
 
 
 def code_metrics(cfg: Config, tok: Any, rec: Reconstructions) -> tuple[dict[str, float], dict[str, str]]:
-    """Bits per pixel d·K/(H·W), the fraction of the codebook used, and `feature_silhouette`:
-    scikit-learn's silhouette score (Euclidean) of the first `evaluation.tsne_images` mean-pooled
-    encoder features grouped by class — the features Fig. 6's t-SNE shows; higher = tighter classes.
-    The silhouette is left out where it is undefined (fewer than 2 classes, or no class with 2 images)."""
+    """Bits per pixel d·K/(H·W), the fraction of the codebook used, the quantizer's soft entropies
+    (`entropy_per_sample`, `entropy_codebook`: nats, of batches of `evaluation.batch_size` images, at
+    most d·ln 2; the terms of L_quant) and `feature_silhouette`: scikit-learn's silhouette score
+    (Euclidean) of the first `evaluation.tsne_images` mean-pooled encoder features grouped by class —
+    the features Fig. 6's t-SNE shows; higher = tighter classes. The silhouette is left out where it is
+    undefined (fewer than 2 classes, or no class with 2 images)."""
     from sklearn.metrics import silhouette_score
 
     h, w = rec.original.shape[1:3]
     indices = rec.indices
+    n = len(rec.original)
+    entropy = protocol(
+        definition="soft-quantizer-entropy-nats", tau=tok.quantizer.tau, batch=cfg.evaluation.batch_size, n=n
+    )
     values = {
         "bpp": tok.bits * tok.num_tokens / float(h * w),
         "codebook_usage": float(indices.unique().numel()) / min(indices.numel(), 2**tok.bits),
+        "entropy_per_sample": rec.entropy[0],
+        "entropy_codebook": rec.entropy[1],
     }
     protocols = {
         "bpp": protocol(definition="bits*tokens/(H*W)"),
-        "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=len(rec.original)),
+        "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=n),
+        "entropy_per_sample": entropy,
+        "entropy_codebook": entropy,
     }
     m = min(cfg.evaluation.tsne_images, len(rec.labels))
     classes = len(np.unique(rec.labels[:m]))

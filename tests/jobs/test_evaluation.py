@@ -166,8 +166,8 @@ def test_a_reference_batch_of_another_extractor_is_refused(setup, tmp_path):
 @pytest.mark.parametrize(("mode", "decoded"), [("refiner", "steps=1"), ("diffusion", "steps=3 shift=1.0")])
 def test_a_tokenizer_records_how_it_decoded_and_its_feature_clustering(setup, tmp_path, mode, decoded):
     """Every image metric's protocol names the decoder's steps (1 for the refiner; the Euler steps and
-    shift of the flow sampler), and feature_silhouette is scikit-learn's silhouette of the pooled
-    encoder features (the npz Fig. 6 draws) by class."""
+    shift of the flow sampler), feature_silhouette is scikit-learn's silhouette of the pooled encoder
+    features (the npz Fig. 6 draws) by class, and the quantizer's soft entropies are recorded."""
     from sklearn.metrics import silhouette_score
 
     from semtok.models.factory import build_tokenizer
@@ -197,7 +197,16 @@ def test_a_tokenizer_records_how_it_decoded_and_its_feature_clustering(setup, tm
         pooled, labels = f["features"], f["labels"]
     assert len(np.unique(labels)) == CLASSES
     expected = silhouette_score(pooled, labels)
-    assert _metrics(out)["feature_silhouette"] == pytest.approx(expected)
-    assert (
-        protocols["feature_silhouette"] == f"definition=sklearn-silhouette-euclidean-by-class n={CLASSES * 3}"
-    )
+    got = _metrics(out)
+    assert got["feature_silhouette"] == pytest.approx(expected)
+    silhouette = f"definition=sklearn-silhouette-euclidean-by-class n={CLASSES * 3}"
+    assert protocols["feature_silhouette"] == silhouette
+    # the quantizer's soft entropies of the validation tokens: the per-sample one is a mean over tokens,
+    # so batch by batch it equals that of all tokens at once; the codebook one is at least it, at most d ln 2
+    latents = torch.cat([b["latent"] for b in reference.val_batches(cfg, 64, features=("latents",))])
+    with torch.no_grad():
+        whole = tok.eval().quantize(latents)[1]
+    assert got["entropy_per_sample"] == pytest.approx(float(whole.per_sample_entropy), rel=1e-4)
+    assert got["entropy_per_sample"] <= got["entropy_codebook"] <= 18 * np.log(2)
+    entropy = f"definition=soft-quantizer-entropy-nats tau=1.0 batch=5 n={CLASSES * 3}"
+    assert protocols["entropy_codebook"] == entropy
