@@ -347,7 +347,8 @@ def footer(cfg: Config, judged: list[Judged], spread: Spread) -> dict[str, list[
         "Notes": [
             "Paper: the paper's numbers of each term in its metric (general findings: PSNR for reconstruction, "
             "gFID for generation) and their effect; a finding drawn from a figure states what the figure shows.",
-            "Runs: our run of each term; a term over a sweep names the setting it took.",
+            "Runs: our run of each term; a term over a sweep names the setting it took. Table 4's middle rows "
+            "are read as contrastive only and distillation only (its checkmarks are lost; see table4).",
         ],
         "Config": [f"run_id {cfg.run_id}, config hash {target_hash(cfg, CLAIMS)}"],
     }
