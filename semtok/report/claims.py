@@ -241,8 +241,11 @@ def cells(j: Judged) -> dict[str, str]:
     if j.paper_effect is not None and j.metric != j.claim.paper_metric:
         metric = f"{j.metric} (paper: {j.claim.paper_metric})"
     effect = "–" if j.effect is None else number(j.effect, j.metric, sign=True)
-    if j.effect is not None and j.noise is not None:
-        effect += f" ± {number(j.noise, j.metric)} ({j.standardised:+.1f}σ)" if j.noise else " ± 0"
+    if j.effect is not None and j.noise:  # the noise to 2 significant digits, the effect as precisely
+        digits = max(DECIMALS.get(j.metric, 3), 1 - math.floor(math.log10(j.noise)))
+        effect = f"{j.effect:+.{digits}f} ± {j.noise:.{digits}f} ({j.standardised:+.1f}σ)"
+    elif j.effect is not None and j.noise == 0:
+        effect += " ± 0"
     return {
         "runs": signed_terms(weights, runs),
         "metric": metric,
