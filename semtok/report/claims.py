@@ -178,7 +178,9 @@ def judge(cfg: Config, claim: Claim, values: Values, spread: Spread) -> Judged:
     )
     if None in runs:
         missing = ", ".join(
-            t.pick.sweep or t.pick.run[0] for t, n in zip(claim.terms, runs, strict=True) if n is None
+            f"the {t.pick.sweep} sweep's {t.pick.which} setting" if t.pick.run is None else t.pick.run[0]
+            for t, n in zip(claim.terms, runs, strict=True)
+            if n is None
         )
         return judged(effect=None, noise=None, verdict=NOT_COMPARABLE, reason=f"no {metric} of {missing}")
     effect = direction(metric) * sum(w * v for w, v in zip(weights, ours, strict=True))
@@ -220,7 +222,7 @@ def number(value: float | None, metric: str, sign: bool = False) -> str:
 
 
 def signed_terms(weights: list[int], texts: list[str]) -> str:
-    """ "A vs B" for a comparison of two, else the weighted sum: "−a +2×b −c"."""
+    """Terms as text: A vs B for a comparison of two, else the weighted sum (−a +2×b −c)."""
     if weights == [1, -1]:
         return " vs ".join(texts)
     signs = {1: "+", -1: "−"}
@@ -258,23 +260,11 @@ def cells(j: Judged) -> dict[str, str]:
 
 def rows(judged: list[Judged]) -> list[list[str]]:
     """The table's cells, in `HEADER` order."""
-    out = []
-    for i, j in enumerate(judged, 1):
-        c = cells(j)
-        out.append(
-            [
-                str(i),
-                j.claim.statement,
-                j.claim.source,
-                c["runs"],
-                c["metric"],
-                c["paper"],
-                c["ours"],
-                c["effect"],
-                c["verdict"],
-            ]
-        )
-    return out
+    keys = ("runs", "metric", "paper", "ours", "effect", "verdict")
+    return [
+        [str(i), j.claim.statement, j.claim.source, *(cells(j)[k] for k in keys)]
+        for i, j in enumerate(judged, 1)
+    ]
 
 
 def to_frame(cfg: Config, judged: list[Judged]) -> pd.DataFrame:
@@ -305,7 +295,7 @@ def to_frame(cfg: Config, judged: list[Judged]) -> pd.DataFrame:
 
 
 def counts(judged: list[Judged]) -> str:
-    """ "holds 13, reverses 5, within noise 2, not comparable 1"."""
+    """How many claims got each verdict, e.g. holds 13, reverses 5, within noise 2, not comparable 1."""
     return ", ".join(f"{v} {sum(j.verdict == v for j in judged)}" for v in VERDICTS)
 
 

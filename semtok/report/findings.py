@@ -30,11 +30,6 @@ Premise = Literal["", "bpp", "budget"]
 RECONSTRUCTION, GENERATION = "reconstruction", "generation"
 PAPER_METRIC = {RECONSTRUCTION: "PSNR", GENERATION: "gFID"}  # the paper's number of a general finding
 LOWER_IS_BETTER = {"rFID", "LPIPS", "gFID"}  # every other metric a claim reads is higher-is-better
-SINGLE: tuple[Which, ...] = (
-    "first",
-    "last",
-    "main",
-)  # a sweep pick of one setting; others: the best of several
 
 
 @dataclass(frozen=True)

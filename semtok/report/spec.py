@@ -314,12 +314,13 @@ def learning_needs(cfg: Config) -> list[Input]:
     return _checked(cfg, LEARNING, needs)
 
 
-def pick_needs(cfg: Config, pick: Pick, target: str = CLAIMS) -> list[Input]:
+def pick_needs(cfg: Config, pick: Pick) -> list[Input]:
     """The runs a claim's term reads (semtok.report.findings.Pick): one table-row run, or the settings
-    of a sweep of the sweep generator that `pick.which` names (in sweep order)."""
+    of a sweep of the sweep generator that `pick.which` names (in sweep order; none where the sweep
+    has no such setting)."""
     if pick.run is not None:
         if pick.run not in REFERENCE_RULES:
-            variant(cfg, family(pick.kind), pick.run[0], target)
+            variant(cfg, family(pick.kind), pick.run[0], CLAIMS)
         return [Input(pick.kind, *bound(cfg.report, pick.kind, pick.run))]
     generator = cfg.evaluation.sweeps.generator
     values = list(getattr(cfg.evaluation.sweeps, pick.sweep))
@@ -457,10 +458,18 @@ def training_images(cfg: Config, variant: str) -> tuple[int, int]:
     return stage1.steps * stage1.batch_size, stage2.steps * stage2.batch_size
 
 
+def budgets(cfg: Config, needs: list[Input]) -> dict[str, tuple[int, int]]:
+    """`training_images` of every tokenizer run among `needs`."""
+    return {
+        n.variant: training_images(cfg, n.variant) for n in needs if n.kind == "recon" and not n.reference
+    }
+
+
 def target_settings(cfg: Config, name: str) -> dict[str, Any]:
     """Every config value table or figure `name` reads, besides its input files: its runs (by variant
     and setting) and what it prints about them; the sweep values and the generator's own setting of a
-    sweep figure; the seed of the t-SNE; the run id a table prints. The learning table also reads the
+    sweep figure (and of the claims table); the seed of the t-SNE; the run id a table prints; the claims
+    table's settings, replicas and training budgets. The learning table also reads the
     class count from the train index, a file."""
     if name in FIGURES:
         fig = FIGURES[name]
@@ -479,12 +488,13 @@ def target_settings(cfg: Config, name: str) -> dict[str, Any]:
     elif name == CLAIMS:
         out["claims"] = dataclasses.asdict(cfg.report.claims)
         out["replicas"] = replicas(cfg)
-        out["budget"] = {n.variant: training_images(cfg, n.variant) for n in needs if n.kind == "recon"}
+        out["budget"] = budgets(cfg, needs)
+        out["sample"] = dataclasses.asdict(sample_config(cfg, cfg.evaluation.sweeps.generator, MAIN))
     else:
         out["runs"] = [(*run, run_settings(cfg, need)) for run, need in zip(out["runs"], needs, strict=True)]
         out["notes"] = notes(cfg, TABLES[name])
         if TABLES[name].budget:
-            out["budget"] = {n.variant: training_images(cfg, n.variant) for n in needs if n.kind == "recon"}
+            out["budget"] = budgets(cfg, needs)
     return out
 
 

@@ -145,6 +145,16 @@ def test_unequal_bits_per_pixel_make_the_1d_vs_2d_comparison_not_comparable(cfg,
     )
 
 
+def test_a_sweep_without_the_setting_a_claim_reads_is_not_comparable(cfg, world):
+    sweeps = dataclasses.replace(cfg.evaluation.sweeps, cfg_linear=[1.0, 5.0], top_p=[0.5, 1.0])
+    cfg = dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, sweeps=sweeps))
+    got = judged(cfg, world)
+    assert got["cfg-gfid"].verdict == claims.NOT_COMPARABLE
+    assert got["cfg-gfid"].reason == "no gFID of the cfg_linear sweep's interior setting"
+    assert got["top-p"].reason == "no gFID of the top_p sweep's main setting"  # 0.75 is not in the sweep
+    assert got["cfg-is"].verdict != claims.NOT_COMPARABLE
+
+
 def test_without_replicas_only_class_acc_has_a_noise_level(cfg, world):
     none = dataclasses.replace(cfg.report.claims, tokenizer_replicas=[], generator_replicas=[])
     cfg = dataclasses.replace(cfg, report=dataclasses.replace(cfg.report, claims=none))
@@ -186,6 +196,7 @@ def test_the_table_files_state_the_rule_and_the_noise(cfg, world, tmp_path):
     assert f"config hash {target_hash(cfg, CLAIMS)}" in md
     tex = outputs["tex"].read_text()
     assert r"\begin{tabular}" in tex and tex.count(r"\\") > len(FINDINGS)
+    assert not {"σ", "±", "√", "Σ", "ᵢ", "²"} & set(tex)  # written as LaTeX math
 
 
 def test_the_plot_and_the_cli(cfg, world, tmp_path):
