@@ -152,7 +152,9 @@ def test_default_config_dry_run_builds_everything_from_the_synthetic_data(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout + done.stderr)
     assert counts["synthetic_imagenet"] == 1 and counts["teacher"] == 4
-    assert counts["stage1"] == 8 and counts["stage2"] == 11 and counts["train_ar"] == 9
+    # + b18-seed1 and ar-l-seed1, the claims table's seed replicas
+    assert counts["stage1"] == 9 and counts["stage2"] == 12 and counts["train_ar"] == 10
+    assert counts["claims"] == 1 and counts["total"] == 158
 
 
 def checkout(dest: Path) -> Path:
