@@ -306,7 +306,9 @@ class TokenizerConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     sampler: FlowSamplerConfig = field(default_factory=FlowSamplerConfig)
-    dump_batch_size: int = setting(128, ge=1)  # images a batch when dumping tokens for the generator
+    dump_batch_size: int = setting(128, ge=1)
+    # added to the run's seed for this variant's training and flow decoding (seed replicas, report.claims)
+    seed_offset: int = setting(0, ge=0, le=SEED_MAX)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,6 +361,8 @@ class GeneratorConfig:
         )
     )
     sample: SampleConfig = field(default_factory=SampleConfig)
+    # added to the run's seed for this variant's training and sampling (seed replicas, report.claims)
+    seed_offset: int = setting(0, ge=0, le=SEED_MAX)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,9 +436,25 @@ class GeneratorRoles:
 
 
 @dataclass
+class ClaimsConfig:
+    """The claims table (semtok/report/claims.py). Its noise is the seed-to-seed spread of the main
+    tokenizer (role `semtok`) and generator (role `ar_l`): the replicas are variants equal to those
+    except for `seed_offset` (a generator replica models the main tokenizer or one of its replicas).
+    A comparison the paper states for reconstruction or generation in general is decided by
+    `reconstruction_metric` or `generation_metric`; a verdict needs an effect beyond `z` times its noise."""
+
+    tokenizer_replicas: list[str] = field(default_factory=list)
+    generator_replicas: list[str] = field(default_factory=list)
+    reconstruction_metric: Literal["PSNR", "SSIM", "LPIPS", "rFID", "class_acc"] = "PSNR"
+    generation_metric: Literal["gFID", "IS", "Precision", "Recall", "class_acc"] = "gFID"
+    z: float = setting(2.0, gt=0)
+
+
+@dataclass
 class ReportConfig:
     tokenizers: TokenizerRoles = field(default_factory=TokenizerRoles)
     generators: GeneratorRoles = field(default_factory=GeneratorRoles)
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,6 +485,11 @@ class Config:
 
     def generator_variant(self, name: str) -> GeneratorConfig:
         return _variant(self.generator, self.generator_variants, name, "generator_variants")
+
+    def variant_seed(self, section: TokenizerConfig | GeneratorConfig) -> int:
+        """The seed of a variant's training, sampling and flow decoding: the run's seed plus the
+        variant's `seed_offset` (0 but for seed replicas)."""
+        return self.seed + section.seed_offset
 
     def stage1_source(self, name: str) -> str | None:
         """The variant whose Stage I weights `name` starts Stage II from (None: no Stage I)."""

@@ -150,7 +150,7 @@ def stage1(cfg: Config, variant: str) -> dict[str, Any]:
         "frozen": _tokenizer_frozen(cfg, t, semantic=True, from_init=True),
         "data": data_stream(cfg.data),
         "numerics": numerics(cfg.compute),
-        "seed": cfg.seed,
+        "seed": cfg.variant_seed(t),  # the run's seed plus the variant's seed_offset
     }
 
 
@@ -172,7 +172,7 @@ def stage2(cfg: Config, variant: str) -> dict[str, Any]:
         ),
         "data": data_stream(cfg.data),
         "numerics": numerics(cfg.compute),
-        "seed": cfg.seed,
+        "seed": cfg.variant_seed(t),
     }
 
 
@@ -196,7 +196,7 @@ def generator(cfg: Config, variant: str) -> dict[str, Any]:
         "class_dropout": g.class_dropout,
         "optim": optim(g.optim),
         "numerics": numerics(cfg.compute),
-        "seed": cfg.seed,
+        "seed": cfg.variant_seed(g),
     }
 
 
@@ -208,7 +208,7 @@ def sample(cfg: Config, variant: str, setting: str) -> dict[str, Any]:
         "sample": dataclasses.asdict(sample_config(cfg, variant, setting)),
         "grid_images": cfg.evaluation.grid_images if setting == PROGRESSIVE else None,
         "numerics": numerics(cfg.compute),
-        "seed": cfg.seed,
+        "seed": cfg.variant_seed(cfg.generator_variant(variant)),
     }
 
 
@@ -250,6 +250,7 @@ def recon(cfg: Config, variant: str | None, mode: str) -> dict[str, Any]:
         model = {
             "stage1": None if source is None else stage1(cfg, source),
             "sampler": dataclasses.asdict(cfg.tokenizer_variant(variant).sampler),
+            "seed": cfg.variant_seed(cfg.tokenizer_variant(variant)),  # the flow's noise
         }
     else:
         model = {"stage2": stage2(cfg, variant)}

@@ -39,7 +39,8 @@ def test_shipped_configs_load(name):
         "finetune-only",
         "lpips-only",
         "resnet-only",
-    }
+        "b18-seed1",  # a seed replica of b18 (report.claims)
+    } | ({"b18-seed2"} if name == "paper.yaml" else set())
     assert cfg.tokenizer_variant("b32").bits == 32
     assert cfg.tokenizer_variant("raster").encoder.causal_1d
     assert cfg.stage1_source("lpips-only") == "b18" and cfg.stage1_source("finetune-only") is None

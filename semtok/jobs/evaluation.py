@@ -22,6 +22,7 @@ from semtok.eval.metrics import stats_from_features
 from semtok.eval.recon import (
     MODES,
     code_metrics,
+    decoding_fields,
     image_metrics,
     latent_bits,
     reconstruct,
@@ -129,6 +130,7 @@ def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         variant, setting = VAE
         rec = reconstruct(cfg, vae_decoder(cfg, device), device)
         extra = latent_bits(cfg, rec)
+        decoding = None
         config_hash = keys.digest(keys.recon(cfg, None, "vae"))
     else:
         if args.variant is None:
@@ -136,9 +138,10 @@ def eval_recon(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         variant, setting = args.variant, args.mode
         decode, tok = tokenizer_decoder(cfg, variant, args.mode, device)
         rec = reconstruct(cfg, decode, device)
-        extra = code_metrics(tok, rec)
+        extra = code_metrics(cfg, tok, rec)
+        decoding = decoding_fields(cfg, variant, args.mode)
         config_hash = keys.digest(keys.recon(cfg, variant, args.mode))
-    values, protocols = image_metrics(cfg, rec, Path(args.reference), device)
+    values, protocols = image_metrics(cfg, rec, Path(args.reference), device, decoding)
     values, protocols = {**values, **extra[0]}, {**protocols, **extra[1]}
     write_metrics(
         Path(args.output),

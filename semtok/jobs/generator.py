@@ -48,7 +48,8 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_generator(cfg: Config, variant: str, token_shards: list[str], output: Path) -> dict[str, Any]:
     g = cfg.generator_variant(variant)
-    torch.manual_seed(cfg.seed)
+    seed = cfg.variant_seed(g)
+    torch.manual_seed(seed)
     model = build_generator(cfg, variant)
     data = TokenDataset(token_shards, model.config.bits)
     job = f"generator-{variant}"
@@ -58,7 +59,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
         cfg.compute,
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
-        seed=cfg.seed,
+        seed=seed,
         settings=keys.digest(keys.generator(cfg, variant)),
         hparams=keys.hparams(keys.generator(cfg, variant)),
         project=cfg.run_id,
@@ -68,7 +69,7 @@ def train_generator(cfg: Config, variant: str, token_shards: list[str], output: 
 
     def make_batches(segment: int):
         stream = data.batches(
-            g.optim.batch_size, segment_seed(cfg.seed, segment), acc.process_index, acc.num_processes
+            g.optim.batch_size, segment_seed(seed, segment), acc.process_index, acc.num_processes
         )
         for batch in stream:
             yield {k: v.to(trainer.device, non_blocking=True) for k, v in batch.items()}
@@ -109,6 +110,7 @@ def pipeline(cfg: Config, variant: str) -> SemTokPipeline:
 
 def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[str, Any]:
     sc = sample_config(cfg, variant, setting)
+    base_seed = cfg.variant_seed(cfg.generator_variant(variant))
     pipe = pipeline(cfg, variant)
     labels = np.repeat(np.arange(num_classes(cfg), dtype=np.int64), sc.per_class)
     chunk_dir = output.with_name(output.name + ".chunks")
@@ -119,7 +121,7 @@ def sample_main(cfg: Config, variant: str, setting: str, output: Path) -> dict[s
             continue  # finished before a kill or preemption
         images, seeds = [], []
         for b, start in enumerate(range(0, len(chunk_labels), sc.batch_size)):
-            seed = cfg.seed * 1_000_003 + c * 10_007 + b
+            seed = base_seed * 1_000_003 + c * 10_007 + b
             generator = torch.Generator(pipe.device).manual_seed(seed)
             batch = chunk_labels[start : start + sc.batch_size]
             images.append(pipe(batch, generator=generator, output_type="np", **sampler_kwargs(sc)).images)
@@ -146,7 +148,7 @@ def sample_progressive(cfg: Config, variant: str, output: Path) -> dict[str, Any
     causal = pipe.transformer.config.causal
     total = pipe.transformer.config.num_tokens if causal else sc.steps
     points = sorted({int(round(x)) for x in np.linspace(0, total - 1, PROGRESSIVE_POINTS)})
-    generator = torch.Generator(pipe.device).manual_seed(cfg.seed)
+    generator = torch.Generator(pipe.device).manual_seed(cfg.variant_seed(cfg.generator_variant(variant)))
     out = pipe.sample_tokens(labels, dataclasses.replace(sc, order="raster"), generator, return_steps=points)
     partial, fraction = [], []
     for step in points:

@@ -13,10 +13,10 @@ from typing import Any
 from semtok import paths
 from semtok.config import Config
 from semtok.jobs import EntryPoint
-from semtok.report import html, learning, resources
+from semtok.report import claims, html, learning, resources
 from semtok.report.figures import draw
 from semtok.report.reported import TABLES
-from semtok.report.spec import FIGURES, LEARNING
+from semtok.report.spec import CLAIMS, FIGURES, LEARNING
 from semtok.report.tables import write_table
 
 TABLE_FORMATS = ("csv", "md", "tex")
@@ -27,8 +27,8 @@ def table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name",
         required=True,
-        choices=[*TABLES, LEARNING],
-        help="paper table (or the learning table) to build",
+        choices=[*TABLES, LEARNING, CLAIMS],
+        help="paper table (or the learning or claims table) to build",
     )
     parser.add_argument("--results", help="folder holding metrics/ (default: the config's out_dir)")
     for ext in TABLE_FORMATS:
@@ -42,11 +42,15 @@ def table(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     }
     if args.name == LEARNING:
         return learning.write(cfg, results, outputs)
+    if args.name == CLAIMS:
+        return claims.write(cfg, results, outputs)
     return write_table(TABLES[args.name], cfg, results, outputs)
 
 
 def figure_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", required=True, choices=list(FIGURES), help="paper figure to draw")
+    parser.add_argument(
+        "--name", required=True, choices=[*FIGURES, CLAIMS], help="paper figure (or the claims plot) to draw"
+    )
     parser.add_argument(
         "--results", help="folder holding metrics/ and samples/ (default: the config's out_dir)"
     )
@@ -56,7 +60,7 @@ def figure_arguments(parser: argparse.ArgumentParser) -> None:
 
 def figure(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     results = Path(args.results) if args.results else cfg.out
-    fig = draw(args.name, cfg, results)
+    fig = claims.figure(cfg, results) if args.name == CLAIMS else draw(args.name, cfg, results)
     outputs = [
         Path(getattr(args, ext) or paths.figure_file(results, args.name, ext)) for ext in FIGURE_FORMATS
     ]

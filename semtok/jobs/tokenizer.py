@@ -45,14 +45,14 @@ def save_tokenizer(objective: torch.nn.Module, folder: Path) -> None:
 
 def trainer(cfg: Config, job: str, objectives: dict[str, Objective], settings: dict[str, Any]) -> Trainer:
     """The loop of tokenizer job `job`: checkpoints and logs under the run's folders, resumed only under
-    the job's settings key (semtok/keys.py)."""
+    the job's settings key (semtok/keys.py), seeded by the variant's seed."""
     return Trainer(
         job,
         objectives,
         cfg.compute,
         paths.checkpoint_dir(cfg.out, job),
         paths.log_dir(cfg.out, job),
-        seed=cfg.seed,
+        seed=settings["seed"],  # the variant's seed (keys.stage1, keys.stage2)
         settings=keys.digest(settings),
         hparams=keys.hparams(settings),
         project=cfg.run_id,
@@ -65,7 +65,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
         raise ConfigError(
             f"tokenizer_variants.{variant}: Stage I is {t.stage1.from_variant!r} (stage1.from_variant); nothing to train"
         )
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.variant_seed(t))
     model = build_tokenizer(cfg, variant)
     loop = trainer(
         cfg,
@@ -77,7 +77,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     online = not cfg.data.precompute_siglip and model.semantic is not None
     siglip = SiglipOnline(cfg, loop.device) if online else None
     features = ("latents",) if online or model.semantic is None else ("latents", "siglip")
-    make_batches = data_stream(cfg, loop, t.stage1.optim.batch_size, features, images=online)
+    make_batches = data_stream(cfg, loop, t.stage1.optim.batch_size, features, online, cfg.variant_seed(t))
     loop.fit(make_batches, stage1_step(t, siglip))
     loop.export(save_tokenizer, output)
     return {"variant": variant, "steps": loop.step, "output": str(output)}
@@ -86,7 +86,7 @@ def train_stage1(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
 def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     t = cfg.tokenizer_variant(variant)
     s2 = t.stage2
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.variant_seed(t))
     model = stage2_start(cfg, variant)
     if cfg.compute.grad_checkpointing:
         model.vae.enable_gradient_checkpointing()
@@ -107,7 +107,7 @@ def train_stage2(cfg: Config, variant: str, output: Path) -> dict[str, Any]:
     online = semantic and not cfg.data.precompute_siglip
     siglip = SiglipOnline(cfg, loop.device) if online else None
     features = ("latents", "siglip") if semantic and not online else ("latents",)
-    make_batches = data_stream(cfg, loop, s2.optim.batch_size, features, images=True)
+    make_batches = data_stream(cfg, loop, s2.optim.batch_size, features, True, cfg.variant_seed(t))
     loop.fit(make_batches, stage2_step(t, perceptual, siglip))
     loop.export(save_tokenizer, output)
     return {"variant": variant, "steps": loop.step, "output": str(output)}

@@ -1,8 +1,10 @@
 """Binary quantizers: BSQ (SemTok's Q) and LFQ (Table 10 ablation), with the entropy loss.
 
 SPEC §2 "Quantizer Q". BSQ (Zhao et al. 2024): u = z / ||z||_2, Q(z) = sign(u) / sqrt(d), trained
-with a straight-through estimator. The bits are the code: index k = sum_i 1[u_i > 0] 2^i
-(little endian, i = 0..d-1); no codebook tensor exists.
+with the straight-through estimator applied to the sign before the scaling, as bsq-vit does:
+Q = a (u + sg(sign(u) - u)) with a = 1/sqrt(d), so dQ/du = a I (the gradient that reaches the encoder
+through the codes is 1/sqrt(d) of the decoder's; LFQ's a = 1 leaves it whole). The bits are the code:
+index k = sum_i 1[u_i > 0] 2^i (little endian, i = 0..d-1); no codebook tensor exists.
 
 Entropy loss L_quant = E[H(q(z))] - H(E[q(z)]) with soft quantization factorised over groups of g
 bits: p(c | x_g) = softmax over the 2^g corners c = s * a, s in {-1, +1}^g, of (2/tau) <x_g, c>,
@@ -35,7 +37,7 @@ _EPS = 1e-8
 
 @dataclass
 class QuantizerOutput:
-    """codes: (B, K, d) quantized tokens carrying the STE gradient; bits: (B, K, d) bool;
+    """codes: (B, K, d) quantized tokens carrying the STE gradient (corner · identity); bits: (B, K, d) bool;
     indices: (B, K) int64; losses are scalar tensors (entropy_loss unweighted, commit_loss already
     times the quantizer's commit_weight); metrics hold detached scalar tensors."""
 
@@ -161,8 +163,8 @@ class QuantizerBase(nn.Module):
         with float32(z.device):
             x = self.project(z.float())
             bits = x > 0
-            hard = self.bits_to_codes(bits, self.corner)
-            codes = x + (hard - x).detach()
+            signs = bits.float() * 2 - 1
+            codes = self.corner * (x + (signs - x).detach())  # straight through the sign, then scaled
             per_sample, codebook = factorized_entropy(
                 x.flatten(0, -2), self.corner, self.tau, self.group_size
             )
@@ -175,7 +177,7 @@ class QuantizerBase(nn.Module):
                 per_sample_entropy=per_sample,
                 codebook_entropy=codebook,
                 entropy_loss=per_sample - codebook,
-                commit_loss=self.commitment(x, hard),
+                commit_loss=self.commitment(x, self.corner * signs),
                 metrics=metrics,
             )
 

@@ -19,7 +19,9 @@ Mapping decisions (also printed in each table's notes):
   This is an assumption; swapping the two middle rows is the only other reading.
 - Table 1's "SD3.5-VAE" row (recon = `VAE`, CSV variant `vae`, setting `frozen`) is ours only: the
   frozen VAE alone, the ceiling of our tokenizers, beside the paper's SD-VAE row.
-- Table 12 "Only Fine-tuning" is our `finetune_only` role (Stage II from the SD3.5 init).
+- Table 12 "Only Fine-tuning" is our `finetune_only` role (Stage II from the SD3.5 init). The paper
+  gives no budgets; ours are stated under the table, which marks its rows not comparable at equal
+  budget while they saw different numbers of images.
 - Table 14 "Confidence-based" is `ar_l` sampled with setting `order-confidence` (semtok.sampling.settings).
 """
 
@@ -71,6 +73,9 @@ class PaperTable:
     info: tuple[str, ...] = ()  # headers of the descriptive cells
     # str.format templates: "{tokenizers.<role>}" / "{generators.<role>}" name the variant of a role
     notes: tuple[str, ...] = field(default=())
+    # the rows compare training strategies: the table states each tokenizer's training budget (images
+    # seen) and marks the comparison not comparable at equal budget when the budgets differ
+    budget: bool = False
 
 
 def _rows(metrics: tuple[str, ...], n_info: int, data: list[tuple]) -> tuple[Row, ...]:
@@ -352,6 +357,7 @@ TABLE12 = PaperTable(
             ("Pre-training & Fine-tuning", 0.88, 22.19, 0.639, 0.128, SEMTOK),
         ],
     ),
+    budget=True,
 )
 
 TABLE13 = PaperTable(

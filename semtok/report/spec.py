@@ -27,14 +27,29 @@ from typing import Any, Literal
 from semtok import paths as P
 from semtok.config import Config, ConfigError, ReportConfig, section_hash
 from semtok.eval.records import ORIGINAL, VAE
+from semtok.report.findings import CLAIMS as FINDINGS
+from semtok.report.findings import Pick
 from semtok.report.reported import TABLES, PaperTable, Row
 from semtok.report.resources import RESOURCES, RESOURCES_CAPTION
-from semtok.sampling.settings import MAIN, PROGRESSIVE, parse_setting, sample_config, sweep_settings
+from semtok.sampling.settings import (
+    MAIN,
+    PROGRESSIVE,
+    SWEEPS,
+    parse_setting,
+    sample_config,
+    setting_name,
+    sweep_settings,
+)
 
 LEARNING = "learning"
 LEARNING_CAPTION = (
     "Learning evidence: a frozen classifier's accuracy (class_acc) on the validation images, on "
     "reconstructions (true labels) and on samples (requested labels), with reconstruction PSNR."
+)
+CLAIMS = "claims"
+CLAIMS_CAPTION = (
+    "Which of the paper's findings the run confirms: each comparison the paper draws from its tables and "
+    "figures, the paper's numbers, ours, and a verdict from the measured noise."
 )
 DATA_SUMMARY = "data_summary"  # written by rule data_summary
 # Every table of the report (`tables/<name>.md`, shown as `tables/<name>.html`) with its caption: the
@@ -42,6 +57,7 @@ DATA_SUMMARY = "data_summary"  # written by rule data_summary
 REPORT_TABLES: dict[str, str] = {
     **{name: table.caption for name, table in TABLES.items()},
     LEARNING: LEARNING_CAPTION,
+    CLAIMS: CLAIMS_CAPTION,
     RESOURCES: RESOURCES_CAPTION,
     DATA_SUMMARY: "The data: images, classes, converted and rejected files and shards of each split.",
 }
@@ -358,12 +374,95 @@ def learning_needs(cfg: Config) -> list[Input]:
     return _checked(cfg, LEARNING, needs)
 
 
+def pick_needs(cfg: Config, pick: Pick) -> list[Input]:
+    """The runs a claim's term reads (semtok.report.findings.Pick): one table-row run, or the settings
+    of a sweep of the sweep generator that `pick.which` names (in sweep order; none where the sweep
+    has no such setting)."""
+    if pick.run is not None:
+        if pick.run not in REFERENCE_RULES:
+            variant(cfg, family(pick.kind), pick.run[0], CLAIMS)
+        return [Input(pick.kind, *bound(cfg.report, pick.kind, pick.run))]
+    generator = cfg.evaluation.sweeps.generator
+    values = list(getattr(cfg.evaluation.sweeps, pick.sweep))
+    own = getattr(sample_config(cfg, generator, MAIN), SWEEPS[pick.sweep].field)
+    chosen = {
+        "first": values[:1],
+        "last": values[-1:],
+        "main": [v for v in values if v == own],
+        "others": [v for v in values if v != own],
+        "interior": values[1:-1],
+        "ends": [values[0], values[-1]] if len(values) > 1 else values,
+        "all": values,
+    }[pick.which]
+    return [Input("gen", generator, setting_name(pick.sweep, v)) for v in dict.fromkeys(chosen)]
+
+
+def replicas(cfg: Config) -> dict[Family, list[str]]:
+    """The main variant and its seed replicas (`report.claims`) of each family: tokenizers (role
+    semtok) and generators (role ar_l). A replica must equal its main variant but for `seed_offset`
+    (and, for a generator, its tokenizer: the main tokenizer or one of its replicas), with an offset
+    of its own; a ConfigError names the key otherwise."""
+    claims = cfg.report.claims
+    out: dict[Family, list[str]] = {}
+    for fam, role, names in (
+        ("tokenizers", "semtok", claims.tokenizer_replicas),
+        ("generators", "ar_l", claims.generator_replicas),
+    ):
+        main = variant(cfg, fam, role, CLAIMS)
+        section = f"{fam[:-1]}_variants"
+        get = cfg.tokenizer_variant if fam == "tokenizers" else cfg.generator_variant
+        key = f"report.claims.{fam[:-1]}_replicas"
+        base = dataclasses.asdict(get(main))
+        offsets = {base.pop("seed_offset")}
+        if fam == "generators":
+            tokenizers = out["tokenizers"]
+            base.pop("tokenizer")
+        for name in names:
+            if name not in getattr(cfg, section):
+                raise ConfigError(f"{key}: {name!r} is not in {section}")
+            replica = dataclasses.asdict(get(name))
+            offset = replica.pop("seed_offset")
+            if fam == "generators" and replica.pop("tokenizer") not in tokenizers:
+                raise ConfigError(
+                    f"{key}: {name!r} must model the tokenizer {tokenizers[0]!r} or one of its replicas"
+                )
+            if replica != base:
+                differ = sorted(k for k in base if base[k] != replica.get(k))
+                raise ConfigError(
+                    f"{key}: {name!r} differs from {main!r} in {differ}; a seed replica differs only in seed_offset"
+                )
+            if offset in offsets:
+                raise ConfigError(
+                    f"{key}: {name!r} repeats seed_offset {offset} of another replica or of {main!r}"
+                )
+            offsets.add(offset)
+        out[fam] = [main, *dict.fromkeys(names)]
+    return out
+
+
+def replica_needs(cfg: Config) -> list[Input]:
+    """The runs whose seed-to-seed spread is the claims' noise: the refiner reconstructions of the
+    main tokenizer and its replicas, the main samples of the main generator and its replicas."""
+    runs = replicas(cfg)
+    return [Input("recon", v, "refiner") for v in runs["tokenizers"]] + [
+        Input("gen", v, MAIN) for v in runs["generators"]
+    ]
+
+
+def claims_needs(cfg: Config) -> list[Input]:
+    """Every metric CSV of the claims table: each claim's runs, then the seed replicas."""
+    needs = [n for claim in FINDINGS for term in claim.terms for n in pick_needs(cfg, term.pick)]
+    return _checked(cfg, CLAIMS, needs + replica_needs(cfg))
+
+
 def table_needs(cfg: Config, name: str) -> list[Input]:
-    """The metric CSVs of table `name` (a paper table or "learning"), in row order (each once)."""
+    """The metric CSVs of table `name` (a paper table, "learning" or "claims"), in row order (each once)."""
     if name == LEARNING:
         return learning_needs(cfg)
+    if name == CLAIMS:
+        return claims_needs(cfg)
     if name not in TABLES:
-        raise KeyError(f"unknown table {name!r}; known: {', '.join([*TABLES, LEARNING])}")
+        raise KeyError(f"unknown table {name!r}; known: {', '.join([*TABLES, LEARNING, CLAIMS])}")
     return _checked(cfg, name, [need for need in row_needs(cfg, TABLES[name]) if need is not None])
 
 
@@ -407,10 +506,30 @@ def run_settings(cfg: Config, need: Input) -> dict[str, Any]:
     }
 
 
+def training_images(cfg: Config, variant: str) -> tuple[int, int]:
+    """The images tokenizer `variant`'s training saw, (Stage I, Stage II), each steps × global batch;
+    its Stage I is that of its source (`stage1.from_variant`), 0 without one (Table 12's fine-tuning
+    only)."""
+    stage2 = cfg.tokenizer_variant(variant).stage2.optim
+    source = cfg.stage1_source(variant)
+    if source is None:
+        return 0, stage2.steps * stage2.batch_size
+    stage1 = cfg.tokenizer_variant(source).stage1.optim
+    return stage1.steps * stage1.batch_size, stage2.steps * stage2.batch_size
+
+
+def budgets(cfg: Config, needs: list[Input]) -> dict[str, tuple[int, int]]:
+    """`training_images` of every tokenizer run among `needs`."""
+    return {
+        n.variant: training_images(cfg, n.variant) for n in needs if n.kind == "recon" and not n.reference
+    }
+
+
 def target_settings(cfg: Config, name: str) -> dict[str, Any]:
     """Every config value table or figure `name` reads, besides its input files: its runs (by variant
     and setting) and what it prints about them; the sweep values and the generator's own setting of a
-    sweep figure; the seed of the t-SNE; the run id a table prints. The learning table also reads the
+    sweep figure (and of the claims table); the seed of the t-SNE; the run id a table prints; the claims
+    table's settings, replicas and training budgets. The learning table also reads the
     class count from the train index, a file."""
     if name in FIGURES:
         fig = FIGURES[name]
@@ -426,9 +545,16 @@ def target_settings(cfg: Config, name: str) -> dict[str, Any]:
     if name == LEARNING:
         flows = [n.variant for n in needs if n.setting == "diffusion"]
         out["flow_steps"] = {tok: cfg.tokenizer_variant(tok).sampler.steps for tok in flows}
+    elif name == CLAIMS:
+        out["claims"] = dataclasses.asdict(cfg.report.claims)
+        out["replicas"] = replicas(cfg)
+        out["budget"] = budgets(cfg, needs)
+        out["sample"] = dataclasses.asdict(sample_config(cfg, cfg.evaluation.sweeps.generator, MAIN))
     else:
         out["runs"] = [(*run, run_settings(cfg, need)) for run, need in zip(out["runs"], needs, strict=True)]
         out["notes"] = notes(cfg, TABLES[name])
+        if TABLES[name].budget:
+            out["budget"] = budgets(cfg, needs)
     return out
 
 
@@ -455,7 +581,7 @@ def figure_inputs(cfg: Config, name: str) -> list[Path]:
 
 
 def all_needs(cfg: Config) -> list[Input]:
-    needs = [n for t in [*TABLES, LEARNING] for n in table_needs(cfg, t)] + [
+    needs = [n for t in [*TABLES, LEARNING, CLAIMS] for n in table_needs(cfg, t)] + [
         n for f in FIGURES for n in figure_needs(cfg, f)
     ]
     return list(dict.fromkeys(needs))

@@ -25,7 +25,17 @@ from semtok.config import Config, ReportConfig, section_hash
 from semtok.eval.records import COLUMNS, ORIGINAL, VAE
 from semtok.report.protocols import not_comparable
 from semtok.report.reported import TABLES, Column, PaperTable
-from semtok.report.spec import Input, bound, notes, require, row_needs, run_settings, table_needs, target_hash
+from semtok.report.spec import (
+    Input,
+    bound,
+    notes,
+    require,
+    row_needs,
+    run_settings,
+    table_needs,
+    target_hash,
+    training_images,
+)
 
 CSV_COLUMNS = COLUMNS
 REPORTED_ONLY = "reported only"
@@ -61,7 +71,8 @@ class Cell:
     @classmethod
     def make(cls, metric: str, ours: Measured | None, paper: float | None, run: Input | None = None) -> Cell:
         pair = ours is not None and paper is not None
-        return cls(ours, paper, not_comparable(metric, ours.protocol) if pair else None, run)
+        setting = "" if run is None else run.setting
+        return cls(ours, paper, not_comparable(metric, ours.protocol, setting) if pair else None, run)
 
     @property
     def comparable(self) -> bool | None:
@@ -170,7 +181,7 @@ def comparison(
                 if key in indexed.index:
                     found = indexed.loc[key]
                     measured = Measured(float(found.value), str(found.protocol), "", None)
-                cell = Cell.make(col.metric, measured, row.reported[col.metric])
+                cell = Cell.make(col.metric, measured, row.reported[col.metric], Input(col.kind, *run))
                 ours = float("nan") if measured is None else measured.value
                 paper = float("nan") if cell.paper is None else cell.paper
                 records.append(
@@ -296,16 +307,40 @@ def _not_comparable_lines(table: PaperTable, cells: list[list[Cell]]) -> list[st
     return [f"{NOT_COMPARABLE} {header} [{', '.join(r)}]: {why}." for (header, why), r in runs.items()]
 
 
+def budget_lines(cfg: Config, variants: list[str]) -> tuple[list[str], str]:
+    """Each tokenizer variant's training budget (images seen in Stage I and II, `training_images`),
+    and a note: equal, or not comparable at equal budget."""
+    budgets = {v: training_images(cfg, v) for v in variants}
+    lines = [f"{v}: Stage I {a:,} + Stage II {b:,} = {a + b:,} images" for v, (a, b) in budgets.items()]
+    totals = sorted({sum(b) for b in budgets.values()})
+    if len(totals) == 1:
+        return lines, f"Every row saw the same training budget ({totals[0]:,} images)."
+    note = (
+        f"Unequal training budgets ({totals[0]:,} to {totals[-1]:,} images): the rows' differences mix the "
+        f"training strategy with {totals[-1] / totals[0]:.1f}× as much training, so they are {NOT_COMPARABLE} "
+        "as an ablation at equal budget (equal budgets: the variants' stage1/stage2 optim steps)."
+    )
+    return lines, note
+
+
 def footer(table: PaperTable, cells: list[list[Cell]], cfg: Config) -> dict[str, list[str]]:
+    budget: dict[str, list[str]] = {}
+    budget_note = []
+    if table.budget:
+        variants = [n.variant for n in table_needs(cfg, table.name) if n.kind == "recon" and not n.reference]
+        budget["Budget"], note = budget_lines(cfg, variants)
+        budget_note = [note]
     return {
         "Notes": [
             f"Δ = ours − paper, only where ours was measured under the paper's protocol (same definition, "
             f"feature extractor, reference and sample count); {NOT_COMPARABLE} = not comparable, for the "
             f"reason listed. Rows marked “{REPORTED_ONLY}” are the paper's numbers for other methods.",
             *notes(cfg, table),
+            *budget_note,
             *_not_comparable_lines(table, cells),
         ],
         "Runs": _run_lines(table, cfg),
+        **budget,
         "Protocols": _protocol_lines(table, cells),
         "Config": [f"run_id {cfg.run_id}, config hash {target_hash(cfg, table.name)}"],
     }
@@ -362,6 +397,12 @@ _TEX = {
     "↓": r"$\downarrow$",
     "↑": r"$\uparrow$",
     "Δ": r"$\Delta$",
+    "±": r"$\pm$",
+    "σ": r"$\sigma$",
+    "Σ": r"$\Sigma$",
+    "√": r"$\surd$",
+    "ᵢ": r"$_i$",
+    "²": r"$^2$",
     "−": "--",
     "–": "--",
     "“": "``",

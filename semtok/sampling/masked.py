@@ -10,8 +10,9 @@ linearly from `choice_temperature` to 0 over the steps). Committed tokens never 
 Per-bit top-p: with two outcomes, nucleus filtering keeps only the more likely bit when its
 probability exceeds p (then the bit is the argmax), else samples from both. The "groups2" head
 uses the same nucleus filter over its 2^(d/2) indices. Classifier-free guidance acts on logits,
-l = l_u + s (l_c - l_u), with s rising linearly in the fraction of tokens already known (Fig. 7)
-or constant (Fig. 8); conditional and unconditional passes share one batched forward.
+l = l_u + s (l_c - l_u), with s rising linearly in the fraction of tokens known once the step is done
+(Fig. 7; MAR's schedule: the tokens committed in the step count) or constant (Fig. 8); conditional and
+unconditional passes share one batched forward.
 
 Bits and indices are little-endian, k = sum_i bit_i 2^i (`BinarySphericalQuantizer`).
 """
@@ -105,8 +106,8 @@ def confidence_commit(
 
 
 def cfg_scale_at(known: int, num_tokens: int, cfg_scale: float, schedule: CfgSchedule) -> float:
-    """Guidance scale when `known` of K tokens are committed: linear 1 + (s_max - 1) known/K, or
-    constant s_max."""
+    """Guidance scale of a step after which `known` of K tokens are committed (those it commits
+    included, as MAR's): linear 1 + (s_max - 1) known/K, or constant s_max."""
     if schedule == "linear":
         return 1 + (cfg_scale - 1) * known / num_tokens
     if schedule == "constant":
@@ -257,7 +258,7 @@ def sample(
     num_known = 0
     for step, still_masked in enumerate(schedule):
         target = c.num_tokens - still_masked
-        scale = cfg_scale_at(num_known, c.num_tokens, cfg_scale, cfg_schedule)
+        scale = cfg_scale_at(target, c.num_tokens, cfg_scale, cfg_schedule)
         logits = guided_logits(model, bits, ~known, labels, scale) / temperature
         drawn, confidence = sample_bits(logits, c.head, top_p, generator)
         if order == "confidence":
@@ -289,7 +290,8 @@ def sample_raster(
     on_step: Callable[[int], None] | None = None,
 ) -> SampleOutput:
     """Token-by-token decoding of the causal variant with a KV cache: K one-token forward steps,
-    the same top-p and CFG (the scale's "known" is the number of tokens decoded before the step).
+    the same top-p and CFG (the scale's "known" counts the tokens decoded once the step is done: i + 1
+    at token i).
     partial[i] holds the state after token i."""
     if not model.config.causal:
         raise ValueError("sample_raster needs a causal generator")
@@ -309,7 +311,7 @@ def sample_raster(
         logits = model.forward_step(previous, labels, caches)[:, 0]
         if guided:
             logits = combine_guidance(
-                *logits.chunk(2), cfg_scale_at(i, c.num_tokens, cfg_scale, cfg_schedule)
+                *logits.chunk(2), cfg_scale_at(i + 1, c.num_tokens, cfg_scale, cfg_schedule)
             )
         token, _ = sample_bits(logits / temperature, c.head, top_p, generator)
         bits[:, i] = token

@@ -56,8 +56,10 @@ class SiglipOnline:
         return encode_images_siglip(self.model, images).float()
 
 
-def data_stream(cfg: Config, trainer: Trainer, batch_size: int, features: tuple[str, ...], images: bool):
-    """make_batches(segment) for the loop: the loader, seeded by the segment, batches on device."""
+def data_stream(
+    cfg: Config, trainer: Trainer, batch_size: int, features: tuple[str, ...], images: bool, seed: int
+):
+    """make_batches(segment) for the loop: the loader, seeded by (seed, segment), batches on device."""
     from semtok.data.loader import make_loader
 
     per_process = max(1, batch_size // trainer.accelerator.num_processes)
@@ -69,7 +71,7 @@ def data_stream(cfg: Config, trainer: Trainer, batch_size: int, features: tuple[
             batch_size=per_process,
             features=features,
             images=images,
-            seed=segment_seed(cfg.seed, segment),
+            seed=segment_seed(seed, segment),
         )
         for batch in loader:
             yield {

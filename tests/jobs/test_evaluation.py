@@ -13,7 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from semtok import paths
+from semtok import paths, registry
 from semtok.data.images import to_uint8
 from semtok.eval import reference
 from semtok.eval.features import (
@@ -163,3 +163,52 @@ def test_a_reference_batch_of_another_extractor_is_refused(setup, tmp_path):
         ValueError, match="2048-dimensional statistics.*pretrained.inception.source: pretrained"
     ):
         reference.generation_reference(cfg, setup_, np.zeros((4, 512)))
+
+
+@pytest.mark.parametrize(("mode", "decoded"), [("refiner", "steps=1"), ("diffusion", "steps=3 shift=1.0")])
+def test_a_tokenizer_records_how_it_decoded_and_its_feature_clustering(setup, tmp_path, mode, decoded):
+    """Every image metric's protocol names the decoder's steps (1 for the refiner; the Euler steps and
+    shift of the flow sampler), feature_silhouette is scikit-learn's silhouette of the pooled encoder
+    features (the npz Fig. 6 draws) by class, and the quantizer's soft entropies are recorded."""
+    from sklearn.metrics import silhouette_score
+
+    from semtok.models.factory import build_tokenizer
+
+    cfg, _, ref, _ = setup
+    cfg = dataclasses.replace(cfg, tokenizer_variants={"b18": {"sampler": {"steps": 3}}})
+    torch.manual_seed(0)
+    tok = build_tokenizer(cfg, "b18")
+    if mode == "refiner":
+        tok.decoder.enable_refiner()
+        tok.register_to_config(decoder_config=registry.public_config(tok.decoder.config))
+    tok.save_pretrained(paths.tokenizer_dir(cfg.out, "b18", "stage2" if mode == "refiner" else "stage1"))
+    out, features = tmp_path / "b18.csv", tmp_path / "features.npz"
+    args = argparse.Namespace(
+        variant="b18",
+        mode=mode,
+        reference=str(ref),
+        output=str(out),
+        examples=str(tmp_path / "ex.npz"),
+        features=str(features),
+    )
+    evaluation.eval_recon(args, cfg)
+    protocols = _protocols(out)
+    for metric in ("rFID", "PSNR", "SSIM", "LPIPS", "class_acc"):
+        assert protocols[metric].endswith(f" {decoded}"), (metric, protocols[metric])
+    with np.load(features) as f:
+        pooled, labels = f["features"], f["labels"]
+    assert len(np.unique(labels)) == CLASSES
+    expected = silhouette_score(pooled, labels)
+    got = _metrics(out)
+    assert got["feature_silhouette"] == pytest.approx(expected)
+    silhouette = f"definition=sklearn-silhouette-euclidean-by-class n={CLASSES * 3}"
+    assert protocols["feature_silhouette"] == silhouette
+    # the quantizer's soft entropies of the validation tokens: the per-sample one is a mean over tokens,
+    # so batch by batch it equals that of all tokens at once; the codebook one is at least it, at most d ln 2
+    latents = torch.cat([b["latent"] for b in reference.val_batches(cfg, 64, features=("latents",))])
+    with torch.no_grad():
+        whole = tok.eval().quantize(latents)[1]
+    assert got["entropy_per_sample"] == pytest.approx(float(whole.per_sample_entropy), rel=1e-4)
+    assert got["entropy_per_sample"] <= got["entropy_codebook"] <= 18 * np.log(2)
+    entropy = f"definition=soft-quantizer-entropy-nats tau=1.0 batch=5 n={CLASSES * 3}"
+    assert protocols["entropy_codebook"] == entropy

@@ -71,14 +71,17 @@ def test_too_many_bits_raise():
         bsq(18, group_size=4)
 
 
-def test_bsq_straight_through_gradient_is_that_of_u():
+@pytest.mark.parametrize("d", [18, 32])
+def test_bsq_straight_through_gradient_is_that_of_u_over_sqrt_d(d):
+    """bsq-vit: the STE passes sign(u), then the codes are scaled by 1/sqrt(d), so dQ/du = I/sqrt(d)
+    (an STE on the scaled codes, u + sg(sign(u)/sqrt(d) - u), would pass the identity: sqrt(d) too much)."""
     torch.manual_seed(0)
-    z = torch.randn(2, 5, 18, requires_grad=True)
-    weight = torch.randn(2, 5, 18)
-    (bsq(18)(z).codes * weight).sum().backward()
+    z = torch.randn(2, 5, d, requires_grad=True)
+    weight = torch.randn(2, 5, d)
+    (bsq(d)(z).codes * weight).sum().backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     z_ref = z.detach().clone().requires_grad_()
-    (F.normalize(z_ref, dim=-1) * weight).sum().backward()
+    (F.normalize(z_ref, dim=-1) * weight / math.sqrt(d)).sum().backward()
     torch.testing.assert_close(z.grad, z_ref.grad)
 
 

@@ -26,6 +26,7 @@ RECON_METRICS = {
     "class_acc": 0.5,
     "bpp": 0.07,
     "codebook_usage": 0.9,
+    "feature_silhouette": 0.2,
 }
 GEN_METRICS = {"gFID": 3.0, "IS": 250.0, "IS_std": 5.0, "Precision": 0.8, "Recall": 0.55, "class_acc": 0.4}
 SIZE, CLASSES = 8, 4
@@ -43,6 +44,7 @@ def protocols(extractor: str, reference: str, data: str, net: str, classifier: s
         "class_acc": protocol(classifier=classifier, labels="true", classes=10, data=data, n=n),
         "bpp": protocol(definition="bits*tokens/(H*W)"),
         "codebook_usage": protocol(definition="distinct-indices/min(tokens,2^d)", n=n),
+        "feature_silhouette": protocol(definition="sklearn-silhouette-euclidean-by-class", n=n),
         "gFID": protocol(fid=extractor, ref=reference, n=n),
         "IS": is_protocol,
         "IS_std": is_protocol,
@@ -101,6 +103,17 @@ def _gen_metrics(need: Input, rng: np.random.Generator) -> dict[str, float]:
     return out
 
 
+# How a tokenizer's codes were decoded, as semtok.eval.recon.decoding_fields records it (the paper's steps)
+DECODING = {"refiner": "steps=1", "diffusion": "steps=25 shift=1.0"}
+IMAGE_METRICS = ("rFID", "PSNR", "SSIM", "LPIPS", "class_acc")
+
+
+def decoded(protocols: dict[str, str], setting: str) -> dict[str, str]:
+    """`protocols` with the decoding fields of recon setting `setting` on every image metric."""
+    how = DECODING.get(setting)
+    return {k: f"{v} {how}" if how and k in IMAGE_METRICS else v for k, v in protocols.items()}
+
+
 def write_input(need: Input, out: Path, rng: np.random.Generator, protocols: dict[str, str]) -> None:
     path = need.path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +122,7 @@ def write_input(need: Input, out: Path, rng: np.random.Generator, protocols: dic
     if need.kind == "recon":
         names = ["class_acc"] if (need.variant, need.setting) == ORIGINAL else RECON_METRICS
         metrics = {k: RECON_METRICS[k] * (1 + 0.1 * rng.standard_normal()) for k in names}
-        metrics_frame(need, metrics, protocols).to_csv(path, index=False)
+        metrics_frame(need, metrics, decoded(protocols, need.setting)).to_csv(path, index=False)
     elif need.kind == "gen":
         metrics_frame(need, _gen_metrics(need, rng), protocols).to_csv(path, index=False)
     elif need.kind == "examples":

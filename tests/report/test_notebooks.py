@@ -8,7 +8,7 @@ from notebook_run import NOTEBOOKS, check, execute
 
 
 def test_the_notebooks_exist():
-    assert {p.name for p in NOTEBOOKS} >= {"reconstruction.ipynb", "generation.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"reconstruction.ipynb", "generation.ipynb", "claims.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

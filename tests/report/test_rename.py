@@ -16,10 +16,10 @@ from conftest import REPO, write_results
 
 from semtok.config import from_dict
 from semtok.jobs.report import FIGURE_FORMATS, TABLE_FORMATS
-from semtok.report import learning
+from semtok.report import claims, learning
 from semtok.report.figures import draw
 from semtok.report.reported import TABLES
-from semtok.report.spec import FIGURES, LEARNING, all_needs
+from semtok.report.spec import CLAIMS, FIGURES, LEARNING, all_needs
 from semtok.report.tables import write_table
 
 TOKENIZERS = {"b18": "semtok-18", "no-sem": "plain-1d"}
@@ -47,7 +47,7 @@ def renamed(raw: dict) -> dict:
             variant["tokenizer"] = TOKENIZERS[variant["tokenizer"]]
     sweeps = raw["evaluation"]["sweeps"]
     sweeps["generator"] = GENERATORS.get(sweeps["generator"], sweeps["generator"])
-    raw["report"] = ROLES
+    raw["report"] = {**ROLES, "claims": raw["report"]["claims"]}  # the seed replicas keep their names
     return raw
 
 
@@ -75,10 +75,12 @@ def test_every_target_reads_the_renamed_runs(raw):
 def test_every_table_and_figure_builds_from_the_renamed_runs(raw, tmp_path):
     cfg = from_dict(renamed(raw))
     results = write_results(cfg, tmp_path / "results")
-    for name in [*TABLES, LEARNING]:
+    for name in [*TABLES, LEARNING, CLAIMS]:
         outputs = {ext: tmp_path / "tables" / f"{name}.{ext}" for ext in TABLE_FORMATS}
         if name == LEARNING:
             learning.write(cfg, results, outputs)
+        elif name == CLAIMS:
+            claims.write(cfg, results, outputs)
         else:
             write_table(TABLES[name], cfg, results, outputs)
         assert not old_names(outputs["md"].read_text()), name
@@ -114,4 +116,4 @@ def test_the_dag_of_a_renamed_config_is_the_default_dag(raw, tmp_path):
         done = dry_run(config, tmp_path / config.stem)
         assert done.returncode == 0, done.stderr[-3000:]
         counts.append(job_counts(done.stdout + done.stderr))
-    assert counts[0] == counts[1] and counts[0]["table4"] == 1 and counts[0]["train_ar"] == 9
+    assert counts[0] == counts[1] and counts[0]["table4"] == 1 and counts[0]["train_ar"] == 11

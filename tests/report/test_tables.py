@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import re
 import shutil
@@ -10,7 +11,7 @@ from conftest import REPO
 from semtok.cli.main import main as cli_main
 from semtok.report import tables
 from semtok.report.reported import TABLES
-from semtok.report.spec import Input, MissingInput, table_needs
+from semtok.report.spec import Input, MissingInput, table_needs, target_hash
 
 
 def _write(name, cfg, results, tmp_path):
@@ -81,6 +82,56 @@ def test_one_field_off_the_paper_protocol_is_named(cfg, paper_results, tmp_path)
     assert ours.loc["params", "diff"] == pytest.approx(ours.loc["params", "ours"] - 318e6)
     assert "n/c gFID [ar-l-main]: samples 10000 (paper: 50000)." in md
     assert frame[frame.run == "ar-xl-main"].comparable.dropna().all()
+
+
+def test_flow_rows_decoded_with_other_steps_than_the_papers_25_are_not_compared(cfg, paper_results, tmp_path):
+    """Table 6's diffusion rows are the paper's only under its 25 Euler steps (§A.1); the refiner's are
+    one step. A flow CSV of 10 steps, every other field the paper's, gets n/c naming the steps."""
+    results = tmp_path / "results"
+    shutil.copytree(paper_results, results)
+    path = results / "metrics/recon/b18-diffusion.csv"
+    csv = pd.read_csv(path)
+    assert csv.protocol[csv.metric == "PSNR"].str.contains(" steps=25 ").all()
+    csv["protocol"] = csv.protocol.str.replace(" steps=25 ", " steps=10 ")
+    csv.to_csv(path, index=False)
+    frame, md, _ = _write("table6", cfg, results, tmp_path)
+    flow = frame[frame.run == "b18-diffusion"].set_index("metric")
+    assert flow["diff"].isna().all() and not flow.comparable.any()
+    assert "n/c PSNR [b18-diffusion]: decoder steps 10 (paper: 25)." in md
+    assert frame[frame.run != "b18-diffusion"].comparable.all()
+
+
+def test_a_refiner_row_decoded_in_more_than_one_step_is_not_compared(cfg, paper_results, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(paper_results, results)
+    path = results / "metrics/recon/b32-refiner.csv"
+    csv = pd.read_csv(path)
+    csv["protocol"] = csv.protocol.str.replace(" steps=1", "")
+    csv.to_csv(path, index=False)
+    frame, md, _ = _write("table1", cfg, results, tmp_path)
+    assert not frame[(frame.run == "b32-refiner") & (frame.metric == "rFID")].comparable.any()
+    assert "n/c rFID [b32-refiner]: decoder steps not recorded (paper: 1)." in md
+
+
+def test_table12_states_each_rows_training_budget_and_marks_unequal_ones(cfg, results, tmp_path):
+    """The default's fine-tuning-only tokenizer sees 400 × 8 images, b18 800 × 24 + 400 × 8: the
+    table says so and that its rows are not comparable at equal budget."""
+    _, md, tex = _write("table12", cfg, results, tmp_path)
+    assert "- finetune-only: Stage I 0 + Stage II 3,200 = 3,200 images" in md
+    assert "- b18: Stage I 19,200 + Stage II 3,200 = 22,400 images" in md
+    assert "Unequal training budgets (3,200 to 22,400 images)" in md and "7.0× as much training" in md
+    assert "Unequal training budgets" in tex
+
+
+def test_table12_at_equal_budget_says_so(cfg, results, tmp_path):
+    variants = {**cfg.tokenizer_variants}
+    variants["finetune-only"] = {**variants["finetune-only"], "stage2": {"optim": {"steps": 2800}}}
+    equal = dataclasses.replace(cfg, tokenizer_variants=variants)
+    _, md, _ = _write("table12", equal, results, tmp_path)
+    assert "- finetune-only: Stage I 0 + Stage II 22,400 = 22,400 images" in md
+    assert "Every row saw the same training budget (22,400 images)." in md and "Unequal" not in md
+    assert target_hash(equal, "table12") != target_hash(cfg, "table12")
+    assert target_hash(equal, "table11") == target_hash(cfg, "table11")
 
 
 def test_table1_shows_the_frozen_vae_beside_sd_vae(cfg, paper_results, tmp_path):

@@ -229,6 +229,59 @@ def test_cfg_schedule_values():
     assert cfg_scale_at(0, 256, 6.0, "constant") == 6.0
 
 
+def guidance_scales(monkeypatch, function: str, run) -> list[float]:
+    """The CFG scale (the last argument) of every call of `function` of the sampler during `run()`."""
+    import semtok.sampling.masked as masked
+
+    scales: list[float] = []
+    original = getattr(masked, function)
+
+    def watched(*args):
+        scales.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(masked, function, watched)
+    run()
+    return scales
+
+
+@pytest.mark.parametrize("order", ["random", "confidence"])
+def test_linear_cfg_counts_the_tokens_the_step_commits_as_mar_does(monkeypatch, order):
+    """MAR: at step n the scale is 1 + (s - 1)(K - masked after the step)/K, so the last step guides
+    with s itself (a scale from the tokens known before the step lags one step behind)."""
+    steps, scale = 8, 3.0
+    scales = guidance_scales(
+        monkeypatch,
+        "guided_logits",
+        lambda: draw(tiny(), torch.tensor([1, 2]), steps=steps, order=order, cfg_scale=scale),
+    )
+    expected = [1 + (scale - 1) * (K - left) / K for left in masked_schedule(K, steps)]
+    assert scales == pytest.approx(expected)
+    assert scales[-1] == scale
+
+
+def test_raster_cfg_counts_the_token_of_the_step(monkeypatch):
+    scales = guidance_scales(
+        monkeypatch,
+        "combine_guidance",
+        lambda: draw_raster(tiny(causal=True), torch.tensor([1, 2]), cfg_scale=3.0),
+    )
+    assert scales == pytest.approx([1 + 2.0 * (i + 1) / K for i in range(K)])
+
+
+def test_token_weighted_linear_cfg_of_the_paper_sampler_is_mars(monkeypatch):
+    """The paper's sampler (K = 256, N = 64, s = 6): the mean scale a token is drawn under is 3.548,
+    MAR's; scaled from the tokens known before each step it was 3.452."""
+    tokens, steps, scale = 256, PAPER.sample.steps, PAPER.sample.cfg_scale
+    model = tiny(depth=1, width=32, heads=2, num_tokens=tokens, bits=4)
+    scales = guidance_scales(
+        monkeypatch, "guided_logits", lambda: draw(model, torch.tensor([0]), steps=steps, cfg_scale=scale)
+    )
+    left = [tokens, *masked_schedule(tokens, steps)]
+    mean = sum((left[n] - left[n + 1]) * scales[n] for n in range(steps)) / tokens
+    assert mean == pytest.approx(3.548, abs=1e-3)
+
+
 def test_guided_logits():
     model = tiny()
     bits = torch.rand(2, K, D) < 0.5
@@ -301,7 +354,7 @@ def test_raster_sampling_matches_uncached_greedy_decoding():
     bits = torch.zeros(2, K, D, dtype=torch.bool)
     with torch.no_grad():
         for i in range(K):
-            scale = cfg_scale_at(i, K, 3.0, "linear")
+            scale = cfg_scale_at(i + 1, K, 3.0, "linear")
             bits[:, i] = guided_logits(model, bits, None, labels, scale)[:, i].argmax(-1).bool()
     assert torch.equal(out.bits, bits)
     assert out.partial[0][1].sum() == 2 and out.partial[K - 1][1].all()

@@ -444,3 +444,34 @@ def test_stages_train_with_two_distributed_processes(cfg, stage1, tmp_path):
         assert done.returncode == 0, done.stderr[-4000:]
         assert done.stdout.count('"steps": 4') == 2, done.stdout  # both ranks reached the end
         assert list(target.glob("*.safetensors"))
+
+
+def test_a_seed_replica_trains_other_weights_and_retrains_its_own(cfg, tokens, tmp_path):
+    """`seed_offset` moves a variant's training seed (initialisation and data order): replicas of the
+    same settings under offsets 0 and 1 differ, and offset 1 twice gives the same weights."""
+    short = {"optim": {"steps": 3, "ckpt_every": 3, "log_every": 1}}
+    cfg = dataclasses.replace(
+        cfg,
+        tokenizer_variants={
+            **cfg.tokenizer_variants,
+            "main": {"stage1": short},
+            "replica": {"stage1": short, "seed_offset": 1},
+        },
+        generator_variants={"main": short, "replica": {**short, "seed_offset": 1}},  # on b18's tokens
+    )
+    assert cfg.variant_seed(cfg.generator_variant("replica")) == cfg.seed + 1
+    shards = [str(t) for t in tokens]
+
+    def weights(train, variant: str, run: str) -> dict[str, torch.Tensor]:
+        train(variant, tmp_path / run)
+        return load_file(next((tmp_path / run).rglob("*.safetensors")))
+
+    trainings = {
+        "stage1": lambda variant, out: train_stage1(cfg, variant, out),
+        "generator": lambda variant, out: train_generator(cfg, variant, shards, out),
+    }
+    for name, train in trainings.items():
+        main = weights(train, "main", f"{name}-main")
+        replica, again = weights(train, "replica", f"{name}-a"), weights(train, "replica", f"{name}-b")
+        assert any(not torch.equal(main[k], replica[k]) for k in main), name
+        assert all(torch.equal(replica[k], again[k]) for k in replica), name

@@ -83,15 +83,16 @@ def test_paper_config_dry_run_against_a_fake_imagenet_lists_the_paper_dag(tmp_pa
         "index_split": 2,
         "shard_images": train + val,
         "encode_shard": 2 * (train + val),  # latents and SigLIP features per shard
-        "stage1": 8,  # b18 b32 lfq no-contra no-distill no-sem raster grid2d
-        "stage2": 11,  # + finetune-only lpips-only resnet-only
-        "dump_tokens": 6 * train,  # b18 no-sem no-contra no-distill raster grid2d
-        "train_ar": 9,
+        "stage1": 10,  # b18 b32 lfq no-contra no-distill no-sem raster grid2d, b18's 2 seed replicas
+        "stage2": 13,  # + finetune-only lpips-only resnet-only
+        "dump_tokens": 8 * train,  # b18 no-sem no-contra no-distill raster grid2d, b18's replicas
+        "train_ar": 11,  # 9 + ar-l's 2 seed replicas
         "eval_reference": 1,
-        "eval_recon": 11,
-        "eval_recon_diffusion": 8,  # every variant with its own Stage I (learning table)
+        "eval_recon": 13,
+        "eval_recon_diffusion": 10,  # every variant with its own Stage I (learning table)
         "eval_vae": 1,
         "learning": 1,
+        "claims": 1,
         "data_summary": 1,
         "all_tables": 1,
     }
@@ -151,7 +152,9 @@ def test_default_config_dry_run_builds_everything_from_the_synthetic_data(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout + done.stderr)
     assert counts["synthetic_imagenet"] == 1 and counts["teacher"] == 4
-    assert counts["stage1"] == 8 and counts["stage2"] == 11 and counts["train_ar"] == 9
+    # + b18-seed1 and ar-l-seed1, the claims table's seed replicas
+    assert counts["stage1"] == 9 and counts["stage2"] == 12 and counts["train_ar"] == 10
+    assert counts["claims"] == 1 and counts["total"] == 158
 
 
 def checkout(dest: Path) -> Path:

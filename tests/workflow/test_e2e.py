@@ -142,3 +142,52 @@ def test_learning_table_lists_every_tokenizer_and_generator(default_run):
         c.strip() for line in text.splitlines() if line.startswith("|") for c in line.strip("|").split("|")
     ]
     assert cells and learning.MISSING not in cells  # every number of the table was measured
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims: which of the paper's findings the default run confirms (issue 20)
+
+
+def test_claims_table_and_plot_exist_with_a_verdict_for_every_finding(default_run):
+    import pandas as pd
+
+    from semtok.report import claims
+
+    out = default_run.outputs
+    for path in (
+        out / "tables" / "claims.md",
+        out / "figures" / "claims.png",
+        out / "figures" / "claims.pdf",
+    ):
+        assert path.stat().st_size > 1000, path
+    frame = pd.read_csv(out / "tables" / "claims.csv")
+    assert len(frame) >= 20 and set(frame.verdict) <= set(claims.VERDICTS)
+    print(frame.verdict.value_counts().to_dict())
+    # every finding is judged on measured noise; only Table 12's unequal budgets are not comparable
+    judged = frame[frame.verdict != claims.NOT_COMPARABLE]
+    assert set(frame.claim) - set(judged.claim) == {"pretraining"}, frame[["claim", "reason"]]
+    assert (judged.noise > 0).all() and judged.effect.notna().all()
+
+
+def test_claims_verdicts_follow_from_the_metric_csvs_by_the_stated_rule(default_run):
+    import numpy as np
+    import pandas as pd
+
+    from semtok.report import claims
+
+    cfg = _run_config(default_run)
+    frame = pd.read_csv(default_run.outputs / "tables" / "claims.csv")
+    judged, spread = claims.collect(cfg, default_run.outputs)
+    assert list(frame.claim) == [j.claim.name for j in judged]
+    assert list(frame.verdict) == [j.verdict for j in judged]
+    z = cfg.report.claims.z
+    for row in frame.itertuples():
+        if row.verdict == claims.HOLDS:
+            assert row.effect > z * row.noise, row
+        elif row.verdict == claims.REVERSES:
+            assert row.effect < -z * row.noise, row
+        elif row.verdict == claims.WITHIN_NOISE:
+            assert abs(row.effect) <= z * row.noise, row
+    np.testing.assert_allclose(frame.effect.dropna(), [j.effect for j in judged if j.effect is not None])
+    # the noise comes from the seed replicas of both families
+    assert {fam for fam, _ in spread} == {"tokenizers", "generators"}

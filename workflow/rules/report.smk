@@ -1,7 +1,8 @@
 # Tables, figures, the HTML report and the `all_tables` target (docs/METHOD.md §6). Every paper table
 # and figure is its own rule and target (`snakemake table4`, `snakemake fig7`, or the files under
 # tables/ and figures/), and so is the learning table (`snakemake learning`: class_acc and PSNR of every
-# model, ours only). Their inputs come from semtok.report.spec, the lists the builders read, so
+# model, ours only) and the claims table and plot (`snakemake claims`: which of the paper's findings the
+# run confirms, ours only). Their inputs come from semtok.report.spec, the lists the builders read, so
 # Snakemake pulls in the sampling and evaluation jobs behind each one (rules eval_recon, eval_gen,
 # sample); their params are the hash of the config values each one reads (`target_hash`), so a change
 # elsewhere reruns none of them. The resources table (`snakemake resources`) sets every rule's benchmark
@@ -108,9 +109,39 @@ rule learning:
         " --md {output.md:q} --tex {output.tex:q} > {log:q} 2>&1"
 
 
+rule claims:
+    localrule: True
+    input:
+        S.table_inputs(CFG, S.CLAIMS),
+    output:
+        csv=P.table_file(OUT, S.CLAIMS, "csv"),
+        md=P.table_file(OUT, S.CLAIMS, "md"),
+        tex=P.table_file(OUT, S.CLAIMS, "tex"),
+        png=report(
+            P.figure_file(OUT, S.CLAIMS, "png"),
+            caption="../report/claims.rst",
+            category="Figures",
+            labels={"figure": "Claims (ours)"},
+        ),
+        pdf=P.figure_file(OUT, S.CLAIMS, "pdf"),
+    params:
+        name=S.CLAIMS,
+        caption=S.CLAIMS_CAPTION,
+        cfg=S.target_hash(CFG, S.CLAIMS),
+    log:
+        OUT / f"logs/{S.CLAIMS}.log",
+    benchmark:
+        P.benchmark_file(OUT, f"{S.CLAIMS}")
+    conda:
+        SOFTWARE
+    shell:
+        "(" + cli("table") + " --name {params.name} --csv {output.csv:q} --md {output.md:q} --tex {output.tex:q}"
+        " && " + cli("figure") + " --name {params.name} --png {output.png:q} --pdf {output.pdf:q}) > {log:q} 2>&1"
+
+
 # Everything the resources table waits for: every table and figure (and so every job behind them).
 REPORTED = [P.table_file(OUT, t, "md") for t in S.REPORT_TABLES if t != S.RESOURCES] + [
-    P.figure_file(OUT, f, "png") for f in S.FIGURES
+    P.figure_file(OUT, f, "png") for f in [*S.FIGURES, S.CLAIMS]
 ]
 
 
@@ -174,6 +205,6 @@ rule all_tables:
         P.data_manifest(OUT),
         encoded_shards("train"),
         encoded_shards("val"),
-        [P.table_file(OUT, t, ext) for t in [*TABLES, S.LEARNING] for ext in TABLE_EXTS],
+        [P.table_file(OUT, t, ext) for t in [*TABLES, S.LEARNING, S.CLAIMS] for ext in TABLE_EXTS],
         [P.table_file(OUT, t, ext) for t in S.REPORT_TABLES for ext in ("md", "html")],
-        [P.figure_file(OUT, f, ext) for f in S.FIGURES for ext in FIGURE_EXTS],
+        [P.figure_file(OUT, f, ext) for f in [*S.FIGURES, S.CLAIMS] for ext in FIGURE_EXTS],
