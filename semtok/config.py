@@ -306,7 +306,7 @@ class TokenizerConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     sampler: FlowSamplerConfig = field(default_factory=FlowSamplerConfig)
-    dump_batch_size: int = setting(128, ge=1)
+    dump_batch_size: int = setting(128, ge=1)  # images a batch when dumping tokens for the generator
     # added to the run's seed for this variant's training and flow decoding (seed replicas, report.claims)
     seed_offset: int = setting(0, ge=0, le=SEED_MAX)
 
