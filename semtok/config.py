@@ -597,7 +597,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise fail
         return _build(tp, value, key)
     if origin is Literal:
-        if value not in typing.get_args(tp):
+        # YAML 1.1 reads an unquoted `no` (`mixed_precision: no`) as false: the choice the user wrote
+        if isinstance(value, bool) and {False: "no", True: "yes"}[value] in typing.get_args(tp):
+            return {False: "no", True: "yes"}[value]
+        if isinstance(value, bool) or value not in typing.get_args(tp):
             raise fail
         return value
     if origin in (typing.Union, types.UnionType):

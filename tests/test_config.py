@@ -286,3 +286,16 @@ def test_the_settings_file_reads_back_exactly_with_every_reader(name, reader, tm
     path = tmp_path / "settings.json"
     path.write_text(text)
     assert load(path) == cfg
+
+
+def test_an_unquoted_yaml_no_is_the_choice_no():
+    """YAML 1.1 reads `mixed_precision: no` (file or --set) as false; the setting still means "no",
+    and a boolean where no such choice exists is still refused."""
+    raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    raw["compute"]["mixed_precision"] = yaml.safe_load("no")
+    assert raw["compute"]["mixed_precision"] is False
+    assert from_dict(raw, []).compute.mixed_precision == "no"
+    assert from_dict(raw, ["compute.mixed_precision=bf16"]).compute.mixed_precision == "bf16"
+    assert from_dict(raw, ["compute.mixed_precision=no"]).compute.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="data.source: expected one of"):
+        from_dict(raw, ["data.source=false"])

@@ -26,8 +26,9 @@ TOKENIZERS = [
     "finetune-only",
     "lpips-only",
     "resnet-only",
+    "b18-seed1",  # the seed replica (report.claims)
 ]
-OWN_STAGE1 = ["b18", "b32", "lfq", "no-contra", "no-distill", "no-sem", "raster", "grid2d"]
+OWN_STAGE1 = ["b18", "b32", "lfq", "no-contra", "no-distill", "no-sem", "raster", "grid2d", "b18-seed1"]
 GENERATORS = [
     "ar-l",
     "ar-xl",
@@ -38,6 +39,7 @@ GENERATORS = [
     "ar-l-no-distill",
     "ar-l-raster",
     "ar-l-grid2d",
+    "ar-l-seed1",
 ]
 
 
@@ -130,6 +132,9 @@ EXPECTED = {
     "tokenizer_variants.b32.bits=30": tokenizer_chain("b32"),
     # the flow sampler of the reconstruction metrics: the diffusion rows only
     "tokenizer.sampler.steps=12": {("recon", v, "diffusion") for v in OWN_STAGE1},
+    # a replica's seed: that replica's whole chain (training, flow noise, samples), nothing else
+    "tokenizer_variants.b18-seed1.seed_offset=2": tokenizer_chain("b18-seed1"),
+    "generator_variants.ar-l-seed1.seed_offset=2": {("generator", "ar-l-seed1")} | gens("ar-l-seed1"),
     # one generator's training: its samples and their metrics
     "generator_variants.ar-xl.optim.lr=0.001": {("generator", "ar-xl")} | gens("ar-xl"),
     # a sweep point: the new point only; the others keep their keys

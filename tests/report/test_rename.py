@@ -116,4 +116,4 @@ def test_the_dag_of_a_renamed_config_is_the_default_dag(raw, tmp_path):
         done = dry_run(config, tmp_path / config.stem)
         assert done.returncode == 0, done.stderr[-3000:]
         counts.append(job_counts(done.stdout + done.stderr))
-    assert counts[0] == counts[1] and counts[0]["table4"] == 1 and counts[0]["train_ar"] == 11
+    assert counts[0] == counts[1] and counts[0]["table4"] == 1 and counts[0]["train_ar"] == 10

@@ -154,7 +154,8 @@ def test_default_config_dry_run_builds_everything_from_the_synthetic_data(tmp_pa
     assert counts["synthetic_imagenet"] == 1 and counts["teacher"] == 4
     # + b18-seed1 and ar-l-seed1, the claims table's seed replicas
     assert counts["stage1"] == 9 and counts["stage2"] == 12 and counts["train_ar"] == 10
-    assert counts["claims"] == 1 and counts["total"] == 158
+    # + one HTML page per report table (15) and the resources table
+    assert counts["claims"] == 1 and counts["table_html"] == 15 and counts["total"] == 174
 
 
 def checkout(dest: Path) -> Path:

@@ -3,8 +3,11 @@ overlay config/paper-smoke.yaml (reduced depths and counts, random stand-ins of 
 widths), from a 256-px JPEG tree to Table 1 and Table 2. Each boundary's shapes are checked against the
 paper's (SPEC: 16x32x32 latents, SigLIP 2 so400m features, K = 256 tokens of d = 18 bits, an 8x768
 encoder's width, SD3.5-Medium's 1536-wide decoder, AR-L/XL/XXL widths, 256-px samples), and every metric
-is finite. bf16 autocast and torch.compile run in the trainers (on the CPU: transformers under bf16,
-convolutional networks in float32, compile through aot_eager)."""
+is finite. torch.compile runs in the trainers (on the CPU through aot_eager); the matrices run in float32
+(`compute.mixed_precision=no`): on a CPU without native bf16 (AVX2, as here) bf16 products at these
+widths run at 0.4-6 GFLOP/s against 32 in float32 (benchmarks/RESULTS.md), and one Stage I step of batch 2
+had not finished after 5 minutes (float32: the whole job in about 1 minute). The trainers' bf16 path is tested at the tiny widths
+(tests/train/test_bf16_compile.py); on a GPU node the overlay runs the paper's bf16."""
 
 from __future__ import annotations
 
@@ -42,7 +45,12 @@ def smoke(tmp_path_factory):
         root,
     )
     out = tmp / "results"
-    overrides = [f"data.imagenet_root={root}", f"out_dir={out}", "compute.device=cpu"]
+    overrides = [
+        f"data.imagenet_root={root}",
+        f"out_dir={out}",
+        "compute.device=cpu",
+        "compute.mixed_precision=no",
+    ]
     command = [
         sys.executable,
         "-m",
@@ -137,13 +145,11 @@ def test_every_metric_is_finite_and_names_its_stand_in_protocol(smoke):
         assert ours and all(math.isfinite(float(v)) for v in ours), table
 
 
-def test_the_trainers_ran_bf16_and_compiled_blocks_and_logged_with_timestamps(smoke):
+def test_the_trainers_compiled_their_blocks_and_logged_with_timestamps(smoke):
     out, _ = smoke
     for log in ("stage1_b18", "stage2_b18", "train_ar_ar-l"):
         text = (out / "logs" / f"{log}.log").read_text()
-        assert "mixed precision bf16" in text and "transformer blocks compiled (backend aot_eager)" in text, (
-            log
-        )
+        assert "mixed precision no" in text and "transformer blocks compiled (backend aot_eager)" in text, log
         assert "===== attempt 1 of semtok" in text
         stamped = [line for line in text.splitlines() if line and not line.startswith("=====")]
         assert stamped and all(line[:4].isdigit() and line[4] == "-" for line in stamped), log

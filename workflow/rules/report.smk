@@ -135,8 +135,13 @@ rule claims:
     conda:
         SOFTWARE
     shell:
-        "(" + cli("table") + " --name {params.name} --csv {output.csv:q} --md {output.md:q} --tex {output.tex:q}"
-        " && " + cli("figure") + " --name {params.name} --png {output.png:q} --pdf {output.pdf:q}) > {log:q} 2>&1"
+        " && ".join(
+            [
+                cli("table") + " --name {params.name} --csv {output.csv:q} --md {output.md:q}"
+                " --tex {output.tex:q} > {log:q} 2>&1",
+                cli("figure") + " --name {params.name} --png {output.png:q} --pdf {output.pdf:q} >> {log:q} 2>&1",
+            ]
+        )
 
 
 # Everything the resources table waits for: every table and figure (and so every job behind them).
