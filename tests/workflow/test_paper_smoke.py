@@ -3,11 +3,15 @@ overlay config/paper-smoke.yaml (reduced depths and counts, random stand-ins of 
 widths), from a 256-px JPEG tree to Table 1 and Table 2. Each boundary's shapes are checked against the
 paper's (SPEC: 16x32x32 latents, SigLIP 2 so400m features, K = 256 tokens of d = 18 bits, an 8x768
 encoder's width, SD3.5-Medium's 1536-wide decoder, AR-L/XL/XXL widths, 256-px samples), and every metric
-is finite. torch.compile runs in the trainers (on the CPU through aot_eager); the matrices run in float32
-(`compute.mixed_precision=no`): on a CPU without native bf16 (AVX2, as here) bf16 products at these
-widths run at 0.4-6 GFLOP/s against 32 in float32 (benchmarks/RESULTS.md), and one Stage I step of batch 2
-had not finished after 5 minutes (float32: the whole job in about 1 minute). The trainers' bf16 path is tested at the tiny widths
-(tests/train/test_bf16_compile.py); on a GPU node the overlay runs the paper's bf16."""
+is finite. torch.compile runs in the trainers (on the CPU through aot_eager).
+
+Two settings differ from a GPU node's smoke run, for time on 2 CPU cores:
+- `compute.mixed_precision=no`: on a CPU without native bf16 (AVX2, as here) bf16 products at these
+  widths run at 0.4-6 GFLOP/s against 32 in float32 (benchmarks/bench_precision.py); one Stage I step of
+  batch 2 had not finished after 5 minutes, the whole float32 job takes about 1. The trainers' bf16 path
+  is tested at the tiny widths (tests/train/test_bf16_compile.py).
+- `generator.sample.steps=4` instead of the paper's 64: each step is a full forward pass of the
+  generator at its width.""""""
 
 from __future__ import annotations
 
@@ -50,6 +54,9 @@ def smoke(tmp_path_factory):
         f"out_dir={out}",
         "compute.device=cpu",
         "compute.mixed_precision=no",
+        # the paper's 64 sampling steps cost 64 full forward passes of each generator: AR-L's 12 samples
+        # took 7 min here (1 thread, float32), XXL's width 2048 would take about 4x that
+        "generator.sample.steps=4",
     ]
     command = [
         sys.executable,
