@@ -4,7 +4,6 @@ peak; the command prints the table for the paper config without downloading anyt
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest

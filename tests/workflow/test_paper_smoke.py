@@ -11,7 +11,7 @@ Two settings differ from a GPU node's smoke run, for time on 2 CPU cores:
   batch 2 had not finished after 5 minutes, the whole float32 job takes about 1. The trainers' bf16 path
   is tested at the tiny widths (tests/train/test_bf16_compile.py).
 - `generator.sample.steps=4` instead of the paper's 64: each step is a full forward pass of the
-  generator at its width.""""""
+  generator at its width."""
 
 from __future__ import annotations
 
