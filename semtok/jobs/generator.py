@@ -105,6 +105,7 @@ def pipeline(cfg: Config, variant: str) -> SemTokPipeline:
     tokenizer = cfg.generator_variant(variant).tokenizer
     pipe = SemTokPipeline(load_generator(cfg, variant, device), load_tokenizer(cfg, tokenizer, device=device))
     pipe.set_progress_bar_config(disable=True)
+    pipe.mixed_precision = cfg.compute.mixed_precision  # as the trainers (in the sample job's key)
     return pipe
 
 

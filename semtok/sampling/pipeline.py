@@ -18,8 +18,10 @@ defaults (the paper's) with a warning. Every value is checked against the range 
 gives it. Classes are ids or names (`id2label`, the dataset's class names, also saved by `train-ar`).
 `generator`: one torch.Generator on any device, or a list with one per image — then an image depends
 only on its own generator, whatever batch it is drawn in. `torch_dtype` (in `from_pretrained`) and
-`.to(device, dtype)` apply to both models; on a GPU they run under bf16 autocast. The `sample` job
-(semtok/jobs/generator.py) writes its sample files through this object.
+`.to(device, dtype)` apply to both models; on a GPU they run under bf16 autocast unless
+`pipe.mixed_precision` says otherwise ("bf16", "fp16", "no"). The `sample` job
+(semtok/jobs/generator.py) writes its sample files through this object, in the run's
+`compute.mixed_precision`.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class SemTokPipeline(DiffusionPipeline):
             )
         self.register_modules(transformer=transformer.eval(), tokenizer=tokenizer.eval())
         self.default_settings = self._saved_settings()
+        # "bf16", "fp16" or "no" (the `sample` job sets the run's compute.mixed_precision); None: bf16
+        # autocast on a GPU, none on the CPU
+        self.mixed_precision: str | None = None
 
     @classmethod
     def from_pretrained(
@@ -180,10 +185,13 @@ class SemTokPipeline(DiffusionPipeline):
 
     # -- the two stages -----------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on a GPU, nothing on the CPU."""
-        if self.device.type != "cuda":
+        """Autocast as `mixed_precision` says; unset: bf16 on a GPU, nothing on the CPU."""
+        mode = self.mixed_precision or ("bf16" if self.device.type == "cuda" else "no")
+        if mode not in ("bf16", "fp16", "no"):
+            raise ValueError(f"mixed_precision: expected 'bf16', 'fp16' or 'no', got {mode!r}")
+        if mode == "no":
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
     @torch.no_grad()
     def sample_tokens(

@@ -218,6 +218,27 @@ def test_bfloat16_runs_on_the_cpu(folders, how):
     assert images.shape == (2, 3, 32, 32) and bool(torch.isfinite(images).all())
 
 
+@pytest.mark.parametrize("mode", [None, "no", "bf16"])
+def test_mixed_precision_sets_the_autocast_of_both_stages(folders, mode):
+    """The sample job sets the run's compute.mixed_precision; unset, the CPU runs without autocast."""
+    pipe = SemTokPipeline.from_pretrained(folders["generator"], folders["tokenizer"])
+    pipe.mixed_precision = mode
+    seen = []
+    hooks = [
+        module.register_forward_hook(lambda m, args, out: seen.append(torch.is_autocast_enabled("cpu")))
+        for module in (pipe.transformer, pipe.tokenizer.decoder.transformer)
+    ]
+    try:
+        images = pipe([0, 1], num_inference_steps=2, generator=seeded(0), output_type="pt").images
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen and set(seen) == {mode == "bf16"} and bool(torch.isfinite(images).all())
+    pipe.mixed_precision = "fp8"
+    with pytest.raises(ValueError, match="mixed_precision"):
+        pipe([0], num_inference_steps=2)
+
+
 def test_a_progress_bar_over_the_sampling_steps(folders):
     pipe = SemTokPipeline.from_pretrained(folders["generator"], folders["tokenizer"])
     bar = io.StringIO()
