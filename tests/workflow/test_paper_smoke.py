@@ -140,7 +140,7 @@ def rows(path: Path) -> dict[str, dict[str, str]]:
 def test_every_metric_is_finite_and_names_its_stand_in_protocol(smoke):
     out, _ = smoke
     gen = rows(paths.gen_metrics(out, "ar-l", "main"))
-    for metric in ("gFID", "IS", "precision", "recall", "class_acc"):
+    for metric in ("gFID", "IS", "Precision", "Recall", "class_acc"):
         assert math.isfinite(float(gen[metric]["value"])), metric
     assert "inception-v3-compat-random" in gen["gFID"]["protocol"]
     recon = rows(paths.recon_metrics(out, "b18", "refiner"))
