@@ -53,7 +53,7 @@ from semtok.report.spec import (
     target_hash,
     training_images,
 )
-from semtok.report.tables import Measured, read_metrics, tex
+from semtok.report.tables import Measured, read_metrics, tex, write_texts
 
 HOLDS, REVERSES, WITHIN_NOISE, NOT_COMPARABLE = "holds", "reverses", "within noise", "not comparable"
 VERDICTS = (HOLDS, REVERSES, WITHIN_NOISE, NOT_COMPARABLE)
@@ -420,10 +420,7 @@ def write(cfg: Config, results: Path, outputs: dict[str, Path]) -> dict[str, Any
         "md": to_markdown(cfg, judged, spread),
         "tex": to_latex(cfg, judged, spread),
     }
-    for ext, path in outputs.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(texts[ext])
-    return {"table": CLAIMS, "verdicts": counts(judged), "outputs": [str(p) for p in outputs.values()]}
+    return {"table": CLAIMS, "verdicts": counts(judged), "outputs": write_texts(texts, outputs)}
 
 
 def figure(cfg: Config, results: Path) -> MplFigure:

@@ -458,7 +458,12 @@ def write_table(table: PaperTable, cfg: Config, results: Path, outputs: dict[str
         "md": to_markdown(table, cells, cfg),
         "tex": to_latex(table, cells, cfg),
     }
+    return {"table": table.name, "rows": len(cells), "outputs": write_texts(texts, outputs)}
+
+
+def write_texts(texts: dict[str, str], outputs: dict[str, Path]) -> list[str]:
+    """Write each format's text to its path ({"csv"|"md"|"tex": path}); returns the paths written."""
     for ext, path in outputs.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(texts[ext])
-    return {"table": table.name, "rows": len(cells), "outputs": [str(p) for p in outputs.values()]}
+    return [str(p) for p in outputs.values()]
