@@ -19,7 +19,7 @@ from pathlib import Path
 
 from semtok import paths
 from semtok.config import Config
-from semtok.report.spec import FIGURES, REPORT_TABLES
+from semtok.report.spec import CLAIMS, FIGURES, REPORT_TABLES
 
 TITLE = "SemTok reproduction"
 PAPER = (
@@ -165,6 +165,8 @@ def description(cfg: Config, settings: Path) -> str:
             f"- {_link(figure_target(name), figure_label(name))}: {text(fig.caption)}"
             for name, fig in FIGURES.items()
         ),
+        f"- {_link(figure_target(CLAIMS), figure_label(CLAIMS))}: every finding of the claims table as its "
+        "effect in units of its noise, coloured by verdict.",
         "",
         f"Every table is also in {literal(cfg.out / 'tables')} as CSV, Markdown and LaTeX, every figure in "
         f"{literal(cfg.out / 'figures')} as PNG and PDF. The report's menu lists the same results by "

@@ -13,7 +13,7 @@ from jinja2 import Environment
 
 from semtok.config import load
 from semtok.report import landing
-from semtok.report.spec import FIGURES, REPORT_TABLES
+from semtok.report.spec import CLAIMS, FIGURES, REPORT_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,9 @@ def render(rst: str, targets: list[str]) -> str:
     return publish_parts(text, writer="html", settings_overrides={"report_level": 1})["html_body"]
 
 
-ALL = [landing.table_target(t) for t in REPORT_TABLES] + [landing.figure_target(f) for f in FIGURES]
+ALL = [landing.table_target(t) for t in REPORT_TABLES] + [
+    landing.figure_target(f) for f in [*FIGURES, CLAIMS]
+]
 
 
 @pytest.mark.parametrize("config", ["config.yaml", "paper.yaml"])
@@ -43,6 +45,7 @@ def test_every_table_and_figure_is_linked(config):
     assert [target for target, _ in links] == ALL
     assert dict(links)["table4.html"] == "Table 4" and dict(links)["fig7.png"] == "Figure 7"
     assert dict(links)["learning.html"] == "Learning" and dict(links)["table7.png"] == "Table 7 (visual)"
+    assert dict(links)["claims.html"] == "Claims" and dict(links)["claims.png"] == "Claims (visual)"
     assert "Reconstruction results of SOTA tokenizers on ImageNet (256×256). *: a continuous" in page
 
 

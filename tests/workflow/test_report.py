@@ -13,7 +13,7 @@ from browser import Browser, Page, file_url
 from notebook_run import NOTEBOOKS, check, execute
 
 from semtok.report import landing
-from semtok.report.spec import FIGURES, REPORT_TABLES, RESOURCES
+from semtok.report.spec import CLAIMS, FIGURES, REPORT_TABLES, RESOURCES
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,8 @@ def test_landing_page_says_what_the_run_is_and_links_every_table_and_figure(repo
     assert "the built-in synthetic dataset: 10 classes" in text and "32×32 px" in text
     assert "stand-in classifier" in text and "How to read the tables" in text
     links = report.evaluate(f"{LINKS}.map(a => a.textContent)")
-    expected = [landing.table_label(t) for t in REPORT_TABLES] + [landing.figure_label(f) for f in FIGURES]
+    figures = [*FIGURES, CLAIMS]
+    expected = [landing.table_label(t) for t in REPORT_TABLES] + [landing.figure_label(f) for f in figures]
     assert links == expected
     assert "not in this report" not in text
 
@@ -72,7 +73,7 @@ def test_every_table_renders_in_the_report(report, default_run, name):
         assert "Notes:" in frame
 
 
-@pytest.mark.parametrize("name", list(FIGURES))
+@pytest.mark.parametrize("name", [*FIGURES, CLAIMS])
 def test_every_figure_shows_in_the_report(report, name):
     path = open_result(report, landing.figure_label(name), landing.figure_target(name))
     width = report.wait_for(

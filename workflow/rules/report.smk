@@ -121,7 +121,7 @@ rule claims:
             P.figure_file(OUT, S.CLAIMS, "png"),
             caption="../report/claims.rst",
             category="Figures",
-            labels={"figure": "Claims (ours)"},
+            labels={"figure": landing.figure_label(S.CLAIMS)},
         ),
         pdf=P.figure_file(OUT, S.CLAIMS, "pdf"),
     params:
