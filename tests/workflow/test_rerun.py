@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from conftest import DefaultRun, snakemake_command
 from test_keys import EXPECTED
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def planned_jobs(text: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 @pytest.fixture(scope="module")
-def finished(default_run: DefaultRun) -> Iterator[DefaultRun]:
+def finished(default_run: Any) -> Iterator[Any]:
     """The finished default run at the out_dir path it ran in (moved back for the module); the resolved
     settings and landing pages the dry runs write are removed after."""
     default_run.outputs.rename(default_run.out)
@@ -80,9 +81,18 @@ def finished(default_run: DefaultRun) -> Iterator[DefaultRun]:
         default_run.out.rename(default_run.outputs)
 
 
-def dry_run(run: DefaultRun, *overrides: str) -> str:
+def dry_run(run: Any, *overrides: str) -> str:
     config = "overrides=[" + ", ".join(f'"{o}"' for o in overrides) + "]"
-    command = [*snakemake_command(run.out, ["all_tables"], "-n"), config]  # one --config, two values
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "all_tables",
+        "-n",
+        "--config",
+        f"out_dir={run.out}",
+        config,
+    ]
     done = subprocess.run(command, cwd=run.wf, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout + done.stderr
