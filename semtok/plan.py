@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,6 +377,12 @@ def profile_gpus(profile: Path) -> dict[str, int]:
     return out
 
 
+def profile_runtimes(profile: Path) -> dict[str, float]:
+    """Wall-clock limit of one job of each rule in a workflow profile (`set-resources` runtime), hours."""
+    resources = (yaml.safe_load(profile.read_text()) or {}).get("set-resources", {})
+    return {rule: float(res["runtime"]) / 60 for rule, res in resources.items() if "runtime" in res}
+
+
 class _Measured:
     """Measurements cached by what they depend on (variants of one architecture cost the same)."""
 
@@ -549,9 +556,16 @@ GROUPS = {
 }
 
 
-def render(stages: list[Stage], peak_tflops: float, mfu: float, title: str) -> str:
+def render(
+    stages: list[Stage],
+    peak_tflops: float,
+    mfu: float,
+    title: str,
+    runtimes: dict[str, float] | None = None,
+) -> str:
     """The bill as a Markdown table: per stage the jobs, the work, FLOPs, GPU-hours and wall hours per
-    job at the given peak and MFU, and the total."""
+    job at the given peak and MFU, and the total; then every rule whose job would outlast its runtime in
+    the profile (`runtimes`: rule -> hours)."""
     lines = [
         f"# {title}",
         "",
@@ -588,4 +602,17 @@ def render(stages: list[Stage], peak_tflops: float, mfu: float, title: str) -> s
         "",
         "The paper states no compute budget (GPU type, count or hours), so there is none to compare with.",
     ]
+    over = {}
+    for s in stages:
+        wall, limit = s.gpu_hours(peak_tflops, mfu) / (s.gpus or 1), (runtimes or {}).get(s.rule)
+        if limit and wall > limit:
+            over[s.rule] = max(over.get(s.rule, 0.0), wall), limit
+    for rule, (wall, limit) in over.items():
+        attempts = math.ceil(wall / limit)
+        lines += [
+            "",
+            f"**{rule}**: {wall:,.1f} h a job at this MFU, over its profile runtime of {limit:g} h: Slurm "
+            f"stops it at the limit, it checkpoints and a retry resumes it ({attempts} attempts; the "
+            f"installed profile retries twice). Give it more with `--set-resources {rule}:runtime=MINUTES`.",
+        ]
     return "\n".join(lines) + "\n"

@@ -76,3 +76,15 @@ def test_the_paper_bill_prints_every_stage_and_its_total(capsys):
     )
     hours = float(total[4].strip("*").replace(",", ""))
     assert hours == pytest.approx(flops / (1000e12 * 0.5) / 3600, rel=1e-2)
+
+
+def test_a_job_that_outlasts_its_profile_runtime_is_named_with_its_attempts():
+    stages = [
+        plan.Stage("AR training", "train_ar", 1, 100.0, "step", 1e15, 32),  # 1e17 FLOPs on 32 GPUs
+        plan.Stage("Stage I", "stage1", 1, 1.0, "step", 1e15, 32),
+    ]
+    hours = stages[0].gpu_hours(1000, 0.5) / 32
+    text = plan.render(stages, 1000, 0.5, "t", {"train_ar": hours / 2.5, "stage1": 48})
+    assert f"**train_ar**: {hours:,.1f} h a job" in text and "(3 attempts;" in text
+    assert "**stage1**" not in text
+    assert "**train_ar**" not in plan.render(stages, 1000, 0.5, "t", {"train_ar": hours * 2})

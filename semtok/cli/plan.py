@@ -42,9 +42,12 @@ def plan(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         config = from_dict(merge_files(args.configfile), args.overrides)
     except ConfigError as err:
         raise SystemExit(f"semtok plan: error: {err}") from None
-    gpus = bill.profile_gpus(args.profile) if args.profile.is_file() else {}
+    found = args.profile.is_file()
+    gpus = bill.profile_gpus(args.profile) if found else {}
+    runtimes = bill.profile_runtimes(args.profile) if found else {}
+    title = f"The bill of all_tables for {' + '.join(args.configfile)}"
     stages = bill.bill(config, gpus)
-    text = bill.render(stages, peak, mfu, f"The bill of all_tables for {' + '.join(args.configfile)}")
+    text = bill.render(stages, peak, mfu, title, runtimes)
     print(text)
     if args.output:
         args.output.write_text(text)
