@@ -134,11 +134,13 @@ def claim(argv: list[str]) -> bool:
     docstring): bring back the history of earlier failed attempts and write this attempt's header. A
     process that replaced its owner by exec (the launcher of one process) owns the log without a header.
     Call before `stamp_streams`."""
-    owner = os.environ.get(OWNER)
-    if owner:
-        return owner == str(os.getpid())
-    os.environ[OWNER] = str(os.getpid())
     log = log_file()
+    # "pid:log": a value inherited from a process of another job (or none, e.g. a test runner that ran a
+    # command in-process) does not make this job's log owned
+    owner_pid, _, owned_log = os.environ.get(OWNER, "").partition(":")
+    if owner_pid and owned_log == str(log):
+        return owner_pid == str(os.getpid())
+    os.environ[OWNER] = f"{os.getpid()}:{log}"
     if log is None:
         return True
     history = history_file(log)

@@ -41,6 +41,10 @@ SETTINGS = [
 
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):
+    from accelerate.state import AcceleratorState
+
+    # a job is one process; here earlier in-process trainers fixed accelerate's precision for the process
+    AcceleratorState._reset_state(True)
     cfg = tiny.config(tmp_path_factory.mktemp("bf16"), SETTINGS)
     tiny.build_images(cfg)
     tiny.build_features(cfg)
@@ -67,6 +71,7 @@ def trained(tiny, tmp_path_factory):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+        AcceleratorState._reset_state(True)
     return (
         cfg,
         {"stage1": stage1, "stage2": stage2, "generator": generator},

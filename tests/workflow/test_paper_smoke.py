@@ -33,7 +33,7 @@ from semtok.data.images import decode_rgb
 from semtok.data.shards import npy_array, read_shard
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.paper_smoke]
 
 
 @pytest.fixture(scope="module")
