@@ -61,6 +61,10 @@ class Stage:
     def gpu_hours(self, peak_tflops: float, mfu: float) -> float:
         return self.flops / (peak_tflops * 1e12 * mfu) / 3600
 
+    def wall_hours(self, peak_tflops: float, mfu: float) -> float:
+        """Wall-clock hours of the stage's work on one job's GPUs (one when the profile gives none)."""
+        return self.gpu_hours(peak_tflops, mfu) / (self.gpus or 1)
+
 
 def flops(fn: Callable[[], Any]) -> float:
     """FLOPs of one call of `fn`, counted by torch's flop counter."""
@@ -366,9 +370,14 @@ def metric_flops(cfg: Config) -> float:
 # The bill
 
 
+def _set_resources(profile: Path) -> dict[str, dict[str, Any]]:
+    """The `set-resources` of a workflow profile: rule -> its resources."""
+    return (yaml.safe_load(profile.read_text()) or {}).get("set-resources", {})
+
+
 def profile_gpus(profile: Path) -> dict[str, int]:
     """GPUs of one job of each rule in a workflow profile (`set-resources`: nodes x gres "gpu:N")."""
-    resources = (yaml.safe_load(profile.read_text()) or {}).get("set-resources", {})
+    resources = _set_resources(profile)
     out = {}
     for rule, res in resources.items():
         gres = str(res.get("gres", ""))
@@ -379,8 +388,9 @@ def profile_gpus(profile: Path) -> dict[str, int]:
 
 def profile_runtimes(profile: Path) -> dict[str, float]:
     """Wall-clock limit of one job of each rule in a workflow profile (`set-resources` runtime), hours."""
-    resources = (yaml.safe_load(profile.read_text()) or {}).get("set-resources", {})
-    return {rule: float(res["runtime"]) / 60 for rule, res in resources.items() if "runtime" in res}
+    return {
+        rule: float(res["runtime"]) / 60 for rule, res in _set_resources(profile).items() if "runtime" in res
+    }
 
 
 class _Measured:
@@ -591,7 +601,7 @@ def render(
         )
         per = sum(s.flops_per_unit for s in rows) / len(rows)
         gpus = max(s.gpus for s in rows) or 1
-        wall = max(s.gpu_hours(peak_tflops, mfu) / (s.gpus or 1) for s in rows)
+        wall = max(s.wall_hours(peak_tflops, mfu) for s in rows)
         lines.append(
             f"| {name} | {len(rows)} | {work} | {per / 1e12:.3g} | {flops_:.3g} | {hours:,.1f} | {gpus} | {wall:,.1f} |"
         )
@@ -604,7 +614,7 @@ def render(
     ]
     over = {}
     for s in stages:
-        wall, limit = s.gpu_hours(peak_tflops, mfu) / (s.gpus or 1), (runtimes or {}).get(s.rule)
+        wall, limit = s.wall_hours(peak_tflops, mfu), (runtimes or {}).get(s.rule)
         if limit and wall > limit:
             over[s.rule] = max(over.get(s.rule, 0.0), wall), limit
     for rule, (wall, limit) in over.items():
