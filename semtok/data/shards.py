@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -75,9 +76,54 @@ def decode_member(sample: Sample, member: str, decode: Callable[[bytes], T]) -> 
         raise CorruptSampleError(sample_url(sample, member), reason, key) from err
 
 
+# Parsed .npy headers (dtype, shape, Fortran order) by their bytes: a shard's members share a handful of
+# headers, and numpy's parser (a Python literal_eval per member) was half of the tiny default's
+# Stage I data loading.
+_npy_headers: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_fast(data: bytes) -> np.ndarray | None:
+    """The array of a well-formed .npy of a plain dtype, its header parsed once per distinct header;
+    None for anything else (np.load then reads it, or names what is wrong)."""
+    if data[:6] != _NPY_MAGIC or len(data) < 10:
+        return None
+    if data[6] == 1:
+        start, size = 10, int.from_bytes(data[8:10], "little")
+    elif data[6] in (2, 3) and len(data) >= 12:
+        start, size = 12, int.from_bytes(data[8:12], "little")
+    else:
+        return None
+    header = data[:start + size]
+    parsed = _npy_headers.get(header)
+    if parsed is None:
+        try:
+            stream = io.BytesIO(data)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            reader = read.get(np.lib.format.read_magic(stream))
+            if reader is None:
+                return None
+            shape, fortran, dtype = reader(stream)
+        except (ValueError, SyntaxError, TypeError):
+            return None
+        if dtype.hasobject or stream.tell() != len(header):
+            return None
+        parsed = dtype, tuple(shape), bool(fortran)
+        if len(_npy_headers) < 256:
+            _npy_headers[header] = parsed
+    dtype, shape, fortran = parsed
+    count = math.prod(shape)
+    if len(data) - len(header) != count * dtype.itemsize:
+        return None
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=len(header))
+    return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
 def npy_array(data: bytes) -> np.ndarray:
     """A .npy member → its array (never unpickled); floating arrays must be finite."""
-    array = np.load(io.BytesIO(data), allow_pickle=False)
+    array = _npy_fast(data)
+    if array is None:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError(f"{int((~np.isfinite(array)).sum())} non-finite values")
     return array

@@ -10,6 +10,7 @@ from semtok import paths
 from semtok.cli import main as cli
 from semtok.data import imagenet, shards, synthetic
 from semtok.data.images import center_crop_arr, decode_any, decode_rgb
+from semtok.data.shards import npy_array
 
 
 def _jpeg(mode: str, size=(50, 40), color=None, fmt="JPEG") -> bytes:
@@ -327,3 +328,43 @@ def test_an_animation_keeps_its_first_frame_and_is_recorded():
     decoded = decode_any(buf.getvalue(), "moving.webp", 32)
     assert decoded.conversions == ["first of 3 frames kept"]
     assert decoded.image.getpixel((20, 20)) == (255, 0, 0)
+
+
+def _npy_bytes(array: np.ndarray, **kw) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array, **kw)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.random.default_rng(0).standard_normal((16, 4, 4)).astype(np.float16),
+        np.arange(12, dtype=np.int32).reshape(3, 4),
+        np.asfortranarray(np.random.default_rng(1).standard_normal((3, 5))),
+        np.random.default_rng(2).standard_normal((2, 3)).astype(">f4"),
+        np.zeros((0, 3), np.float32),
+        np.array(3.0),
+        np.packbits(np.array([1, 0, 1], bool)),
+    ],
+    ids=["f16", "i32", "fortran", "big-endian", "empty", "scalar", "packed-bits"],
+)
+def test_npy_members_read_as_numpy_reads_them(array):
+    """The parsed-header cache gives numpy's array: same dtype, shape, values, a writable copy,
+    also on the second read of the same header."""
+    for _ in range(2):
+        got = npy_array(_npy_bytes(array))
+        expected = np.load(io.BytesIO(_npy_bytes(array)), allow_pickle=False)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert np.array_equal(got, expected) and got.flags.writeable
+
+
+def test_damaged_npy_members_are_refused_as_numpy_refuses_them():
+    good = _npy_bytes(np.arange(10.0))
+    npy_array(good)  # its header is now cached
+    with pytest.raises(ValueError, match="expected 80 bytes"):
+        npy_array(good[:-8])
+    with pytest.raises(ValueError, match="allow_pickle"):
+        npy_array(_npy_bytes(np.array([{}], dtype=object), allow_pickle=True))
+    with pytest.raises(ValueError, match="non-finite"):
+        npy_array(_npy_bytes(np.array([1.0, np.nan])))
