@@ -187,6 +187,7 @@ class DefaultRun:
     outputs: Path
     wall_s: float  # both runs together
     report: Path  # `snakemake --report` of the finished run
+    metadata: Path  # a copy of Snakemake's records of the finished run (later tests run in `wf` too)
     kill_status: int | None
     killed_log: str
     interrupted: set[Path]
@@ -221,12 +222,14 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> DefaultRun:
     run_snakemake(wf, snakemake_command(out, ["all_tables"], "--cores", "2", "--rerun-incomplete"))
     wall = time.monotonic() - started
     run_snakemake(wf, snakemake_command(out, ["all_tables"], "--report", str(tmp / "report.html")))
+    shutil.copytree(wf / ".snakemake" / "metadata", tmp / "metadata")
     run = DefaultRun(
         wf=wf,
         out=out,
         outputs=tmp / "local",
         wall_s=wall,
         report=tmp / "report.html",
+        metadata=tmp / "metadata",
         kill_status=killed.returncode,
         killed_log=(tmp / "killed.log").read_text()[-4000:],
         interrupted=interrupted,

@@ -49,7 +49,9 @@ def config(*overrides: str):
 
 
 def jobs(cfg) -> dict[tuple, str]:
-    """Every job of the default DAG (its key function and arguments) → its key's digest."""
+    """Every job of the default DAG (its key function and arguments) → its key's digest: tokens are
+    dumped for the generators' tokenizers only, generation metrics computed where a table or figure
+    reads them (a figure's progressive samples have none)."""
     out = {
         ("synthetic",): keys.synthetic(cfg),
         ("shard",): keys.shard(cfg),
@@ -64,14 +66,17 @@ def jobs(cfg) -> dict[tuple, str]:
             out[("recon", v, "diffusion")] = keys.recon(cfg, v, "diffusion")
         out[("stage2", v)] = keys.stage2(cfg, v)
         out[("recon", v, "refiner")] = keys.recon(cfg, v, "refiner")
-        out[("tokens", v)] = keys.tokens(cfg, v)
     out[("recon", None, "vae")] = keys.recon(cfg, None, "vae")
     for g in cfg.generator_variants:
         out[("generator", g)] = keys.generator(cfg, g)
+        tok = cfg.generator_variant(g).tokenizer
+        out[("tokens", tok)] = keys.tokens(cfg, tok)
     for g, settings in spec.generator_settings(cfg).items():
         for s in settings:
             out[("sample", g, s)] = keys.sample(cfg, g, s)
-            out[("gen", g, s)] = keys.gen(cfg, g, s)
+    for need in spec.all_needs(cfg):
+        if need.kind == "gen":
+            out[("gen", need.variant, need.setting)] = keys.gen(cfg, need.variant, need.setting)
     return {job: keys.digest(key) for job, key in out.items()}
 
 

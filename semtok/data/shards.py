@@ -94,7 +94,7 @@ def _npy_fast(data: bytes) -> np.ndarray | None:
         start, size = 12, int.from_bytes(data[8:12], "little")
     else:
         return None
-    header = data[:start + size]
+    header = data[: start + size]
     parsed = _npy_headers.get(header)
     if parsed is None:
         try:
