@@ -155,6 +155,13 @@ def workflow_copy(tmp: Path) -> Path:
     return wf
 
 
+@pytest.fixture(scope="session")
+def copy_workflow():
+    """`workflow_copy`, for test modules that cannot import it (tests/report/conftest.py shadows the name
+    `conftest` at collection)."""
+    return workflow_copy
+
+
 def snakemake_command(out: Path, targets: list[str], *args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", *targets, *args, "--config", f"out_dir={out}"]
 

@@ -90,7 +90,7 @@ def _npy_fast(data: bytes) -> np.ndarray | None:
         return None
     if data[6] == 1:
         start, size = 10, int.from_bytes(data[8:10], "little")
-    elif data[6] in (2, 3) and len(data) >= 12:
+    elif data[6] == 2 and len(data) >= 12:
         start, size = 12, int.from_bytes(data[8:12], "little")
     else:
         return None
