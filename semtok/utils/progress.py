@@ -58,6 +58,7 @@ class LogProgress:
         self.interval = interval_seconds()
         self.started = self.last = time.monotonic()
         self.closed = False
+        self.reported: int | None = None  # `n` at the last line written
 
     def __iter__(self) -> Iterator[Any]:
         if self.iterable is None:
@@ -93,7 +94,8 @@ class LogProgress:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            if self.n > self.initial or self.total == 0:
+            # the final state, unless the last interval's line already said it
+            if (self.n > self.initial or self.total == 0) and self.reported != self.n:
                 self._report()
 
     def line(self) -> str:
@@ -112,6 +114,7 @@ class LogProgress:
         return f"{self.desc}: " + ", ".join(parts) if self.desc else ", ".join(parts)
 
     def _report(self) -> None:
+        self.reported = self.n
         if not self.disable:
             log.info("%s", self.line())
 
