@@ -272,13 +272,15 @@ def test_paths_with_spaces_and_non_ascii_characters_run_a_chain_of_real_jobs(tmp
     assert sorted(p.name for p in wf.iterdir()) == [".snakemake", "Snakefile", "config", "semtok", "workflow"]
 
 
-def test_lint_is_clean_but_for_the_variables_the_workflow_sets_itself():
+def test_lint_is_clean_but_for_the_variables_the_workflow_sets_itself(tmp_path):
     """`snakemake --lint` with conda deploying the jobs (the only case the rules name the environment:
     Snakemake exports a named environment for each job's metadata, which needs conda): every rule
     declares it; what remains are the two variables the workflow exports to its own jobs
     (docs/DECISIONS.md)."""
-    lint = [*SNAKEMAKE, "--lint", "--software-deployment-method", "conda"]
+    # out_dir: the workflow writes its settings file when parsed; not into the checkout's results/
+    lint = [*SNAKEMAKE, "--lint", "--software-deployment-method", "conda", "--config", f"out_dir={tmp_path}"]
     done = subprocess.run(lint, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert list((tmp_path / "config").glob("*.json")), "the settings file went elsewhere"
     text = done.stdout + done.stderr
     lints = [re.sub(r" in line \d+", "", lint) for lint in re.findall(r"^\s+\* (.+?):?$", text, re.M)]
     assert sorted(lints) == [
