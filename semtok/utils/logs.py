@@ -100,6 +100,23 @@ class StampedStream(io.TextIOBase):
         return True
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to `sys.stderr` as it is when the record is logged, not as it was when the
+    handler was made: a command run in-process (a notebook, a test runner) swaps and closes its stderr,
+    and a handler holding the old one would fail on every later record ('I/O operation on closed file')."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler's __init__ and setStream assign it
+        pass
+
+
 def _append(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
@@ -119,7 +136,7 @@ def stamp_streams() -> None:
             stream = getattr(sys, name)
             if not isinstance(stream, StampedStream):
                 setattr(sys, name, StampedStream(stream, history))
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     stamp = "%(asctime)s " if sys.stderr.isatty() else ""
     handler.setFormatter(
         logging.Formatter(f"{stamp}%(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")

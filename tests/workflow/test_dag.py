@@ -106,6 +106,25 @@ def test_paper_config_dry_run_against_a_fake_imagenet_lists_the_paper_dag(tmp_pa
     assert counts["sample"] == counts["eval_gen"] + 2  # "progressive" samples feed figures only
 
 
+def test_the_reference_evaluation_waits_for_the_train_index_whose_class_count_it_reads(tmp_path):
+    """The originals' class_acc takes the class count from the train index. With the paper config no
+    teacher job links the two, and the paper-shape chain once ran eval_reference before index_split of
+    train ('the class count comes from the train index, which does not exist')."""
+    root = fake_imagenet(tmp_path / "imagenet")
+    out = tmp_path / "results"
+    done = dry_run(
+        str(paths.fid_reference(out)),
+        "--configfile",
+        "config/paper.yaml",
+        "config/paper-smoke.yaml",
+        "--config",
+        f'overrides=["data.imagenet_root={root}", "out_dir={out}"]',
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = job_counts(done.stdout + done.stderr)
+    assert counts["eval_reference"] == 1 and counts["index_split"] == 2, counts  # train and val
+
+
 def test_paper_config_without_the_reference_batch_stops_saying_what_to_set(tmp_path):
     root = fake_imagenet(tmp_path / "imagenet")
     done = dry_run(

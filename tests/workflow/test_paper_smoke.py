@@ -18,8 +18,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,7 +42,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.paper_smoke]
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """A 3-class 256-px JPEG tree in ImageNet's layout, then `snakemake table1 table2` with the paper
-    config and the smoke overlay on the CPU; returns (out_dir, seconds)."""
+    config and the smoke overlay on the CPU; gives (out_dir, seconds, peak bytes on disk)."""
     tmp = tmp_path_factory.mktemp("paper-smoke")
     root = tmp / "imagenet"
     synthetic.write_dataset(
@@ -73,14 +76,49 @@ def smoke(tmp_path_factory):
         f"overrides={json.dumps(overrides)}",
     ]
     started = time.monotonic()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    with DiskPeak(tmp) as disk:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600)
     seconds = time.monotonic() - started
     logs = "\n".join(
         f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted((out / "logs").glob("*.log"))
     )
     assert done.returncode == 0, f"{done.stderr[-5000:]}\n{logs[-20000:]}"
-    print(f"paper-shape smoke chain: {seconds / 60:.1f} min on this machine")
-    return out, seconds
+    print(f"paper-shape smoke chain: {seconds / 60:.1f} min, at most {disk.peak / 1e9:.2f} GB on disk")
+    yield out, seconds, disk.peak
+    # the weights are a few GB (the tests read their configs): give the space back to the rest of the suite
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+class DiskPeak:
+    """The largest number of bytes of files under `folder` seen while the block runs (sampled each 0.5 s)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.peak = folder, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _size(self) -> int:
+        total = 0
+        for parent, _, files in os.walk(self.folder):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(parent, name)).st_size
+                except OSError:  # removed meanwhile
+                    pass
+        return total
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, self._size())
+
+    def __enter__(self) -> DiskPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._size())
 
 
 def first(path: Path) -> dict:
@@ -88,7 +126,7 @@ def first(path: Path) -> dict:
 
 
 def test_images_latents_and_siglip_features_have_the_paper_shapes(smoke):
-    out, _ = smoke
+    out, *_ = smoke
     sample = first(paths.image_shard(out, "train", 0))
     assert decode_rgb(sample["jpg"]).shape == (256, 256, 3)
     latents = first(paths.feature_shard(out, "latents", "train", 0))
@@ -103,7 +141,7 @@ def test_images_latents_and_siglip_features_have_the_paper_shapes(smoke):
 
 
 def test_the_tokenizer_has_the_paper_widths_and_tokens(smoke):
-    out, _ = smoke
+    out, *_ = smoke
     for stage in ("stage1", "stage2"):
         config = json.loads((paths.tokenizer_dir(out, "b18", stage) / "config.json").read_text())
         enc, dec = config["encoder_config"], config["decoder_config"]["transformer_config"]
@@ -119,7 +157,7 @@ def test_the_tokenizer_has_the_paper_widths_and_tokens(smoke):
 
 
 def test_the_generators_have_the_paper_widths_and_sample_256_px_images(smoke):
-    out, _ = smoke
+    out, *_ = smoke
     for variant, (width, heads) in {"ar-l": (1024, 16), "ar-xl": (1280, 20), "ar-xxl": (2048, 32)}.items():
         config = json.loads((paths.generator_dir(out, variant) / "config.json").read_text())
         assert (config["width"], config["heads"], config["num_tokens"], config["bits"]) == (
@@ -138,7 +176,7 @@ def rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def test_every_metric_is_finite_and_names_its_stand_in_protocol(smoke):
-    out, _ = smoke
+    out, *_ = smoke
     gen = rows(paths.gen_metrics(out, "ar-l", "main"))
     for metric in ("gFID", "IS", "Precision", "Recall", "class_acc"):
         assert math.isfinite(float(gen[metric]["value"])), metric
@@ -153,10 +191,18 @@ def test_every_metric_is_finite_and_names_its_stand_in_protocol(smoke):
 
 
 def test_the_trainers_compiled_their_blocks_and_logged_with_timestamps(smoke):
-    out, _ = smoke
+    out, *_ = smoke
     for log in ("stage1_b18", "stage2_b18", "train_ar_ar-l"):
         text = (out / "logs" / f"{log}.log").read_text()
         assert "mixed precision no" in text and "transformer blocks compiled (backend aot_eager)" in text, log
         assert "===== attempt 1 of semtok" in text
         stamped = [line for line in text.splitlines() if line and not line.startswith("=====")]
         assert stamped and all(line[:4].isdigit() and line[4] == "-" for line in stamped), log
+
+
+def test_the_chain_fits_in_a_few_gigabytes_of_disk(smoke):
+    """Its four tokenizer exports carry SD3.5's VAE and decoder blocks at the paper's widths (about 0.95 GB
+    each); the 384x384 positional table of SD3 would add 906 MB to each, which once filled a CI machine's
+    disk (7.9 GB at the peak). The overlay keeps the positions 256-px latents use (4.5 GB at the peak)."""
+    *_, peak = smoke
+    assert peak < 5.5e9, f"the chain's files reached {peak / 1e9:.2f} GB"

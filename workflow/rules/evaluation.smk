@@ -25,6 +25,9 @@ rule reference_standin:
 rule eval_reference:
     input:
         shards=image_shards("val"),
+        # the class count (the originals' class_acc) is the train index's: with pretrained or random
+        # classifiers no teacher job brings it in, so without this the job could start before it exists
+        train_index=P.index_file(OUT, "train"),
         teacher=teacher_input("inception"),
         batch=reference_batch,
     output:
