@@ -160,6 +160,15 @@ def test_an_out_dir_with_braces_is_refused_naming_the_key(tmp_path):
     assert "out_dir:" in done.stdout + done.stderr and "contains a brace" in done.stdout + done.stderr
 
 
+def test_an_out_dir_that_cannot_be_written_is_refused_naming_the_key(tmp_path):
+    (tmp_path / "results").write_text("a file, not a folder")
+    done = dry_run("all_tables", "--config", f"out_dir={tmp_path / 'results' / 'run'}")
+    message = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "out_dir: cannot write the run's settings under" in message and "Not a directory" in message
+    assert "Traceback" not in message
+
+
 def test_imagenet_source_without_a_root_is_refused(tmp_path):
     done = dry_run("all_tables", "--configfile", "config/paper.yaml", "--config", f"out_dir={tmp_path}")
     assert done.returncode != 0

@@ -36,11 +36,14 @@ if "{" in str(OUT) or "}" in str(OUT):
 # exactly which jobs rerun when settings change.
 _resolved = semtok.config.dumps(CFG)
 CONFIG_FILE = P.config_file(OUT, hashlib.sha256(_resolved.encode()).hexdigest()[:16])
-if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
-    CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
-    _tmp = CONFIG_FILE.with_name(f"{CONFIG_FILE.name}.tmp-{os.getpid()}")
-    _tmp.write_text(_resolved)
-    _tmp.replace(CONFIG_FILE)
+try:
+    if not CONFIG_FILE.exists() or CONFIG_FILE.read_text() != _resolved:
+        CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
+        _tmp = CONFIG_FILE.with_name(f"{CONFIG_FILE.name}.tmp-{os.getpid()}")
+        _tmp.write_text(_resolved)
+        _tmp.replace(CONFIG_FILE)
+except OSError as err:  # a file where a folder should be, no permission, a full or read-only disk
+    raise WorkflowError(f"out_dir: cannot write the run's settings under {str(OUT)!r}: {err}")
 os.environ["SEMTOK_CONFIG"] = str(CONFIG_FILE)
 
 PYTHON = sys.executable  # the interpreter running Snakemake, which has semtok installed
