@@ -105,9 +105,6 @@ class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     handler was made: a command run in-process (a notebook, a test runner) swaps and closes its stderr,
     and a handler holding the old one would fail on every later record ('I/O operation on closed file')."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property  # type: ignore[override]
     def stream(self) -> TextIO:
         return sys.stderr
