@@ -29,12 +29,12 @@ from semtok.data.tokens import TokenDataset
 from semtok.jobs import EntryPoint
 from semtok.models.factory import build_generator, load_generator, load_tokenizer
 from semtok.sampling.pipeline import SemTokPipeline
-from semtok.sampling.settings import sample_config, sampler_kwargs
+from semtok.sampling.settings import same_as_main, sample_config, sampler_kwargs
 from semtok.train.compile import compile_blocks
 from semtok.train.generator import generator_step
 from semtok.train.loop import Objective, Trainer, segment_seed
 from semtok.utils.devices import job_device
-from semtok.utils.io import save_npz
+from semtok.utils.io import atomic_path, save_npz
 from semtok.utils.progress import progress
 
 PROGRESSIVE_POINTS = 6  # partial sequences shown in Fig. 5
@@ -96,6 +96,11 @@ def sample_arguments(parser: argparse.ArgumentParser) -> None:
         "--setting", default="main", help="sampling setting (main, cfg-linear-3.0, steps-16, ...)"
     )
     parser.add_argument("--output", required=True, help="the .npz to write")
+    parser.add_argument(
+        "--same-as",
+        default=None,
+        help="the variant's main samples: copied when the setting repeats the main sample config",
+    )
 
 
 def pipeline(cfg: Config, variant: str) -> SemTokPipeline:
@@ -166,7 +171,32 @@ def sample_progressive(cfg: Config, variant: str, output: Path) -> dict[str, Any
     return {"variant": variant, "setting": "progressive", "points": points, "output": str(output)}
 
 
+def copy_main(cfg: Config, variant: str, setting: str, main: Path, output: Path) -> dict[str, Any]:
+    """The samples of a setting that repeats the main sample config (`same_as_main`): main's file,
+    copied atomically; any other setting is refused rather than mislabelled."""
+    if not same_as_main(cfg, variant, setting):
+        raise SystemExit(
+            f"sample: --same-as is for a setting that repeats {variant}'s main sample config; "
+            f"{setting!r} differs from it ({sample_config(cfg, variant, setting)})"
+        )
+    if not main.is_file():
+        raise SystemExit(f"sample: --same-as {main}: no such file")
+    with atomic_path(output) as tmp:
+        shutil.copyfile(main, tmp)
+    with np.load(output) as f:
+        images = len(f["labels"])
+    return {
+        "variant": variant,
+        "setting": setting,
+        "images": images,
+        "same_as": str(main),
+        "output": str(output),
+    }
+
+
 def sample(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    if args.same_as is not None:
+        return copy_main(cfg, args.variant, args.setting, Path(args.same_as), Path(args.output))
     if args.setting == "progressive":
         return sample_progressive(cfg, args.variant, Path(args.output))
     return sample_main(cfg, args.variant, args.setting, Path(args.output))

@@ -128,6 +128,17 @@ def sample_config(cfg: Config, variant: str, setting: str) -> SampleConfig:
     return dataclasses.replace(cfg.generator_variant(variant).sample, **setting_overrides(setting))
 
 
+def same_as_main(cfg: Config, variant: str, setting: str) -> bool:
+    """Whether `setting` draws exactly the samples of the variant's "main" setting: a sweep point (or
+    an order) that repeats the main sample config, e.g. cfg-linear-3.0 when the main CFG is linear at
+    3.0. The seeds depend on the variant and the batch only, so the images are the same, and the
+    workflow copies main's samples instead of drawing them again (at the paper's scale, 50,000
+    images a setting)."""
+    if setting in (MAIN, PROGRESSIVE):
+        return False
+    return sample_config(cfg, variant, setting) == sample_config(cfg, variant, MAIN)
+
+
 def sweep_settings(cfg: Config) -> dict[str, list[str]]:
     """{"cfg_linear": ["cfg-linear-1.0", ...], "cfg_constant": [...], "steps": [...], "top_p": [...]}
     for the sweep generator `evaluation.sweeps.generator`."""

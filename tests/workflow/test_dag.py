@@ -324,3 +324,27 @@ def test_every_rule_that_runs_a_command_records_its_benchmark_and_environment():
             if "shell:" in block:
                 name = re.match(r"\s*rule\s*(\w*)", block).group(1) or block.split("name:", 1)[1].split()[0]
                 assert "benchmark:" in block and "conda:" in block, f"{path.name}: rule {name}"
+
+
+def test_sweep_points_that_repeat_the_main_setting_copy_its_samples_instead_of_sampling(tmp_path):
+    """In the default config cfg-linear-3.0, steps-8 and topp-0.75 are ar-l's main sample config: the
+    same seeds draw the same images, so their jobs copy main's file (declared as their input)."""
+    out = tmp_path / "results"
+    settings = ["cfg-linear-3.0", "steps-8", "topp-0.75", "cfg-linear-5.0", "steps-16"]
+    done = subprocess.run(
+        [*SNAKEMAKE, *[str(paths.sample_file(out, "ar-l", s)) for s in settings], "-n", "-p"]
+        + ["--config", f"out_dir={out}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    commands = [line for line in done.stdout.splitlines() if " -m semtok.cli.launch sample " in line]
+    main = str(paths.sample_file(out, "ar-l", "main"))
+    by_setting = {re.search(r"--setting (\S+)", c).group(1): c for c in commands}
+    assert sorted(by_setting) == sorted([*settings, "main"])
+    for setting in ("cfg-linear-3.0", "steps-8", "topp-0.75"):
+        assert f"--same-as {main}" in by_setting[setting], by_setting[setting]
+    for setting in ("cfg-linear-5.0", "steps-16", "main"):
+        assert "--same-as" not in by_setting[setting], by_setting[setting]

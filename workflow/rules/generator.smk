@@ -1,6 +1,8 @@
 # The masked autoregressive generator (SPEC §4): training per generator variant, sampling per
 # (variant, setting); settings come from semtok.report.spec (the tables' and figures' needs).
 
+from semtok.sampling.settings import same_as_main
+
 
 wildcard_constraints:
     gen="|".join(sorted(CFG.generator_variants, key=len, reverse=True)),
@@ -28,10 +30,13 @@ rule sample:
     input:
         generator=P.generator_dir(OUT, "{gen}"),
         tokenizer=lambda wc: P.tokenizer_dir(OUT, CFG.generator_variant(wc.gen).tokenizer, "stage2"),
+        # a setting that repeats the main sample config (same seeds, same images) copies main's file
+        main=lambda wc: [P.sample_file(OUT, wc.gen, "main")] if same_as_main(CFG, wc.gen, wc.setting) else [],
     output:
         P.sample_file(OUT, "{gen}", "{setting}"),
     params:
         cfg=lambda wc: key("sample", wc.gen, wc.setting),
+        same=lambda wc, input: f"--same-as {shlex.quote(str(input.main))}" if input.main else "",
     log:
         OUT / "logs/sample_{gen}-{setting}.log",
     benchmark:
@@ -39,4 +44,5 @@ rule sample:
     conda:
         SOFTWARE
     shell:
-        launch("sample") + " --variant {wildcards.gen} --setting {wildcards.setting} --output {output:q} > {log:q} 2>&1"
+        launch("sample") + " --variant {wildcards.gen} --setting {wildcards.setting} --output {output:q}"
+        " {params.same} > {log:q} 2>&1"
