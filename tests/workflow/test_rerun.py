@@ -65,9 +65,13 @@ OVERRIDES = [
 # (the same images, split in two), so Snakemake re-shards and re-encodes them and reruns every
 # evaluation that reads them (the FID reference, hence every generation metric, and every
 # reconstruction metric), although no job's settings key but the index's changed.
+# And a sweep point that repeated the main sample config (ar-l's topp-0.75 in the default: its job copied
+# main's samples, declared as its input) and no longer does once main's top-p changes: its inputs change,
+# so Snakemake samples it (the same images as the copy) and evaluates it again.
 DAG_ALSO = {
     "data.val_shards=2": {("shard",), ("encode", "latents"), ("encode", "siglip")}
     | {job for job in BASE if job[0] in ("reference", "recon", "gen")},
+    "generator.sample.top_p=0.8": {("sample", "ar-l", "topp-0.75"), ("gen", "ar-l", "topp-0.75")},
 }
 
 
