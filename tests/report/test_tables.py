@@ -113,23 +113,36 @@ def test_a_refiner_row_decoded_in_more_than_one_step_is_not_compared(cfg, paper_
     assert "n/c rFID [b32-refiner]: decoder steps not recorded (paper: 1)." in md
 
 
+def images_seen(cfg, variant: str) -> tuple[int, int]:
+    """(Stage I, Stage II) images a tokenizer variant trains on, from the config itself."""
+    t = cfg.tokenizer_variant(variant)
+    stage1 = 0 if cfg.stage1_source(variant) is None else t.stage1.optim.steps * t.stage1.optim.batch_size
+    return stage1, t.stage2.optim.steps * t.stage2.optim.batch_size
+
+
 def test_table12_states_each_rows_training_budget_and_marks_unequal_ones(cfg, results, tmp_path):
-    """The default's fine-tuning-only tokenizer sees 400 × 8 images, b18 800 × 24 + 400 × 8: the
+    """The default's fine-tuning-only tokenizer sees Stage II's images only, b18 Stage I's as well: the
     table says so and that its rows are not comparable at equal budget."""
     _, md, tex = _write("table12", cfg, results, tmp_path)
-    assert "- finetune-only: Stage I 0 + Stage II 3,200 = 3,200 images" in md
-    assert "- b18: Stage I 19,200 + Stage II 3,200 = 22,400 images" in md
-    assert "Unequal training budgets (3,200 to 22,400 images)" in md and "7.0× as much training" in md
+    (f1, f2), (b1, b2) = images_seen(cfg, "finetune-only"), images_seen(cfg, "b18")
+    assert f1 == 0 and b1 > 0
+    assert f"- finetune-only: Stage I 0 + Stage II {f2:,} = {f2:,} images" in md
+    assert f"- b18: Stage I {b1:,} + Stage II {b2:,} = {b1 + b2:,} images" in md
+    assert f"Unequal training budgets ({f2:,} to {b1 + b2:,} images)" in md
+    assert f"{(b1 + b2) / f2:.1f}× as much training" in md
     assert "Unequal training budgets" in tex
 
 
 def test_table12_at_equal_budget_says_so(cfg, results, tmp_path):
+    budget = sum(images_seen(cfg, "b18"))
+    batch = cfg.tokenizer_variant("finetune-only").stage2.optim.batch_size
+    assert budget % batch == 0
     variants = {**cfg.tokenizer_variants}
-    variants["finetune-only"] = {**variants["finetune-only"], "stage2": {"optim": {"steps": 2800}}}
+    variants["finetune-only"] = {**variants["finetune-only"], "stage2": {"optim": {"steps": budget // batch}}}
     equal = dataclasses.replace(cfg, tokenizer_variants=variants)
     _, md, _ = _write("table12", equal, results, tmp_path)
-    assert "- finetune-only: Stage I 0 + Stage II 22,400 = 22,400 images" in md
-    assert "Every row saw the same training budget (22,400 images)." in md and "Unequal" not in md
+    assert f"- finetune-only: Stage I 0 + Stage II {budget:,} = {budget:,} images" in md
+    assert f"Every row saw the same training budget ({budget:,} images)." in md and "Unequal" not in md
     assert target_hash(equal, "table12") != target_hash(cfg, "table12")
     assert target_hash(equal, "table11") == target_hash(cfg, "table11")
 
