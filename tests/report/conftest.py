@@ -151,6 +151,14 @@ def write_results(cfg: Config, out: Path, protocols: dict[str, str] = STAND_IN) 
     return out
 
 
+def images_seen(cfg: Config, variant: str) -> tuple[int, int]:
+    """(Stage I, Stage II) images tokenizer `variant` trains on, worked out here from the config's steps
+    and batches (the oracle of Table 12's budgets, independent of semtok.report.spec)."""
+    t = cfg.tokenizer_variant(variant)
+    stage1 = 0 if cfg.stage1_source(variant) is None else t.stage1.optim.steps * t.stage1.optim.batch_size
+    return stage1, t.stage2.optim.steps * t.stage2.optim.batch_size
+
+
 @pytest.fixture(scope="session")
 def cfg() -> Config:
     return load(REPO / "config" / "config.yaml")

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, images_seen
 
 from semtok.cli.main import main as cli_main
 from semtok.report import tables
@@ -111,13 +111,6 @@ def test_a_refiner_row_decoded_in_more_than_one_step_is_not_compared(cfg, paper_
     frame, md, _ = _write("table1", cfg, results, tmp_path)
     assert not frame[(frame.run == "b32-refiner") & (frame.metric == "rFID")].comparable.any()
     assert "n/c rFID [b32-refiner]: decoder steps not recorded (paper: 1)." in md
-
-
-def images_seen(cfg, variant: str) -> tuple[int, int]:
-    """(Stage I, Stage II) images a tokenizer variant trains on, from the config itself."""
-    t = cfg.tokenizer_variant(variant)
-    stage1 = 0 if cfg.stage1_source(variant) is None else t.stage1.optim.steps * t.stage1.optim.batch_size
-    return stage1, t.stage2.optim.steps * t.stage2.optim.batch_size
 
 
 def test_table12_states_each_rows_training_budget_and_marks_unequal_ones(cfg, results, tmp_path):

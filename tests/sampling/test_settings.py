@@ -1,5 +1,4 @@
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,20 +94,12 @@ def test_sweep_settings_follow_the_config(cfg):
 # -- settings that repeat the main sample config ------------------------------------------------
 
 
-def _default_config(*overrides: str):
-    import yaml
-
-    from semtok.config import from_dict
-
-    root = Path(__file__).resolve().parents[2]
-    return from_dict(yaml.safe_load((root / "config" / "config.yaml").read_text()), list(overrides))
-
-
-def test_the_sweep_points_that_repeat_main_are_exactly_those_with_mains_sample_config():
+def test_the_sweep_points_that_repeat_main_are_exactly_those_with_mains_sample_config(tiny, tmp_path):
     from semtok.sampling.settings import same_as_main
 
-    cfg = _default_config(
-        "generator.sample.cfg_scale=3.0", "generator.sample.steps=8", "generator.sample.top_p=0.75"
+    cfg = tiny.config(
+        tmp_path,
+        ["generator.sample.cfg_scale=3.0", "generator.sample.steps=8", "generator.sample.top_p=0.75"],
     )
     assert same_as_main(cfg, "ar-l", "cfg-linear-3.0")
     assert same_as_main(cfg, "ar-l", "steps-8") and same_as_main(cfg, "ar-l", "topp-0.75")
@@ -117,14 +108,14 @@ def test_the_sweep_points_that_repeat_main_are_exactly_those_with_mains_sample_c
     assert not same_as_main(cfg, "ar-l", "cfg-constant-3.0")  # same scale, another schedule
     assert not same_as_main(cfg, "ar-l", "steps-16") and not same_as_main(cfg, "ar-l", "topp-1.0")
     # a variant whose own sample config differs from the sweep point's
-    other = _default_config("generator_variants.ar-xl.sample={steps: 16}")
+    other = tiny.config(tmp_path, ["generator_variants.ar-xl.sample={steps: 16}"])
     assert same_as_main(other, "ar-l", "steps-8") and not same_as_main(other, "ar-xl", "steps-8")
 
 
-def test_a_setting_that_repeats_main_copies_mains_samples_and_any_other_is_refused(tmp_path):
+def test_a_setting_that_repeats_main_copies_mains_samples_and_any_other_is_refused(tiny, tmp_path):
     from semtok.jobs.generator import copy_main
 
-    cfg = _default_config("generator.sample.cfg_scale=3.0", "generator.sample.cfg_schedule=linear")
+    cfg = tiny.config(tmp_path, ["generator.sample.cfg_scale=3.0", "generator.sample.cfg_schedule=linear"])
     main = tmp_path / "main.npz"
     rng = np.random.default_rng(0)
     np.savez(
