@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
+from scipy.stats import chi2
 
 from semtok.config import Config
 from semtok.report.findings import CLAIMS as FINDINGS
@@ -312,8 +313,19 @@ def rule(cfg: Config) -> str:
     )
 
 
+def sd_interval(seeds: int, level: float = 0.95) -> tuple[float, float]:
+    """How far the true standard deviation may lie from one estimated from `seeds` runs: the factors
+    (low, high) of the `level` confidence interval σ ∈ [low·s, high·s] for normal data, from
+    (n − 1)s²/σ² ~ χ²(n − 1). Two seeds (one degree of freedom) give 0.45 to 31.9."""
+    if seeds < 2:
+        raise ValueError(f"a standard deviation needs at least 2 seeds, got {seeds}")
+    dof, tail = seeds - 1, (1 - level) / 2
+    return math.sqrt(dof / chi2.ppf(1 - tail, dof)), math.sqrt(dof / chi2.ppf(tail, dof))
+
+
 def noise_lines(cfg: Config, judged: list[Judged], spread: Spread) -> list[str]:
-    """The measured seed spread of each family's deciding metrics, a family a line."""
+    """The measured seed spread of each family's deciding metrics, a family a line, with how far the
+    true spread may lie from an estimate of so few seeds."""
     used = {(family(n.kind), j.metric) for j in judged for n in j.runs if n is not None}
     what = {"tokenizers": "refiner reconstructions", "generators": "main samples"}
     lines = []
@@ -326,8 +338,11 @@ def noise_lines(cfg: Config, judged: list[Judged], spread: Spread) -> list[str]:
         sds = ", ".join(
             f"{m} {number(spread[fam, m][0], m)}" for f, m in sorted(used) if f == fam and (f, m) in spread
         )
+        low, high = sd_interval(len(names))
         lines.append(
-            f"{fam}: {len(names)} seeds ({', '.join(names)}; {what[fam]}), standard deviation: {sds}"
+            f"{fam}: {len(names)} seeds ({', '.join(names)}; {what[fam]}), standard deviation: {sds}; "
+            f"from {len(names)} seeds the true one lies within {low:.2f}–{high:.1f}× each estimate (95 %), "
+            "so a verdict near the threshold can change between runs"
         )
     return lines
 

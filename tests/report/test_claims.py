@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from statistics import NormalDist
 
 import pandas as pd
 import pytest
@@ -196,10 +197,27 @@ def test_the_table_files_state_the_rule_and_the_noise(cfg, world, tmp_path):
     assert "holds if effect > 2·noise, reverses if effect < −2·noise" in md
     assert "tokenizers: 2 seeds (b18, b18-seed1; refiner reconstructions), standard deviation:" in md
     assert "PSNR 0.50" in md and "class_acc 0.020" in md
+    assert "from 2 seeds the true one lies within 0.45–31.9× each estimate (95 %)" in md
     assert f"config hash {target_hash(cfg, CLAIMS)}" in md
     tex = outputs["tex"].read_text()
     assert r"\begin{tabular}" in tex and tex.count(r"\\") > len(FINDINGS)
     assert not {"σ", "±", "√", "Σ", "ᵢ", "²"} & set(tex)  # written as LaTeX math
+
+
+def test_the_seed_spread_interval_is_the_chi_square_one():
+    """σ's 95 % interval from n seeds, checked against closed forms of the χ² quantiles: with one degree
+    of freedom χ² is a squared standard normal, with two an exponential of mean 2."""
+    z = NormalDist().inv_cdf
+    low, high = claims.sd_interval(2)
+    assert low == pytest.approx(1 / z(0.9875), rel=1e-9)  # √(1/χ²₁(0.975)) = 1/Φ⁻¹(0.9875)
+    assert high == pytest.approx(1 / z(0.5125), rel=1e-9)
+    low, high = claims.sd_interval(3)
+    assert low == pytest.approx(math.sqrt(2 / (-2 * math.log(0.025))), rel=1e-9)
+    assert high == pytest.approx(math.sqrt(2 / (-2 * math.log(0.975))), rel=1e-9)
+    widths = [claims.sd_interval(n)[1] / claims.sd_interval(n)[0] for n in (2, 3, 5, 20)]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 2  # more seeds, a tighter interval
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        claims.sd_interval(1)
 
 
 def test_the_plot_and_the_cli(cfg, world, tmp_path):
