@@ -95,21 +95,19 @@ def test_sweep_settings_follow_the_config(cfg):
 
 
 def test_the_sweep_points_that_repeat_main_are_exactly_those_with_mains_sample_config(tiny, tmp_path):
-    from semtok.sampling.settings import same_as_main
-
     cfg = tiny.config(
         tmp_path,
         ["generator.sample.cfg_scale=3.0", "generator.sample.steps=8", "generator.sample.top_p=0.75"],
     )
-    assert same_as_main(cfg, "ar-l", "cfg-linear-3.0")
-    assert same_as_main(cfg, "ar-l", "steps-8") and same_as_main(cfg, "ar-l", "topp-0.75")
-    assert not same_as_main(cfg, "ar-l", "main") and not same_as_main(cfg, "ar-l", "progressive")
-    assert not same_as_main(cfg, "ar-l", "cfg-linear-5.0")
-    assert not same_as_main(cfg, "ar-l", "cfg-constant-3.0")  # same scale, another schedule
-    assert not same_as_main(cfg, "ar-l", "steps-16") and not same_as_main(cfg, "ar-l", "topp-1.0")
+    assert S.same_as_main(cfg, "ar-l", "cfg-linear-3.0")
+    assert S.same_as_main(cfg, "ar-l", "steps-8") and S.same_as_main(cfg, "ar-l", "topp-0.75")
+    assert not S.same_as_main(cfg, "ar-l", "main") and not S.same_as_main(cfg, "ar-l", "progressive")
+    assert not S.same_as_main(cfg, "ar-l", "cfg-linear-5.0")
+    assert not S.same_as_main(cfg, "ar-l", "cfg-constant-3.0")  # same scale, another schedule
+    assert not S.same_as_main(cfg, "ar-l", "steps-16") and not S.same_as_main(cfg, "ar-l", "topp-1.0")
     # a variant whose own sample config differs from the sweep point's
     other = tiny.config(tmp_path, ["generator_variants.ar-xl.sample={steps: 16}"])
-    assert same_as_main(other, "ar-l", "steps-8") and not same_as_main(other, "ar-xl", "steps-8")
+    assert S.same_as_main(other, "ar-l", "steps-8") and not S.same_as_main(other, "ar-xl", "steps-8")
 
 
 def test_a_setting_that_repeats_main_copies_mains_samples_and_any_other_is_refused(tiny, tmp_path):
