@@ -5,8 +5,10 @@ tests/train/test_fsdp.py and tests/cluster/test_multinode.py."""
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
+import time
 
 import pytest
 
@@ -107,6 +109,30 @@ def test_failing_processes_give_their_status(monkeypatch, capsys):
     assert launch.run_processes(["no-such-command"], 2, nodes=1, node_rank=0, host="127.0.0.1", port=1) == 2
     out = capsys.readouterr().out
     assert "rank 0 of 2 (node 0" in out and "rank 1 of 2 (node 0" in out
+
+
+def test_a_crashed_rank_is_named_with_its_stack_and_the_others_stopped(monkeypatch, tmp_path, capfd):
+    """Rank 1 dies of SIGSEGV while rank 0 would run for a minute: the launcher returns 128 + 11 at once,
+    says which rank died of what, rank 0 is stopped, and the crash printed rank 1's Python stack."""
+    monkeypatch.delenv("SLURMD_NODENAME", raising=False)
+    monkeypatch.delenv("PYTHONFAULTHANDLER", raising=False)
+    program = (
+        "import ctypes, os, time\n"
+        "def crash():\n    ctypes.string_at(0)\n"
+        "crash() if os.environ['RANK'] == '1' else time.sleep(60)\n"
+    )
+    python = tmp_path / "python"  # stands in for sys.executable: `python -m semtok.cli ...` runs `program`
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} -c {shlex.quote(program)}\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(launch.sys, "executable", str(python))
+    started = time.monotonic()
+    status = launch.run_processes(["stage1"], 2, nodes=1, node_rank=0, host="127.0.0.1", port=1)
+    assert status == 128 + signal.SIGSEGV
+    assert time.monotonic() - started < 30  # rank 0 was killed, not waited for
+    err = capfd.readouterr().err
+    assert "rank 1 on " in err and "killed by signal 11 (SIGSEGV)" in err
+    assert "rank 0 on " not in err
+    assert "Segmentation fault" in err and "in crash" in err  # faulthandler's stack of rank 1
 
 
 def test_one_process_replaces_the_launcher(monkeypatch):

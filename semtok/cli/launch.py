@@ -9,7 +9,9 @@
   WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), which accelerate's `Accelerator` reads;
   it forwards SIGTERM/SIGUSR1/SIGINT to them and exits with 75 when they checkpointed on a signal
   (75 from all), 0 when all finished, else the first failure (the others are then killed, since
-  they would wait for the failed one forever).
+  they would wait for the failed one forever). It names each failed rank on stderr with how it ended
+  (`killed by signal 11 (SIGSEGV)`), and the processes run with PYTHONFAULTHANDLER=1, so a rank
+  that crashes prints the Python stack of each of its threads.
 - Multi-node (the job's node list, asked of `scontrol`, has N > 1 nodes): the launcher replaces
   itself with `srun --nodes=N --ntasks=N --ntasks-per-node=1 python -m semtok.cli.launch ...`; each copy
   starts the processes of its node with ranks from SLURM_NODEID, and the rendezvous is on the address
@@ -116,6 +118,7 @@ def worker_env(rank: int, local_rank: int, world: int, local_world: int, host: s
         MASTER_PORT=str(port),
     )
     env.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: one thread per process unless told
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a crashed rank prints every thread's Python stack
     return env
 
 
@@ -126,6 +129,29 @@ def exit_status(codes: list[int | None]) -> int:
     if failures:
         return 128 - failures[0] if failures[0] < 0 else failures[0]  # killed by signal n: 128 + n
     return EXIT_CHECKPOINTED if EXIT_CHECKPOINTED in codes else 0
+
+
+def describe(code: int) -> str:
+    """An exit status of a process in words: `exit status 1`, `killed by signal 11 (SIGSEGV)`."""
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    return f"killed by signal {-code} ({name})"
+
+
+def report_failures(codes: list[int | None], first_rank: int, where: str) -> None:
+    """Say on stderr which ranks failed and how; the others are stopped next (they would wait forever)."""
+    for local_rank, code in enumerate(codes):
+        if code not in (None, 0, EXIT_CHECKPOINTED):
+            print(
+                f"semtok.cli.launch: rank {first_rank + local_rank} on {where} failed: {describe(code)}; "
+                "stopping the other processes of this node",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def run_processes(argv: list[str], per_node: int, nodes: int, node_rank: int, host: str, port: int) -> int:
@@ -156,6 +182,7 @@ def run_processes(argv: list[str], per_node: int, nodes: int, node_rank: int, ho
         codes = [p.poll() for p in procs]
         status = exit_status(codes)
         if status not in (0, EXIT_CHECKPOINTED):
+            report_failures(codes, node_rank * per_node, where)
             for p in procs:
                 if p.poll() is None:
                     p.kill()

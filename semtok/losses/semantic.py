@@ -94,15 +94,33 @@ def pooled_siglip(sig: torch.Tensor) -> torch.Tensor:
     return F.normalize(siglip_grid(sig).float().mean((-2, -1)), dim=-1)
 
 
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows in rank order. Every rank's loss reads every row, so the gradient of this rank's
+    rows is the sum over ranks of the gradient at those rows (an all-reduce, then this rank's slice).
+    Synchronous collectives of the public API, which gloo and NCCL both have (torch's private
+    functional collectives are asynchronous in eager mode and change between releases)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rows = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        start = dist.get_rank() * ctx.rows
+        return total[start : start + ctx.rows]
+
+
 def _gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """x: (B, C) -> ((world*B, C) all ranks' rows in rank order, rank). Gradients reach every rank."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
-    from torch.distributed import _functional_collectives as funcol
-
-    # torch.distributed.nn.functional.all_gather is deprecated; older torch lacks the *_single name.
-    gather = getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
-    return gather(x, 0, dist.group.WORLD), dist.get_rank()
+    return _GatherRows.apply(x), dist.get_rank()
 
 
 class ContrastiveLoss(nn.Module):

@@ -163,3 +163,46 @@ def test_contrastive_loss_uses_global_batch(tmp_path):
     torch.multiprocessing.start_processes(
         _distributed_worker, args=(2, str(tmp_path / "init")), nprocs=2, start_method="fork"
     )
+
+
+def _batches(steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for step in range(steps):
+        data = torch.Generator().manual_seed(step)
+        out.append(
+            (torch.randn(8, 6, 12, generator=data), F.normalize(torch.randn(8, 8, generator=data), dim=-1))
+        )
+    return out
+
+
+def _ddp_worker(rank: int, world: int, init_file: str) -> None:
+    """A head under DDP (several small gradient buckets, so DDP's all-reduces and the gather's own
+    interleave in backward): every step's averaged gradient equals one process's on the whole batch."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    head = ContrastiveHead(code_dim=12, sig_dim=8, embed_dim=16)
+    batches = _batches(20)
+    expected = []  # one process, whole batch: before the process group exists
+    for codes, u in batches:
+        head.zero_grad()
+        contrastive_loss()(head(codes), u).backward()
+        expected.append([p.grad.clone() for p in head.parameters()])
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(head, bucket_cap_mb=1e-4)
+        rows = slice(rank * 4, (rank + 1) * 4)
+        for step, (codes, u) in enumerate(batches):
+            ddp.zero_grad()
+            contrastive_loss()(ddp(codes[rows]), u[rows]).backward()
+            for (name, p), grad in zip(head.named_parameters(), expected[step], strict=True):
+                torch.testing.assert_close(p.grad, grad, msg=f"step {step} {name}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_contrastive_loss_under_ddp_matches_one_process(tmp_path):
+    torch.multiprocessing.start_processes(
+        _ddp_worker, args=(2, str(tmp_path / "init")), nprocs=2, start_method="fork"
+    )
