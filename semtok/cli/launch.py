@@ -122,10 +122,15 @@ def worker_env(rank: int, local_rank: int, world: int, local_world: int, host: s
     return env
 
 
+def failed(code: int | None) -> bool:
+    """A process that ended neither successfully nor checkpointed on a signal (None: still running)."""
+    return code not in (None, 0, EXIT_CHECKPOINTED)
+
+
 def exit_status(codes: list[int | None]) -> int:
     """The launcher's status from its processes' (None: still running): 0 when all finished, 75 when
     all finished or checkpointed and at least one checkpointed, else the first failure."""
-    failures = [c for c in codes if c not in (None, 0, EXIT_CHECKPOINTED)]
+    failures = [c for c in codes if failed(c)]
     if failures:
         return 128 - failures[0] if failures[0] < 0 else failures[0]  # killed by signal n: 128 + n
     return EXIT_CHECKPOINTED if EXIT_CHECKPOINTED in codes else 0
@@ -145,7 +150,7 @@ def describe(code: int) -> str:
 def report_failures(codes: list[int | None], first_rank: int, where: str) -> None:
     """Say on stderr which ranks failed and how; the others are stopped next (they would wait forever)."""
     for local_rank, code in enumerate(codes):
-        if code not in (None, 0, EXIT_CHECKPOINTED):
+        if failed(code):
             print(
                 f"semtok.cli.launch: rank {first_rank + local_rank} on {where} failed: {describe(code)}; "
                 "stopping the other processes of this node",
